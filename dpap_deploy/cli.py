@@ -1,0 +1,234 @@
+"""``dpap-export``: train with DPAP, export, simulate in Lava, check against a chip.
+
+Example::
+
+    dpap-export --target loihi-sim --profile loihi2 --out runs/demo
+    dpap-export --target loihi-sim --from runs/demo --profile loihi1 --out runs/loihi1
+
+Exit codes: 0 done; 2 bad input (the message names what and the limit); 3 the network
+does not fit the profile and ``--require-fit`` was given.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import List, Optional
+
+import numpy as np
+
+from dpap_deploy.errors import DataError, DpapError, IRError
+
+EXIT_BAD_INPUT = 2
+EXIT_DOES_NOT_FIT = 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dpap-export",
+        description="Train a DPAP-pruned spiking network in Norse (or reuse one with --from), export it, "
+        "run it in Lava's fixed-point simulator and check it against a hardware profile.",
+    )
+    p.add_argument("--target", required=True, help="export target, e.g. loihi-sim")
+    p.add_argument("--profile", default="loihi2", help="bundled profile name (loihi2, loihi1) or a .toml path")
+    p.add_argument("--out", default="runs/latest", help="output folder (default: runs/latest)")
+    p.add_argument("--force", action="store_true", help="reuse an output folder that already holds a run")
+    p.add_argument("--from", dest="from_dir", metavar="DIR", help="export the network of an earlier run, no training")
+    p.add_argument("--data", metavar="FILE", help=".npz with x (N, ...) and y (N,); default: scikit-learn digits")
+    p.add_argument("--epochs", type=int, default=40, help="training epochs (default 40)")
+    p.add_argument("--seed", type=int, default=0, help="seed of weights, split, batches and spike encoding")
+    p.add_argument("--time-steps", type=int, default=32, help="time steps T per sample (default 32)")
+    p.add_argument("--hidden", default="256,128", help="hidden layer sizes (default 256,128)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--no-prune", action="store_true", help="train dense (baseline), no DPAP")
+    p.add_argument("--dpap-preset", default="mnist-snn",
+                   help="DPAP constants: mnist-snn (default; the author's MNIST SNN script) or cifar-snn (spec defaults)")
+    p.add_argument("--max-test", type=int, default=None, help="simulate only the first N test samples")
+    p.add_argument("--require-fit", action="store_true", help="exit with 3 when the network does not fit the profile")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def _positive(name: str, v: Optional[int], minimum: int = 1) -> None:
+    if v is not None and v < minimum:
+        raise DpapError(f"--{name} must be >= {minimum}, got {v}")
+
+
+def _hidden(text: str) -> List[int]:
+    try:
+        sizes = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise DpapError(f"--hidden must be comma-separated integers, got {text!r}") from None
+    if any(s < 1 for s in sizes):
+        raise DpapError(f"--hidden sizes must be >= 1, got {text!r}")
+    return sizes
+
+
+def _prepare_out(out: str, force: bool) -> None:
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise DpapError(f"output {out!r} exists and is not a folder")
+    if os.path.isfile(os.path.join(out, "report.json")) and not force:
+        raise DpapError(f"output folder {out!r} already holds a run; pass --force to overwrite it or choose another --out")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:
+        raise DpapError(f"cannot create output folder {out!r}: {exc.strerror}") from None
+    if not os.access(out, os.W_OK):
+        raise DpapError(f"output folder {out!r} is not writable")
+
+
+def preload_lava() -> None:
+    """Import Lava's runtime first: it calls ``multiprocessing.set_start_method('fork')`` at
+    import time, which fails once anything (tqdm's lock, torch) has fixed the start method."""
+    import lava.magma.core.process.process  # noqa: F401
+
+
+def run(args: argparse.Namespace) -> int:
+    preload_lava()
+    import torch
+
+    from dpap_deploy.data import load_digits, load_npz
+    from dpap_deploy.export import get_target
+    from dpap_deploy.fileio import atomic_path, write_json
+    from dpap_deploy.hardware_profiles import load_profile
+    from dpap_deploy.ir import NetworkIR
+    from dpap_deploy.mapping import map_network
+    from dpap_deploy.report import model_section, summary_text, validate
+    from dpap_deploy.train.compact import to_ir
+    from dpap_deploy.train.dpap import PRESETS
+    from dpap_deploy.train.loop import TrainConfig, classify, predict, test_spikes, train
+    from dpap_deploy.train.models import SpikingMLP
+
+    # -- check every input before any work ----------------------------------------------
+    exporter = get_target(args.target)
+    profile = load_profile(args.profile)
+    _positive("time-steps", args.time_steps)
+    _positive("epochs", args.epochs)
+    _positive("batch-size", args.batch_size)
+    _positive("max-test", args.max_test)
+    hidden = _hidden(args.hidden)
+    if args.dpap_preset not in PRESETS:
+        raise DpapError(f"unknown --dpap-preset {args.dpap_preset!r}; known: {', '.join(sorted(PRESETS))}")
+    progress = not args.quiet and sys.stderr.isatty()
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+    cfg = {"seed": args.seed, "time_steps": args.time_steps, "data": args.data, "test_fraction": 0.2}
+    if args.from_dir:
+        src = args.from_dir
+        need = [os.path.join(src, f) for f in ("config.json", "ir.npz", "model.pt")]
+        missing = [f for f in need if not os.path.isfile(f)]
+        if missing:
+            raise IRError(f"--from {src!r} holds no exported network (missing {', '.join(os.path.basename(m) for m in missing)})")
+        with open(need[0]) as f:
+            saved = json.load(f)
+        cfg.update({k: saved[k] for k in ("seed", "time_steps", "data", "test_fraction") if k in saved})
+        if args.data:
+            cfg["data"] = args.data
+    if cfg["data"]:
+        ds = load_npz(cfg["data"], cfg["test_fraction"], cfg["seed"])
+    else:
+        ds = load_digits(cfg["test_fraction"], cfg["seed"])
+    _prepare_out(args.out, args.force)
+
+    # -- train (or load) ----------------------------------------------------------------
+    timing = {"train": 0.0}
+    history = []
+    if args.from_dir:
+        ir = NetworkIR.load(os.path.join(args.from_dir, "ir.npz"))
+        try:
+            ckpt = torch.load(os.path.join(args.from_dir, "model.pt"), map_location="cpu")
+            model = SpikingMLP.from_config(ckpt["model_config"])
+            model.load_state_dict(ckpt["state_dict"])
+        except Exception as exc:
+            raise IRError(f"{args.from_dir}/model.pt is not a dpap-deploy checkpoint ({type(exc).__name__}: {exc})") from None
+        if ir.input_size != ds.n_features or ir.n_classes < ds.n_classes:
+            raise DataError(f"data {ds.name!r} has {ds.n_features} features and {ds.n_classes} classes; the network "
+                            f"in {args.from_dir!r} takes {ir.input_size} inputs and has {ir.n_classes} outputs")
+        train_cfg = None
+    else:
+        train_cfg = TrainConfig(hidden=hidden, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                time_steps=args.time_steps, seed=args.seed, prune=not args.no_prune)
+        log_path = os.path.join(args.out, "train_log.jsonl")
+        log = open(log_path, "w")
+
+        def on_epoch(rec):
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+
+        try:
+            res = train(ds, train_cfg, PRESETS[args.dpap_preset], progress=progress, on_epoch=on_epoch)
+        finally:
+            log.close()
+        model, history = res.model, res.history
+        timing["train"] = res.seconds
+        ir = to_ir(model, args.time_steps, name="digits-snn" if not cfg["data"] else "snn",
+                   metadata={"trained_with": "dpap" if train_cfg.prune else "dense", "seed": args.seed})
+        ir.save(os.path.join(args.out, "ir.npz"))
+        with atomic_path(os.path.join(args.out, "model.pt")) as tmp:
+            torch.save({"model_config": model.config(), "state_dict": model.state_dict(),
+                        "dense_sizes": list(model.dense_sizes), "train_config": train_cfg.to_dict(),
+                        "dpap_state": res.state.state_dict() if res.state is not None else None}, tmp)
+        write_json(os.path.join(args.out, "config.json"), {**cfg, "train": train_cfg.to_dict(), "target": args.target,
+                                                           "profile": args.profile})
+
+    # -- evaluate in Norse, export, simulate ---------------------------------------------
+    x_test = test_spikes(ds, cfg["time_steps"], cfg["seed"])
+    y_test = ds.y_test
+    if args.max_test:
+        x_test, y_test = x_test[:, : args.max_test], y_test[: args.max_test]
+    pred_norse = classify(predict(model, x_test))
+    t0 = time.perf_counter()
+    result = exporter(ir, args.out, spikes=x_test, progress=progress)
+    timing["export"] = time.perf_counter() - t0 - result.seconds.get("run", 0.0)
+    timing["lava_sim"] = result.seconds.get("run", 0.0)
+    pred_lava = classify(result.counts)
+    exported = NetworkIR.load(os.path.join(args.out, "network.npz"))
+    mapping = map_network(exported, profile)
+
+    report = {
+        "target": args.target,
+        "profile": profile.name,
+        "dataset": {"name": ds.name, "n_train": int(len(ds.y_train)), "n_test": int(len(y_test)),
+                    "time_steps": int(cfg["time_steps"]), "n_features": ds.n_features, "n_classes": ds.n_classes,
+                    "seed": cfg["seed"]},
+        "model": model_section(exported, result.synapses_per_layer, "lava Sparse process weights (non-zero)"),
+        "accuracy": {"norse": float((pred_norse == y_test).mean()), "lava": float((pred_lava == y_test).mean())},
+        "agreement": {"predictions": float((pred_norse == pred_lava).mean())},
+        "resources": mapping.to_report(),
+        "timing_s": {k: round(v, 3) for k, v in timing.items()},
+        "fixed_point": result.extra.get("fixed_point"),
+        "training": {"config": train_cfg.to_dict() if train_cfg else None, "epochs": len(history),
+                     "from": args.from_dir},
+        "files": result.files + [{"path": os.path.join(args.out, f), "verified_by": None}
+                                 for f in ("ir.npz", "model.pt") if os.path.isfile(os.path.join(args.out, f))],
+    }
+    validate(report)
+    write_json(os.path.join(args.out, "report.json"), report)
+    print(summary_text(report))
+    print(f"report    {os.path.join(args.out, 'report.json')}")
+    if args.require_fit and not mapping.fits:
+        return EXIT_DOES_NOT_FIT
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except DpapError as exc:
+        if args.debug:
+            raise
+        print(f"dpap-export: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("dpap-export: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Typed errors of dpap-deploy, all in one place.
+
+Every error message names the file, layer or field at fault and the limit it
+broke, so the CLI can print it as it is (no traceback unless ``--debug``).
+"""
+
+
+class DpapError(Exception):
+    """Base class of every error dpap-deploy raises on purpose."""
+
+
+class DataError(DpapError):
+    """A data set (bundled or a user's ``.npz``) cannot be used."""
+
+
+class ProfileError(DpapError):
+    """A hardware profile is unknown, malformed or has an invalid field."""
+
+
+class UnknownTargetError(DpapError):
+    """An export target name is not registered."""
+
+
+class UnsupportedLayerError(DpapError):
+    """An IR layer kind is not supported by an exporter or the mapper."""
+
+
+class QuantizationError(DpapError):
+    """A layer cannot be represented in the target's fixed-point ranges."""
+
+
+class IRError(DpapError):
+    """An intermediate representation is inconsistent or a saved one is unreadable."""
+
+
+class ExportValidationError(DpapError):
+    """An exported network does not behave as the toolchain says it will."""
+
+
+class MappingError(DpapError):
+    """A layer cannot be placed on a neuro core of the profile at all."""

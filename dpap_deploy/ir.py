@@ -1,0 +1,220 @@
+"""The one intermediate representation (IR) of a trained spiking network.
+
+Plain dataclasses holding numpy arrays, no torch (copied from NIR's ``nir/ir``):
+everything downstream (quantisation, every export target, the core mapper and the
+report) reads a :class:`NetworkIR`, never the torch module.
+
+A network is a chain of :class:`FCLayer` (fully connected synapses into a population of
+current-based LIF neurons); the last layer's spike counts over ``T`` time steps are the
+class scores. After DPAP and compaction the shapes are the pruned network's real shapes;
+pruned synapses are ``False`` in ``mask`` (and zero in ``weight``).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import List, Optional
+
+import numpy as np
+
+from dpap_deploy.errors import IRError
+from dpap_deploy.fileio import atomic_path
+
+IR_FORMAT = "dpap-deploy-ir/1"
+
+
+@dataclass(frozen=True)
+class LIFNeurons:
+    """Current-based LIF population (Norse ``LIFCell`` semantics, shared by the population).
+
+    Norse equations per time step ``dt``, input current ``I_in``::
+
+        i <- i + I_in;  v <- v + dt/tau_mem * (v_leak - v + i);  i <- i - dt/tau_syn * i
+        spike = v > v_th;  v[spike] = v_reset
+
+    Attributes:
+        tau_syn_s: synaptic-current time constant, s.
+        tau_mem_s: membrane time constant, s.
+        v_th: threshold (Norse units).
+        v_leak, v_reset: leak and reset potentials (0 for Lava's LIF).
+    """
+
+    tau_syn_s: float
+    tau_mem_s: float
+    v_th: float
+    v_leak: float = 0.0
+    v_reset: float = 0.0
+
+
+@dataclass(frozen=True)
+class FixedPoint:
+    """Loihi / Lava fixed-point parameters of one layer (``export/quantize.py``).
+
+    Attributes:
+        weight: integer weights ``(n_out, n_in)`` int32 that Lava's 8-bit synapse keeps
+            unchanged (even values in ``[-256, 254]`` for mixed-sign weights).
+        weight_exp: Lava ``weight_exp``: the summed input is shifted by it.
+        du, dv: Lava 12-bit decay registers (``du`` as Lava's LIF takes it, i.e. lava-dl ``iDecay - 1``).
+        vth: Lava 17-bit threshold mantissa (the neuron compares ``v > vth << 6``).
+        scale: Lava weight units per Norse unit of ``dt/tau_mem * w`` (informative).
+    """
+
+    weight: np.ndarray
+    weight_exp: int
+    du: int
+    dv: int
+    vth: int
+    scale: float
+
+
+@dataclass
+class FCLayer:
+    """Fully connected synapses ``(n_out, n_in)`` into ``n_out`` LIF neurons.
+
+    Attributes:
+        name: layer name (``fc1`` ...), used in every error and report line.
+        weight: float weights ``(n_out, n_in)``, Norse units, zero where pruned.
+        mask: surviving synapses ``(n_out, n_in)`` bool.
+        neurons: LIF parameters of the population.
+        dense_shape: ``(n_out, n_in)`` of the unpruned layer this one came from.
+        fixed: fixed-point parameters, set by quantisation.
+    """
+
+    name: str
+    weight: np.ndarray
+    mask: np.ndarray
+    neurons: LIFNeurons
+    dense_shape: tuple
+    fixed: Optional[FixedPoint] = None
+    kind: str = "fc"
+
+    def __post_init__(self):
+        self.weight = np.asarray(self.weight, dtype=np.float32)
+        self.mask = np.asarray(self.mask, dtype=bool)
+        if self.weight.ndim != 2 or self.mask.shape != self.weight.shape:
+            raise IRError(
+                f"layer {self.name!r}: weight {self.weight.shape} and mask {self.mask.shape} must be the same 2-D shape"
+            )
+        self.dense_shape = tuple(int(s) for s in self.dense_shape)
+
+    @property
+    def n_in(self) -> int:
+        return int(self.weight.shape[1])
+
+    @property
+    def n_out(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def synapses(self) -> int:
+        """Surviving synapses (mask entries)."""
+        return int(self.mask.sum())
+
+    @property
+    def synapses_dense(self) -> int:
+        """Synapses of the unpruned layer."""
+        return int(self.dense_shape[0] * self.dense_shape[1])
+
+
+@dataclass
+class NetworkIR:
+    """A feed-forward spiking network, input first.
+
+    Attributes:
+        name: model name.
+        input_size: input channels ``F`` per time step.
+        time_steps: ``T`` per sample.
+        dt_s: time step, s.
+        layers: the chain; ``layers[-1]`` is the output population (one neuron per class).
+        readout: ``"spike_count"``: class = argmax of output spike counts (first on ties).
+        metadata: free-form facts (training, data set) kept with the network.
+    """
+
+    name: str
+    input_size: int
+    time_steps: int
+    dt_s: float
+    layers: List[FCLayer]
+    readout: str = "spike_count"
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.layers:
+            raise IRError("a network needs at least one layer")
+        n_in = self.input_size
+        for layer in self.layers:
+            if layer.n_in != n_in:
+                raise IRError(f"layer {layer.name!r} takes {layer.n_in} inputs but receives {n_in}")
+            n_in = layer.n_out
+
+    @property
+    def n_classes(self) -> int:
+        return self.layers[-1].n_out
+
+    @property
+    def neurons(self) -> int:
+        return sum(l.n_out for l in self.layers)
+
+    @property
+    def synapses(self) -> int:
+        return sum(l.synapses for l in self.layers)
+
+    @property
+    def synapses_dense(self) -> int:
+        return sum(l.synapses_dense for l in self.layers)
+
+    @property
+    def quantized(self) -> bool:
+        return all(l.fixed is not None for l in self.layers)
+
+    def with_layers(self, layers: List[FCLayer]) -> "NetworkIR":
+        return replace(self, layers=layers)
+
+    # -- files ---------------------------------------------------------------------------
+    def save(self, path: str) -> None:
+        """Write the IR to one ``.npz`` (arrays + a JSON header), atomically."""
+        arrays = {}
+        header = {"format": IR_FORMAT, "name": self.name, "input_size": self.input_size,
+                  "time_steps": self.time_steps, "dt_s": self.dt_s, "readout": self.readout,
+                  "metadata": self.metadata, "layers": []}
+        for i, l in enumerate(self.layers):
+            arrays[f"l{i}_weight"] = l.weight
+            arrays[f"l{i}_mask"] = l.mask
+            entry = {"name": l.name, "kind": l.kind, "neurons": asdict(l.neurons),
+                     "dense_shape": list(l.dense_shape), "fixed": None}
+            if l.fixed is not None:
+                arrays[f"l{i}_fixed_weight"] = l.fixed.weight
+                entry["fixed"] = {k: v for k, v in asdict(l.fixed).items() if k != "weight"}
+            header["layers"].append(entry)
+        arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez_compressed(tmp, **arrays)
+
+    @classmethod
+    def load(cls, path: str) -> "NetworkIR":
+        """Read an IR written by :meth:`save`.
+
+        Raises:
+            IRError: the file is missing, truncated or not a dpap-deploy IR.
+        """
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                header = json.loads(bytes(f["header"]).decode())
+                if header.get("format") != IR_FORMAT:
+                    raise IRError(f"{path!r} is not a dpap-deploy network (format {header.get('format')!r})")
+                layers = []
+                for i, e in enumerate(header["layers"]):
+                    fixed = None
+                    if e["fixed"] is not None:
+                        fixed = FixedPoint(weight=f[f"l{i}_fixed_weight"].astype(np.int32), **e["fixed"])
+                    layers.append(FCLayer(name=e["name"], weight=f[f"l{i}_weight"], mask=f[f"l{i}_mask"],
+                                          neurons=LIFNeurons(**e["neurons"]), dense_shape=tuple(e["dense_shape"]),
+                                          fixed=fixed, kind=e["kind"]))
+        except IRError:
+            raise
+        except FileNotFoundError:
+            raise IRError(f"network file {path!r} does not exist") from None
+        except Exception as exc:
+            raise IRError(f"network file {path!r} is unreadable or not ours ({type(exc).__name__}: {exc})") from None
+        return cls(name=header["name"], input_size=header["input_size"], time_steps=header["time_steps"],
+                   dt_s=header["dt_s"], layers=layers, readout=header["readout"], metadata=header["metadata"])

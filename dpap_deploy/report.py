@@ -1,0 +1,94 @@
+"""``report.json``: what was trained, exported, simulated and whether it fits the chip.
+
+Schema (every run writes at least these keys)::
+
+    {"target", "profile",
+     "dataset":  {"name", "n_train", "n_test", "time_steps", "n_features", "n_classes"},
+     "model":    {"layers": [{"name", "kind", "n_in", "n_out", "synapses", "synapses_dense"}],
+                  "neurons", "neurons_dense", "synapses", "synapses_dense", "sparsity",
+                  "compression_ratio", "synapses_counted_from"},
+     "accuracy": {"norse", "lava"}, "agreement": {"predictions"},
+     "resources": {"cores_used", "cores_available", "fits", "per_layer", "per_core", ...},
+     "timing_s": {"train", "export", "lava_sim"},
+     "files": [{"path", "verified_by"}]}
+
+``model.synapses`` is counted in the exported network (Lava ``Sparse`` weights), not
+from the torch masks; ``sparsity = 1 - synapses / synapses_dense``.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+from dpap_deploy.ir import NetworkIR
+
+REQUIRED = {
+    "target": None, "profile": None,
+    "dataset": ("name", "n_train", "n_test", "time_steps"),
+    "model": ("layers", "neurons", "synapses", "synapses_dense", "sparsity"),
+    "accuracy": ("norse", "lava"),
+    "agreement": ("predictions",),
+    "resources": ("cores_used", "cores_available", "fits", "per_layer", "per_core"),
+    "timing_s": ("train", "export", "lava_sim"),
+}
+LAYER_KEYS = ("name", "kind", "n_in", "n_out", "synapses", "synapses_dense")
+
+
+def model_section(ir: NetworkIR, synapses_per_layer: Dict[str, int], counted_from: str) -> dict:
+    """The ``model`` section; synapse counts come from the exported network."""
+    layers = []
+    for l in ir.layers:
+        layers.append({"name": l.name, "kind": l.kind, "n_in": l.n_in, "n_out": l.n_out,
+                       "neurons_dense": l.dense_shape[0], "synapses": int(synapses_per_layer[l.name]),
+                       "synapses_dense": l.synapses_dense})
+    syn = sum(x["synapses"] for x in layers)
+    dense = sum(x["synapses_dense"] for x in layers)
+    return {
+        "name": ir.name, "layers": layers,
+        "neurons": ir.neurons, "neurons_dense": sum(l.dense_shape[0] for l in ir.layers),
+        "synapses": syn, "synapses_dense": dense,
+        "sparsity": round(1.0 - syn / dense, 6) if dense else 0.0,
+        "compression_ratio": round(dense / syn, 4) if syn else None,
+        "synapses_counted_from": counted_from,
+    }
+
+
+def validate(report: dict) -> None:
+    """Raise ``ValueError`` naming the first missing key of the schema above."""
+    for key, sub in REQUIRED.items():
+        if key not in report:
+            raise ValueError(f"report misses {key!r}")
+        for s in sub or ():
+            if s not in report[key]:
+                raise ValueError(f"report misses {key}.{s}")
+    for i, layer in enumerate(report["model"]["layers"]):
+        for k in LAYER_KEYS:
+            if k not in layer:
+                raise ValueError(f"report misses model.layers[{i}].{k}")
+
+
+def summary_text(report: dict) -> str:
+    """A short human summary for the terminal."""
+    m, a, r = report["model"], report["accuracy"], report["resources"]
+    lines = [
+        f"data      {report['dataset']['name']}: {report['dataset']['n_train']} train / "
+        f"{report['dataset']['n_test']} test, T = {report['dataset']['time_steps']} steps",
+        f"model     " + " -> ".join([str(m["layers"][0]["n_in"])] + [str(l["n_out"]) for l in m["layers"]])
+        + f"  ({m['neurons']}/{m['neurons_dense']} neurons, {m['synapses']}/{m['synapses_dense']} synapses, "
+        f"sparsity {100 * m['sparsity']:.1f} %)",
+    ]
+    for l in m["layers"]:
+        lines.append(f"  {l['name']:<6} {l['n_in']:>5} -> {l['n_out']:<5} synapses {l['synapses']:>7} / {l['synapses_dense']}")
+    lines.append(f"accuracy  Norse (float) {_pct(a.get('norse'))}   Lava fixed point {_pct(a.get('lava'))}   "
+                 f"prediction agreement {_pct(report['agreement'].get('predictions'))}")
+    fit = "fits" if r["fits"] else "DOES NOT FIT"
+    lines.append(f"resources {r['cores_used']} cores used (lower bound {r.get('cores_lower_bound')}) of "
+                 f"{r['cores_available']} on {report['profile']}: {fit}")
+    for v in r.get("violations", []):
+        lines.append(f"  ! {v}")
+    t = report["timing_s"]
+    lines.append(f"time      train {t['train']:.1f} s, export {t['export']:.1f} s, Lava simulation {t['lava_sim']:.1f} s")
+    return "\n".join(lines)
+
+
+def _pct(x: Optional[float]) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f} %"

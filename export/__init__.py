@@ -1,0 +1,74 @@
+"""Export targets, registered by name (installed as ``dpap_deploy.export``).
+
+A target is a function ``export(ir, out_dir, **options) -> ExportResult`` registered
+with :func:`register_target`; ``dpap-export --target NAME`` picks it. Adding a target is
+one module and one decorator line; ``tests/test_targets.py`` runs every registered target.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from dpap_deploy.errors import UnknownTargetError
+
+
+@dataclass
+class ExportResult:
+    """What an export target produced and measured.
+
+    Attributes:
+        target: the target's registered name.
+        files: written files, each ``{"path", "verified_by"}``.
+        synapses_per_layer: surviving synapses per layer, counted in the exported network itself.
+        counts: output spike counts ``(N, C)`` from running the exported network, if it was run.
+        seconds: wall time of building and running, s: ``{"build", "run"}``.
+        extra: target-specific facts for the report.
+    """
+
+    target: str
+    files: List[dict] = field(default_factory=list)
+    synapses_per_layer: Dict[str, int] = field(default_factory=dict)
+    counts: Optional[np.ndarray] = None
+    seconds: Dict[str, float] = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+
+Exporter = Callable[..., ExportResult]
+_TARGETS: Dict[str, Exporter] = {}
+
+
+def register_target(name: str) -> Callable[[Exporter], Exporter]:
+    """Decorator registering an exporter under its CLI name."""
+
+    def deco(fn: Exporter) -> Exporter:
+        if name in _TARGETS:
+            raise ValueError(f"export target {name!r} is registered twice")
+        _TARGETS[name] = fn
+        return fn
+
+    return deco
+
+
+def _load_builtin() -> None:
+    from dpap_deploy.export import lava_sim  # noqa: F401  (registers "loihi-sim")
+
+
+def targets() -> List[str]:
+    """Names of all registered targets."""
+    _load_builtin()
+    return sorted(_TARGETS)
+
+
+def get_target(name: str) -> Exporter:
+    """The exporter registered as ``name``.
+
+    Raises:
+        UnknownTargetError: no such target; the message lists the known ones.
+    """
+    _load_builtin()
+    try:
+        return _TARGETS[name]
+    except KeyError:
+        raise UnknownTargetError(f"unknown target {name!r}; known targets: {', '.join(sorted(_TARGETS))}") from None

@@ -1,0 +1,179 @@
+"""Target ``loihi-sim``: Lava processes run in Lava's fixed-point CPU simulator.
+
+Each IR layer becomes ``lava.proc.sparse.process.Sparse`` (pruned synapses are absent
+entries of a CSR matrix) followed by ``lava.proc.lif.process.LIFReset``; spikes come
+from ``lava.proc.io.source.RingBuffer`` and the output population's spikes go into
+``lava.proc.io.sink.RingBuffer``. The run uses ``Loihi2SimCfg(select_tag="fixed_pt")``:
+Loihi's integer arithmetic (``PyLifResetModelBitAcc``, ``PySparseModelBitAcc``).
+
+The whole test split runs as **one** long simulation (Lava costs about 1 ms per time
+step whatever the network, ``shared/specs/deployment.md`` sec. 2). Sample ``k``'s input
+occupies steps ``k*T .. k*T+T-1``. Every ``Sparse`` delivers its input one time step
+late, so population ``l`` (1-based) sees sample ``k`` at steps ``k*T + l + 1 ...``; its
+``LIFReset`` therefore resets ``u`` and ``v`` every ``T`` steps at offset ``(l + 1) % T``,
+exactly when the sample's first input arrives. Norse adds a step's input in the same
+step, so Lava's output at step ``k*T + L + j`` equals Norse's at step ``j`` of sample ``k``
+up to quantisation; ``L`` extra steps at the end flush the last sample.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import List, Optional, Tuple
+
+import numpy as np
+import scipy.sparse as sp
+
+from dpap_deploy.errors import ExportValidationError, UnsupportedLayerError
+from dpap_deploy.export import ExportResult, register_target
+from dpap_deploy.export.quantize import quantize
+from dpap_deploy.ir import NetworkIR
+
+SUPPORTED_KINDS = ("fc",)
+
+
+def check_supported(ir: NetworkIR) -> None:
+    """Raise :class:`UnsupportedLayerError` listing every layer this target cannot export."""
+    bad = [f"{l.name} ({l.kind})" for l in ir.layers if l.kind not in SUPPORTED_KINDS]
+    if bad:
+        raise UnsupportedLayerError(f"target loihi-sim supports layer kinds {SUPPORTED_KINDS}; unsupported: {', '.join(bad)}")
+
+
+def sparse_weights(ir: NetworkIR) -> List[sp.csr_matrix]:
+    """Per layer the CSR weight matrix ``(n_out, n_in)`` handed to Lava: surviving, non-zero integers only."""
+    mats = []
+    for l in ir.layers:
+        w = sp.csr_matrix(np.where(l.mask, l.fixed.weight, 0).astype(np.int32))
+        w.eliminate_zeros()
+        mats.append(w)
+    return mats
+
+
+def input_schedule(spikes: np.ndarray, n_layers: int) -> np.ndarray:
+    """Lay a batch of spike trains end to end for one long run.
+
+    Args:
+        spikes: ``(T, N, F)`` 0/1.
+        n_layers: ``L``, the synaptic delays to flush at the end.
+
+    Returns:
+        ``(F, N*T + L)`` int32, column ``k*T + j`` = sample ``k`` at step ``j``.
+    """
+    T, N, F = spikes.shape
+    data = np.zeros((F, N * T + n_layers), dtype=np.int32)
+    data[:, : N * T] = spikes.transpose(2, 1, 0).reshape(F, N * T)
+    return data
+
+
+def output_counts(raster: np.ndarray, T: int, N: int, n_layers: int) -> np.ndarray:
+    """Per-sample spike counts ``(N, C)`` from the output raster ``(C, N*T + L)``."""
+    window = raster[:, n_layers : n_layers + N * T]
+    return window.reshape(raster.shape[0], N, T).sum(axis=2).T.astype(np.int64)
+
+
+def build(ir: NetworkIR, data: np.ndarray):
+    """Lava processes for a quantised IR fed by ``data`` ``(F, steps)``.
+
+    Returns:
+        ``(source, [(Sparse, LIFReset), ...], sink)``; the sink records the output
+        population for ``steps`` time steps.
+    """
+    from lava.proc.io.sink import RingBuffer as SpikeOut
+    from lava.proc.io.source import RingBuffer as SpikeIn
+    from lava.proc.lif.process import LIFReset
+    from lava.proc.sparse.process import Sparse
+
+    T = ir.time_steps
+    source = SpikeIn(data=data)
+    port = source.s_out
+    chain = []
+    for i, (layer, w) in enumerate(zip(ir.layers, sparse_weights(ir))):
+        f = layer.fixed
+        syn = Sparse(weights=w, weight_exp=int(f.weight_exp), num_weight_bits=8, name=f"{layer.name}_synapses")
+        lif = LIFReset(shape=(layer.n_out,), du=int(f.du), dv=int(f.dv), vth=int(f.vth), bias_mant=0,
+                       reset_interval=T, reset_offset=(i + 2) % T, name=f"{layer.name}_neurons")
+        port.connect(syn.s_in)
+        syn.a_out.connect(lif.a_in)
+        port = lif.s_out
+        chain.append((syn, lif))
+    sink = SpikeOut(shape=(ir.layers[-1].n_out,), buffer=data.shape[1])
+    port.connect(sink.a_in)
+    return source, chain, sink
+
+
+def run(ir: NetworkIR, spikes: np.ndarray, progress: bool = False, chunk: int = 2000) -> Tuple[np.ndarray, dict]:
+    """Run input spikes ``(T, N, F)`` through the exported network in Lava's fixed-point simulator.
+
+    Returns:
+        ``(counts, info)``: output spike counts ``(N, C)`` and facts of the run
+        (``steps``, ``synapses_per_layer`` counted from the ``Sparse`` processes, ``seconds``).
+
+    Raises:
+        ExportValidationError: the input's ``T`` or ``F`` differ from the network's.
+    """
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from tqdm.auto import tqdm
+
+    if not ir.quantized:
+        ir = quantize(ir)
+    check_supported(ir)
+    T, N, F = spikes.shape
+    if T != ir.time_steps or F != ir.input_size:
+        raise ExportValidationError(
+            f"input spikes have T={T}, F={F}; network {ir.name!r} expects T={ir.time_steps}, F={ir.input_size}"
+        )
+    L = len(ir.layers)
+    t0 = time.perf_counter()
+    data = input_schedule(spikes, L)
+    source, chain, sink = build(ir, data)
+    synapses = {l.name: int(syn.weights.init.nnz) for l, (syn, _) in zip(ir.layers, chain)}
+    t1 = time.perf_counter()
+    steps = data.shape[1]
+    cfg = Loihi2SimCfg(select_tag="fixed_pt")
+    bar = tqdm(total=steps, desc="lava", unit="step", disable=not progress, leave=False)
+    done = 0
+    try:
+        while done < steps:
+            n = min(chunk, steps - done)
+            sink.run(condition=RunSteps(num_steps=n), run_cfg=cfg)
+            done += n
+            bar.update(n)
+        raster = np.asarray(sink.data.get())
+    finally:
+        sink.stop()
+        bar.close()
+    t2 = time.perf_counter()
+    counts = output_counts(raster, T, N, L)
+    return counts, {"steps": steps, "synapses_per_layer": synapses, "seconds": {"build": t1 - t0, "run": t2 - t1}}
+
+
+@register_target("loihi-sim")
+def export_loihi_sim(ir: NetworkIR, out_dir: str, spikes: Optional[np.ndarray] = None,
+                     progress: bool = False, **_) -> ExportResult:
+    """Quantise ``ir``, write ``out_dir/network.npz`` (the fixed-point IR Lava runs) and,
+    if ``spikes`` ``(T, N, F)`` are given, run them in Lava's fixed-point simulator.
+
+    The processes are built from the saved file's contents, so what is verified is what was written.
+    """
+    q = quantize(ir)
+    check_supported(q)
+    path = os.path.join(out_dir, "network.npz")
+    q.save(path)
+    q = NetworkIR.load(path)
+    result = ExportResult(target="loihi-sim")
+    if spikes is not None:
+        counts, info = run(q, spikes, progress=progress)
+        result.counts = counts
+        result.synapses_per_layer = info["synapses_per_layer"]
+        result.seconds = info["seconds"]
+        result.extra["lava_steps"] = info["steps"]
+        result.files.append({"path": path, "verified_by": "lava-nc Loihi2SimCfg(select_tag='fixed_pt')"})
+    else:
+        result.synapses_per_layer = {l.name: int(w.nnz) for l, w in zip(q.layers, sparse_weights(q))}
+        result.files.append({"path": path, "verified_by": None})
+    result.extra["fixed_point"] = [
+        {"layer": l.name, "weight_exp": l.fixed.weight_exp, "du": l.fixed.du, "dv": l.fixed.dv, "vth": l.fixed.vth}
+        for l in q.layers
+    ]
+    return result

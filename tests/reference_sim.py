@@ -1,0 +1,42 @@
+"""An independent numpy integer simulation of Loihi's CUBA LIF, the test oracle for Lava.
+
+Written from the equations in ``shared/specs/deployment.md`` sec. 1-2, not from the
+exporter: per sample, from zero state, every layer takes its input in the same step
+(the delays Lava adds are uniform per layer, so they only shift time).
+"""
+import numpy as np
+
+U_LIM = 2**23
+
+
+def _decay(x, d):
+    p = x.astype(np.int64) * (4096 - d)
+    return np.sign(p) * (np.abs(p) // 4096)
+
+
+def simulate(layers, spikes):
+    """Output spike counts ``(N, C)``.
+
+    Args:
+        layers: list of dicts with ``w`` (int ``(n_out, n_in)``), ``exp``, ``du``, ``dv``, ``vth``.
+        spikes: ``(T, N, F)`` 0/1.
+    """
+    T, N, _ = spikes.shape
+    counts = np.zeros((N, layers[-1]["w"].shape[0]), dtype=np.int64)
+    for k in range(N):
+        u = [np.zeros(l["w"].shape[0], np.int64) for l in layers]
+        v = [np.zeros(l["w"].shape[0], np.int64) for l in layers]
+        for t in range(T):
+            s = spikes[t, k].astype(np.int64)
+            for i, l in enumerate(layers):
+                a = l["w"].astype(np.int64) @ s
+                a = a * 2 ** l["exp"] if l["exp"] >= 0 else a // 2 ** (-l["exp"])
+                uu = _decay(u[i], l["du"] + 1) + a * 64
+                uu = np.where(uu > U_LIM, uu - 2 * U_LIM, uu)
+                uu = np.where(uu <= -U_LIM, uu + 2 * U_LIM, uu)
+                u[i] = uu
+                v[i] = np.clip(_decay(v[i], l["dv"]) + u[i], -(U_LIM - 1), U_LIM - 1)
+                s = (v[i] > l["vth"] * 64).astype(np.int64)
+                v[i][s == 1] = 0
+            counts[k] += s
+    return counts
