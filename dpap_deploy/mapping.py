@@ -166,7 +166,7 @@ def map_network(ir: NetworkIR, profile: Profile) -> Mapping:
     # output axons: one route per (neuron, destination core with a synapse from it)
     for i, cores in enumerate(splits):
         if i + 1 < len(splits):
-            nxt = conns[i + 1].tocsc()
+            nxt = conns[i + 1]
             dest = np.zeros((len(splits[i + 1]), nxt.shape[1]), dtype=bool)
             for j, d in enumerate(splits[i + 1]):
                 cols = nxt[d.first_neuron:d.first_neuron + d.neurons].indices

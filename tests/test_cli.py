@@ -1,0 +1,96 @@
+"""dpap-export end to end on a small network, and its errors on bad arguments."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dpap_deploy.ir import NetworkIR
+from dpap_deploy.report import validate
+
+EXE = os.path.join(os.path.dirname(sys.executable), "dpap-export")
+SMALL = ["--epochs", "8", "--hidden", "64,32", "--time-steps", "16", "--max-test", "40", "--quiet"]
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([EXE, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "demo"
+    r = cli("--target", "loihi-sim", "--profile", "loihi2", "--out", str(out), "--seed", "3", *SMALL)
+    assert r.returncode == 0, r.stderr
+    return out, r.stdout
+
+
+def test_end_to_end_report_and_files(run_dir):
+    out, stdout = run_dir
+    assert "Lava fixed point" in stdout and "fits" in stdout
+    for f in ("report.json", "network.npz", "ir.npz", "model.pt", "config.json", "train_log.jsonl"):
+        assert (out / f).is_file(), f
+    assert not [f for f in os.listdir(out) if f.startswith(".tmp")]
+    report = json.loads((out / "report.json").read_text())
+    validate(report)
+    assert report["target"] == "loihi-sim" and report["profile"] == "loihi2"
+    assert report["dataset"] == {**report["dataset"], "name": "digits", "n_train": 1437, "n_test": 40, "time_steps": 16}
+    assert 0.0 <= report["accuracy"]["lava"] <= 1.0 and report["accuracy"]["norse"] > 0.7
+    # an 8-epoch network is already far better than chance in Lava, and Lava agrees with Norse
+    assert report["accuracy"]["lava"] > 0.7 and report["agreement"]["predictions"] >= 0.8
+    assert [l["name"] for l in report["model"]["layers"]] == ["fc1", "fc2", "fc3"]
+    assert report["resources"]["fits"] is True
+    assert report["resources"]["cores_used"] == len(report["resources"]["per_core"]) >= 3
+    assert len((out / "train_log.jsonl").read_text().splitlines()) == 8
+
+
+def test_reported_synapses_are_those_of_the_exported_network(run_dir):
+    out, _ = run_dir
+    report = json.loads((out / "report.json").read_text())
+    net = NetworkIR.load(str(out / "network.npz"))
+    for layer, entry in zip(net.layers, report["model"]["layers"]):
+        assert entry["synapses"] == int(np.count_nonzero(layer.fixed.weight[layer.mask]))
+        assert entry["n_out"] == layer.n_out and entry["synapses_dense"] == layer.synapses_dense
+    total = sum(e["synapses"] for e in report["model"]["layers"])
+    assert report["model"]["sparsity"] == pytest.approx(1 - total / report["model"]["synapses_dense"], abs=1e-6)
+
+
+def test_export_from_an_earlier_run_without_training(run_dir, tmp_path):
+    out, _ = run_dir
+    r = cli("--target", "loihi-sim", "--from", str(out), "--profile", "loihi1", "--out", str(tmp_path / "again"),
+            "--max-test", "40", "--quiet")
+    assert r.returncode == 0, r.stderr
+    a = json.loads((out / "report.json").read_text())
+    b = json.loads((tmp_path / "again" / "report.json").read_text())
+    assert b["profile"] == "loihi1" and b["training"]["from"] == str(out)
+    assert b["accuracy"] == a["accuracy"] and b["model"]["synapses"] == a["model"]["synapses"]
+
+
+def test_existing_run_is_not_overwritten_without_force(run_dir):
+    out, _ = run_dir
+    before = (out / "report.json").read_text()
+    r = cli("--target", "loihi-sim", "--out", str(out), *SMALL)
+    assert r.returncode == 2 and "already holds a run; pass --force" in r.stderr
+    assert (out / "report.json").read_text() == before
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--target", "loihi-foo"], "unknown target 'loihi-foo'; known targets: loihi-sim"),
+    (["--target", "loihi-sim", "--data", "/nonexistent/d.npz"], "data file '/nonexistent/d.npz' does not exist"),
+    (["--target", "loihi-sim", "--profile", "loihi7"], "unknown profile 'loihi7'"),
+    (["--target", "loihi-sim", "--time-steps", "0"], "--time-steps must be >= 1, got 0"),
+    (["--target", "loihi-sim", "--hidden", "32,x"], "--hidden must be comma-separated integers"),
+    (["--target", "loihi-sim", "--from", "/tmp"], "holds no exported network"),
+])
+def test_bad_arguments_get_a_clear_error_and_no_traceback(tmp_path, args, message):
+    r = cli(*args, "--out", str(tmp_path / "o"), "--quiet")
+    assert r.returncode == 2
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "o").exists(), "bad input must not leave an output folder"
+
+
+def test_missing_target_is_an_argparse_error():
+    r = cli()
+    assert r.returncode == 2 and "--target" in r.stderr

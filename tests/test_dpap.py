@@ -1,0 +1,101 @@
+import math
+
+import numpy as np
+import torch
+
+from dpap_deploy.data import rate_encode
+from dpap_deploy.train.dpap import (DPAPConfig, DPAPState, RuleConstants, spiking_trace, spine_value,
+                                    survival_update, unit_scale)
+from dpap_deploy.train.models import SpikingMLP
+
+
+def test_spiking_trace_hand_computed():
+    s = torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0]])[:, None, :]  # (T=3, B=1, N=2)
+    tr = spiking_trace(s, delta=0.5)
+    # neuron 0: x = 1, 0.5, 1.25 -> 1.25/3 ; neuron 1: x = 0, 0, 1 -> 1/3
+    torch.testing.assert_close(tr, torch.tensor([[1.25 / 3, 1.0 / 3]]))
+
+
+def test_spine_value_hand_computed():
+    M = torch.tensor([[1.0, 1.0], [0.0, 0.0], [2.0, 2.0]])  # row sums 2, 0, 4 -> 0.5, 0, 1
+    A = torch.tensor([3.0, 1.0, 1.0])  # -> 1, 0, 0
+    torch.testing.assert_close(spine_value(M, A), torch.tensor([0.5, 0.0, 0.0]))
+    torch.testing.assert_close(spine_value(torch.ones(2, 2), torch.ones(2)), torch.full((2,), 0.25))
+
+
+def test_unit_scale_uses_min_and_75th_percentile():
+    x = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0])  # P75 = 3
+    torch.testing.assert_close(unit_scale(x), torch.tensor([0.0, 1 / 3, 2 / 3, 1.0, 1.0]))
+
+
+def test_survival_update_hand_computed():
+    cfg = DPAPConfig(e0=5, gamma=0.999)
+    k = RuleConstants(c=1.5, b=2.0, rho=13.0)
+    R = torch.full((5,), 10.0, dtype=torch.float64)
+    score = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
+    alive = torch.ones(5, dtype=torch.bool)
+    alive = survival_update(R, score, alive, epoch=5, k=k, cfg=cfg)
+    d = 2 * np.array([0, 1 / 3, 2 / 3, 1, 1]) - 1.5
+    d[d > 0] += 2.0
+    np.testing.assert_allclose(R.numpy(), 0.999 * 10 + d)
+    assert alive.all()
+    # staircase: at e = e0 + rho the step is scaled by exp(-1)
+    R2 = torch.full((5,), 10.0, dtype=torch.float64)
+    survival_update(R2, score, torch.ones(5, dtype=torch.bool), epoch=18, k=k, cfg=cfg)
+    np.testing.assert_allclose(R2.numpy(), 0.999 * 10 + d * math.exp(-1))
+    # below zero -> removed
+    R3 = torch.tensor([0.5, 10, 10, 10, 10], dtype=torch.float64)
+    assert survival_update(R3, score, torch.ones(5, dtype=torch.bool), 5, k, cfg).tolist() == [False] + [True] * 4
+
+
+def _run_epochs(model, state, x, y, epochs, opt):
+    history = []
+    for e in range(epochs):
+        for i in range(0, x.shape[1], 64):
+            counts, spikes = model(x[:, i:i + 64])
+            loss = torch.nn.functional.cross_entropy(0.5 * counts, y[i:i + 64])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            model.apply_masks()
+            state.observe(x[:, i:i + 64], spikes)
+        state.end_epoch(e)
+        state.apply(model, opt)
+        history.append([m.clone() for m in model.masks])
+    return history
+
+
+def test_masks_only_ever_remove_and_removed_weights_stay_zero(digits):
+    cfg = DPAPConfig(e0=1, r_init=1.0, fc_neuron=RuleConstants(1.5, 2.0, 13.0), fc_synapse=RuleConstants(1.5, 2.0, 13.0))
+    model = SpikingMLP([64, 48, 32, 10])
+    state = DPAPState(model.sizes, cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    x = torch.from_numpy(rate_encode(digits.x_train[:256], 16, seed=0))
+    y = torch.from_numpy(digits.y_train[:256])
+    history = _run_epochs(model, state, x, y, 6, opt)
+    for before, after in zip(history[:-1], history[1:]):
+        for mb, ma in zip(before, after):
+            assert not bool((ma & ~mb).any()), "a removed synapse came back"
+    first, last = history[0], history[-1]
+    assert sum(int(m.sum()) for m in last) < sum(int(m.sum()) for m in first), "nothing was pruned"
+    assert bool(last[-1].all()), "the output layer is not pruned by default"
+    for fc, m in zip(model.fcs, model.masks):
+        assert bool((fc.weight[~m] == 0).all())
+    # neurons removed by neuron pruning lose their whole dendrite
+    for l in state.layers:
+        dead = ~state.neuron_alive[l]
+        assert not bool(model.masks[l][dead].any())
+
+
+def test_state_round_trip(digits):
+    model = SpikingMLP([64, 20, 10])
+    state = DPAPState(model.sizes, DPAPConfig(e0=0))
+    x = torch.from_numpy(rate_encode(digits.x_train[:32], 8, seed=0))
+    _, spikes = model(x)
+    state.observe(x, spikes)
+    state.end_epoch(0)
+    back = DPAPState.from_state_dict(state.state_dict())
+    assert back.k == state.k and back.cfg == state.cfg
+    for name in ("M", "theta", "A", "R_neuron", "R_synapse", "neuron_alive", "synapse_alive"):
+        for l in state.layers:
+            assert torch.equal(getattr(back, name)[l], getattr(state, name)[l])

@@ -1,0 +1,44 @@
+import copy
+
+import pytest
+
+from dpap_deploy.report import model_section, summary_text, validate
+from dpap_deploy.ir import FCLayer, LIFNeurons, NetworkIR
+import numpy as np
+
+
+def _report():
+    n = LIFNeurons(5e-3, 10e-3, 1.0)
+    m = np.zeros((3, 4), bool)
+    m[0, :2] = True
+    ir = NetworkIR("t", 4, 8, 1e-3, [FCLayer("fc1", m * 1.0, m, n, (6, 4))])
+    model = model_section(ir, {"fc1": 2}, "test")
+    return {"target": "loihi-sim", "profile": "loihi2",
+            "dataset": {"name": "d", "n_train": 1, "n_test": 1, "time_steps": 8},
+            "model": model, "accuracy": {"norse": 0.5, "lava": 0.5}, "agreement": {"predictions": 1.0},
+            "resources": {"cores_used": 1, "cores_lower_bound": 1, "cores_available": 128, "fits": True,
+                          "per_layer": [], "per_core": [], "violations": []},
+            "timing_s": {"train": 1.0, "export": 0.1, "lava_sim": 2.0}}
+
+
+def test_model_section_counts_from_the_given_export():
+    m = _report()["model"]
+    assert m["synapses"] == 2 and m["synapses_dense"] == 24 and m["neurons"] == 3 and m["neurons_dense"] == 6
+    assert m["sparsity"] == pytest.approx(1 - 2 / 24) and m["compression_ratio"] == 12.0
+
+
+@pytest.mark.parametrize("path", [("accuracy", "lava"), ("resources", "fits"), ("timing_s", "lava_sim"), ("target",)])
+def test_validate_names_the_missing_key(path):
+    r = copy.deepcopy(_report())
+    validate(r)
+    d = r
+    for k in path[:-1]:
+        d = d[k]
+    del d[path[-1]]
+    with pytest.raises(ValueError, match=".".join(path)):
+        validate(r)
+
+
+def test_summary_mentions_accuracy_and_fit():
+    text = summary_text(_report())
+    assert "Lava fixed point 50.00 %" in text and "fits" in text and "sparsity 91.7 %" in text

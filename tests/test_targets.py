@@ -1,0 +1,34 @@
+"""Every registered export target runs on a tiny network and verifies what it wrote."""
+import os
+
+import numpy as np
+import pytest
+
+from dpap_deploy.errors import UnknownTargetError
+from dpap_deploy.export import get_target, targets
+from dpap_deploy.ir import FCLayer, LIFNeurons, NetworkIR
+
+
+def _tiny():
+    rng = np.random.default_rng(0)
+    n = LIFNeurons(5e-3, 10e-3, 1.0)
+    m1 = rng.random((6, 8)) < 0.5
+    return NetworkIR("tiny", 8, 6, 1e-3, [FCLayer("fc1", rng.normal(1, 1, (6, 8)) * m1, m1, n, (6, 8)),
+                                          FCLayer("fc2", rng.normal(1, 1, (3, 6)), np.ones((3, 6), bool), n, (3, 6))])
+
+
+@pytest.mark.parametrize("name", targets())
+def test_every_target_exports_and_verifies(name, tmp_path):
+    ir = _tiny()
+    x = (np.random.default_rng(1).random((6, 3, 8)) < 0.5).astype(np.float32)
+    res = get_target(name)(ir, str(tmp_path), spikes=x)
+    assert res.target == name
+    assert res.files and all(os.path.isfile(f["path"]) and f["verified_by"] for f in res.files)
+    assert set(res.synapses_per_layer) == {"fc1", "fc2"}
+    assert res.synapses_per_layer["fc1"] <= int(ir.layers[0].mask.sum())
+    assert res.counts.shape == (3, 3)
+
+
+def test_unknown_target():
+    with pytest.raises(UnknownTargetError, match="known targets: loihi-sim"):
+        get_target("loihi3")
