@@ -14,7 +14,6 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@py="$$(scripts/find-python310.sh)" || exit 1; \
 	if [ ! -x $(PY) ]; then echo "creating $(VENV) with $$py"; "$$py" -m venv $(VENV) || exit 1; fi; \
-	$(PY) -m pip install --quiet --upgrade "pip>=23" && \
 	$(PY) -m pip install --quiet -e '.[test]' && touch $(STAMP)
 
 demo: $(STAMP)

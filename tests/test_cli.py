@@ -94,3 +94,16 @@ def test_bad_arguments_get_a_clear_error_and_no_traceback(tmp_path, args, messag
 def test_missing_target_is_an_argparse_error():
     r = cli()
     assert r.returncode == 2 and "--target" in r.stderr
+
+
+def test_user_npz_through_the_cli(tmp_path, digits):
+    data = tmp_path / "mine.npz"
+    np.savez(data, x=digits.x_train[:300].reshape(300, 8, 8), y=digits.y_train[:300])
+    out = tmp_path / "run"
+    r = cli("--target", "loihi-sim", "--data", str(data), "--out", str(out), "--epochs", "1", "--hidden", "16",
+            "--time-steps", "8", "--quiet")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["dataset"]["name"] == "mine.npz"
+    assert report["dataset"]["n_train"] + report["dataset"]["n_test"] == 300
+    assert report["model"]["layers"][0]["n_in"] == 64
