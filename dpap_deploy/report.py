@@ -83,6 +83,10 @@ def summary_text(report: dict) -> str:
     fit = "fits" if r["fits"] else "DOES NOT FIT"
     lines.append(f"resources {r['cores_used']} cores used (lower bound {r.get('cores_lower_bound')}) of "
                  f"{r['cores_available']} on {report['profile']}: {fit}")
+    for l in r.get("per_layer", []):
+        lines.append(f"  {l['layer']:<6} {l['cores']} core(s), {l['neurons']} neurons, {l['synapses']} synapses, "
+                     f"{l['synaptic_memory_bits']} bits synaptic memory, max {l['max_input_axons_per_core']} input / "
+                     f"{l['max_output_axons_per_core']} output axons per core")
     for v in r.get("violations", []):
         lines.append(f"  ! {v}")
     t = report["timing_s"]
