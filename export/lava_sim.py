@@ -71,8 +71,17 @@ def output_counts(raster: np.ndarray, T: int, N: int, n_layers: int) -> np.ndarr
     return window.reshape(raster.shape[0], N, T).sum(axis=2).T.astype(np.int64)
 
 
-def build(ir: NetworkIR, data: np.ndarray):
-    """Lava processes for a quantised IR fed by ``data`` ``(F, steps)``.
+def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed"):
+    """Lava processes for an IR fed by ``data`` ``(F, steps)``.
+
+    Args:
+        ir: the network; quantised for ``precision="fixed"``.
+        data: input spikes laid out by :func:`input_schedule`.
+        precision: ``"fixed"`` (integers for ``select_tag="fixed_pt"``, the deployed network)
+            or ``"float"`` (Norse's float parameters for ``select_tag="floating_pt"``: weights
+            ``dt/tau_mem * w``, ``du = dt/tau_syn``, ``dv = dt/tau_mem``, ``vth = v_th``), which
+            reproduces Norse's spikes and so checks the wiring, delays and resets apart from
+            quantisation.
 
     Returns:
         ``(source, [(Sparse, LIFReset), ...], sink)``; the sink records the output
@@ -83,15 +92,26 @@ def build(ir: NetworkIR, data: np.ndarray):
     from lava.proc.lif.process import LIFReset
     from lava.proc.sparse.process import Sparse
 
+    if precision not in ("fixed", "float"):
+        raise ValueError(f"precision must be 'fixed' or 'float', got {precision!r}")
     T = ir.time_steps
     source = SpikeIn(data=data)
     port = source.s_out
     chain = []
-    for i, (layer, w) in enumerate(zip(ir.layers, sparse_weights(ir))):
-        f = layer.fixed
-        syn = Sparse(weights=w, weight_exp=int(f.weight_exp), num_weight_bits=8, name=f"{layer.name}_synapses")
-        lif = LIFReset(shape=(layer.n_out,), du=int(f.du), dv=int(f.dv), vth=int(f.vth), bias_mant=0,
-                       reset_interval=T, reset_offset=(i + 2) % T, name=f"{layer.name}_neurons")
+    weights = sparse_weights(ir) if precision == "fixed" else [None] * len(ir.layers)
+    for i, (layer, w) in enumerate(zip(ir.layers, weights)):
+        common = dict(shape=(layer.n_out,), bias_mant=0, reset_interval=T, reset_offset=(i + 2) % T,
+                      name=f"{layer.name}_neurons")
+        if precision == "fixed":
+            f = layer.fixed
+            syn = Sparse(weights=w, weight_exp=int(f.weight_exp), num_weight_bits=8, name=f"{layer.name}_synapses")
+            lif = LIFReset(du=int(f.du), dv=int(f.dv), vth=int(f.vth), **common)
+        else:
+            n = layer.neurons
+            a_v = ir.dt_s / n.tau_mem_s
+            wf = sp.csr_matrix(np.where(layer.mask, a_v * layer.weight.astype(np.float64), 0.0))
+            syn = Sparse(weights=wf, name=f"{layer.name}_synapses")
+            lif = LIFReset(du=ir.dt_s / n.tau_syn_s, dv=a_v, vth=float(n.v_th), **common)
         port.connect(syn.s_in)
         syn.a_out.connect(lif.a_in)
         port = lif.s_out
@@ -101,8 +121,12 @@ def build(ir: NetworkIR, data: np.ndarray):
     return source, chain, sink
 
 
-def run(ir: NetworkIR, spikes: np.ndarray, progress: bool = False, chunk: int = 2000) -> Tuple[np.ndarray, dict]:
-    """Run input spikes ``(T, N, F)`` through the exported network in Lava's fixed-point simulator.
+def run(ir: NetworkIR, spikes: np.ndarray, progress: bool = False, chunk: int = 2000,
+        precision: str = "fixed") -> Tuple[np.ndarray, dict]:
+    """Run input spikes ``(T, N, F)`` through the exported network in Lava's simulator.
+
+    ``precision="fixed"`` (default) runs the quantised network with ``select_tag="fixed_pt"``
+    (Loihi's integers); ``"float"`` runs Norse's float parameters with ``"floating_pt"``.
 
     Returns:
         ``(counts, info)``: output spike counts ``(N, C)`` and facts of the run
@@ -115,7 +139,7 @@ def run(ir: NetworkIR, spikes: np.ndarray, progress: bool = False, chunk: int = 
     from lava.magma.core.run_configs import Loihi2SimCfg
     from tqdm.auto import tqdm
 
-    if not ir.quantized:
+    if precision == "fixed" and not ir.quantized:
         ir = quantize(ir)
     check_supported(ir)
     T, N, F = spikes.shape
@@ -126,11 +150,11 @@ def run(ir: NetworkIR, spikes: np.ndarray, progress: bool = False, chunk: int = 
     L = len(ir.layers)
     t0 = time.perf_counter()
     data = input_schedule(spikes, L)
-    source, chain, sink = build(ir, data)
+    source, chain, sink = build(ir, data, precision)
     synapses = {l.name: int(syn.weights.init.nnz) for l, (syn, _) in zip(ir.layers, chain)}
     t1 = time.perf_counter()
     steps = data.shape[1]
-    cfg = Loihi2SimCfg(select_tag="fixed_pt")
+    cfg = Loihi2SimCfg(select_tag="fixed_pt" if precision == "fixed" else "floating_pt")
     bar = tqdm(total=steps, desc="lava", unit="step", disable=not progress, leave=False)
     done = 0
     try:
