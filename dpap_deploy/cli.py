@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     from dpap_deploy.train.compact import to_ir
     from dpap_deploy.train.dpap import PRESETS
     from dpap_deploy.train.loop import TrainConfig, classify, predict, test_spikes, train
-    from dpap_deploy.train.models import SpikingMLP
+    from dpap_deploy.train.models import model_from_config
 
     # -- check every input before any work ----------------------------------------------
     exporter = get_target(args.target)
@@ -141,8 +141,9 @@ def run(args: argparse.Namespace) -> int:
         ir = NetworkIR.load(os.path.join(args.from_dir, "ir.npz"))
         try:
             ckpt = torch.load(os.path.join(args.from_dir, "model.pt"), map_location="cpu")
-            model = SpikingMLP.from_config(ckpt["model_config"])
+            model = model_from_config(ckpt["model_config"])
             model.load_state_dict(ckpt["state_dict"])
+            model.dense_widths = ckpt.get("dense_widths") or model.widths()
         except Exception as exc:
             raise IRError(f"{args.from_dir}/model.pt is not a dpap-deploy checkpoint ({type(exc).__name__}: {exc})") from None
         if ir.input_size != ds.n_features or ir.n_classes < ds.n_classes:
@@ -170,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
         ir.save(os.path.join(args.out, "ir.npz"))
         with atomic_path(os.path.join(args.out, "model.pt")) as tmp:
             torch.save({"model_config": model.config(), "state_dict": model.state_dict(),
-                        "dense_sizes": list(model.dense_sizes), "train_config": train_cfg.to_dict(),
+                        "dense_widths": model.dense_widths, "train_config": train_cfg.to_dict(),
                         "dpap_state": res.state.state_dict() if res.state is not None else None}, tmp)
         write_json(os.path.join(args.out, "config.json"), {**cfg, "train": train_cfg.to_dict(), "target": args.target,
                                                            "profile": args.profile})

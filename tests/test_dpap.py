@@ -52,13 +52,13 @@ def _run_epochs(model, state, x, y, epochs, opt):
     history = []
     for e in range(epochs):
         for i in range(0, x.shape[1], 64):
-            counts, spikes = model(x[:, i:i + 64])
+            counts, records = model(x[:, i:i + 64])
             loss = torch.nn.functional.cross_entropy(0.5 * counts, y[i:i + 64])
             opt.zero_grad()
             loss.backward()
             opt.step()
             model.apply_masks()
-            state.observe(x[:, i:i + 64], spikes)
+            state.observe(records)
         state.end_epoch(e)
         state.apply(model, opt)
         history.append([m.clone() for m in model.masks])
@@ -91,8 +91,8 @@ def test_state_round_trip(digits):
     model = SpikingMLP([64, 20, 10])
     state = DPAPState(model.sizes, DPAPConfig(e0=0))
     x = torch.from_numpy(rate_encode(digits.x_train[:32], 8, seed=0))
-    _, spikes = model(x)
-    state.observe(x, spikes)
+    _, records = model(x)
+    state.observe(records)
     state.end_epoch(0)
     back = DPAPState.from_state_dict(state.state_dict())
     assert back.k == state.k and back.cfg == state.cfg

@@ -20,7 +20,10 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence
 
+import numpy as np
 import torch
+
+from dpap_deploy.train.models import LayerSpec
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,10 @@ class DPAPConfig:
         r_init: initial survival value ``R`` (paper ``beta``).
         gamma: per-epoch retention of ``R`` (eq. 11).
         fc_neuron, fc_synapse: rule constants for neuron and synapse pruning of FC layers.
+        conv_channel, conv_synapse: the same for conv channels (filters) and channel-to-channel
+            connections (spec: 0.65/5/12 CIFAR code; 1.4/5/10 the N-MNIST conv-synapse script).
+        conv_channels, conv_synapses: which conv granularities run (channel pruning is what
+            shrinks a chip mapping; both may be on).
         percentiles: ``(lo, hi)`` of ``unit()``; (0, 75) as in the CIFAR code, (5, 80) in N-MNIST/DVS code.
         reset_each_epoch: reset ``M`` and ``A`` after each pruning step (paper eq. 6); False
             accumulates over the whole run (BrainCog CIFAR code).
@@ -62,6 +69,10 @@ class DPAPConfig:
     gamma: float = 0.999
     fc_neuron: RuleConstants = field(default_factory=lambda: RuleConstants(1.5, 2.0, 13.0))
     fc_synapse: RuleConstants = field(default_factory=lambda: RuleConstants(1.5, 2.0, 13.0))
+    conv_channel: RuleConstants = field(default_factory=lambda: RuleConstants(0.65, 5.0, 12.0))
+    conv_synapse: RuleConstants = field(default_factory=lambda: RuleConstants(1.4, 5.0, 10.0))
+    conv_channels: bool = True
+    conv_synapses: bool = False
     percentiles: tuple = (0.0, 75.0)
     reset_each_epoch: bool = True
     staircase: bool = True
@@ -75,7 +86,7 @@ class DPAPConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "DPAPConfig":
         d = dict(d)
-        for k in ("fc_neuron", "fc_synapse"):
+        for k in ("fc_neuron", "fc_synapse", "conv_channel", "conv_synapse"):
             if isinstance(d.get(k), dict):
                 d[k] = RuleConstants(**d[k])
         if "percentiles" in d:
@@ -175,23 +186,41 @@ def survival_update(
     return alive & (R >= 0)
 
 
+def _specs(layers) -> List[LayerSpec]:
+    """Layer specs from a list of :class:`LayerSpec` or, for an MLP, its sizes ``(F, N_1, ..., N_L)``."""
+    layers = list(layers)
+    if layers and isinstance(layers[0], LayerSpec):
+        return layers
+    sizes = [int(s) for s in layers]
+    return [LayerSpec(f"fc{i + 1}", "fc", b, a) for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
+
+
+def _trace_units(x: torch.Tensor, delta: float) -> torch.Tensor:
+    """Spiking trace ``(B, units)``: ``(T, B, N)`` as is; ``(T, B, C, H, W)`` summed over ``H, W``."""
+    tr = spiking_trace(x.detach().double(), delta)
+    return tr.sum(dim=(2, 3)) if tr.dim() == 4 else tr
+
+
 class DPAPState:
     """All DPAP state of one network: scores, accumulators, masks, batch count.
 
-    The prunable layers are the fully connected layers ``0 .. L-2`` (all but the output,
-    unless ``cfg.prune_output``). Per prunable layer ``l`` with ``N`` neurons and ``F`` inputs:
-    ``M (N, F)``, ``theta (N,)``, ``A (N,)``, ``R_neuron (N,)``, ``R_synapse (N, F)``,
-    ``neuron_alive (N,)``, ``synapse_alive (N, F)``.
+    Prunable layers: every weight layer but the output (unless ``cfg.prune_output``).
+    Per prunable layer ``l`` with ``N`` output units (neurons; conv: channels) and ``F``
+    input units (features; conv and the fc layer after a flatten: channels for the
+    trace of a conv input, features otherwise): ``M (N, F)``, ``theta (N,)``, ``A (N,)``,
+    ``R_neuron (N,)``, ``R_synapse (N, F)``, ``neuron_alive (N,)``, ``synapse_alive (N, F)``.
+    For conv layers a "synapse" is a channel-to-channel connection (a kernel slice).
 
     Args:
-        sizes: ``(F, N_1, ..., N_L)`` of the network.
+        layers: :class:`~dpap_deploy.train.models.LayerSpec` per weight layer (``model.specs()``),
+            or the sizes ``(F, N_1, ..., N_L)`` of an MLP.
         cfg: DPAP constants.
     """
 
-    def __init__(self, sizes: Sequence[int], cfg: DPAPConfig = DPAPConfig()):
+    def __init__(self, layers, cfg: DPAPConfig = DPAPConfig()):
         self.cfg = cfg
-        self.sizes = tuple(int(s) for s in sizes)
-        n_layers = len(self.sizes) - 1
+        self.specs = _specs(layers)
+        n_layers = len(self.specs)
         self.layers = list(range(n_layers if cfg.prune_output else n_layers - 1))
         self.k = 0  # batches seen (never reset)
         self.M: Dict[int, torch.Tensor] = {}
@@ -202,7 +231,8 @@ class DPAPState:
         self.neuron_alive: Dict[int, torch.Tensor] = {}
         self.synapse_alive: Dict[int, torch.Tensor] = {}
         for l in self.layers:
-            n, f = self.sizes[l + 1], self.sizes[l]
+            sp = self.specs[l]
+            n, f = sp.n_out, sp.n_in * sp.in_block
             self.M[l] = torch.zeros(n, f, dtype=torch.float64)
             self.theta[l] = torch.zeros(n, dtype=torch.float64)
             self.A[l] = torch.zeros(n, dtype=torch.float64)
@@ -211,19 +241,29 @@ class DPAPState:
             self.neuron_alive[l] = torch.ones(n, dtype=torch.bool)
             self.synapse_alive[l] = torch.ones(n, f, dtype=torch.bool)
 
+    @property
+    def sizes(self) -> tuple:
+        return (self.specs[0].n_in * self.specs[0].in_block, *[s.n_out for s in self.specs])
+
+    def _constants(self, l: int):
+        kind = self.specs[l].kind
+        if kind == "conv":
+            return self.cfg.conv_channel, self.cfg.conv_synapse
+        return self.cfg.fc_neuron, self.cfg.fc_synapse
+
     @torch.no_grad()
-    def observe(self, inputs: torch.Tensor, spikes: List[torch.Tensor]) -> None:
+    def observe(self, records) -> None:
         """Accumulate one batch's scores (spec sec. 1-2), after the forward pass.
 
         Args:
-            inputs: input spikes ``(T, B, F)``.
-            spikes: spikes of every population, list of ``(T, B, N_l)``.
+            records: per weight layer ``(pre, post)``, time first: the layer's input
+                ``(T, B, F)`` or ``(T, B, C, H, W)`` and its output spikes (ANN: activations, ``T = 1``).
         """
         self.k += 1
-        pre_all = [inputs] + list(spikes[:-1])
         for l in self.layers:
-            tr_pre = spiking_trace(pre_all[l].detach().double(), self.cfg.delta)
-            tr = spiking_trace(spikes[l].detach().double(), self.cfg.delta)
+            pre, post = records[l]
+            tr_pre = _trace_units(pre, self.cfg.delta)
+            tr = _trace_units(post, self.cfg.delta)
             self.M[l] += (tr * (tr - self.theta[l])).T @ tr_pre
             self.theta[l] = (self.theta[l] * (self.k - 1) + tr.mean(0)) / self.k
             self.A[l] += tr.sum(0)
@@ -232,21 +272,26 @@ class DPAPState:
     def end_epoch(self, epoch: int) -> Dict[str, dict]:
         """Run the pruning rule after epoch ``epoch`` (0-based) if ``epoch >= e0``.
 
+        Neurons (conv: channels) by spine value, synapses (conv: channel-to-channel
+        connections, only with ``conv_synapses``) by ``M``, each with its kind's constants.
+
         Returns:
-            Per layer name ``fc{l+1}``: neurons and synapses alive (effective: a removed
-            neuron takes its synapses with it).
+            Per layer name: neurons and synapses alive (effective: a removed neuron takes
+            its synapses with it).
         """
         cfg = self.cfg
         if epoch >= cfg.e0:
             for l in self.layers:
-                if cfg.prune_neurons:
+                k_neuron, k_synapse = self._constants(l)
+                conv = self.specs[l].kind == "conv"
+                if cfg.prune_neurons and (not conv or cfg.conv_channels):
                     spine = spine_value(self.M[l], self.A[l])
                     self.neuron_alive[l] = survival_update(
-                        self.R_neuron[l], spine, self.neuron_alive[l], epoch, cfg.fc_neuron, cfg
+                        self.R_neuron[l], spine, self.neuron_alive[l], epoch, k_neuron, cfg
                     )
-                if cfg.prune_synapses:
+                if cfg.prune_synapses and (not conv or cfg.conv_synapses):
                     eff = self.synapse_alive[l] & self.neuron_alive[l][:, None]
-                    new_eff = survival_update(self.R_synapse[l], self.M[l], eff, epoch, cfg.fc_synapse, cfg)
+                    new_eff = survival_update(self.R_synapse[l], self.M[l], eff, epoch, k_synapse, cfg)
                     self.synapse_alive[l] = self.synapse_alive[l] & (new_eff | ~eff)
             if cfg.reset_each_epoch:
                 for l in self.layers:
@@ -255,30 +300,59 @@ class DPAPState:
         return self.summary()
 
     def mask(self, l: int) -> Optional[torch.Tensor]:
-        """Effective synapse mask of layer ``l`` ``(N_l, N_{l-1})``, or None if not prunable."""
+        """Effective unit mask of layer ``l`` ``(N, F)``, or None if the layer is not prunable."""
         if l not in self.synapse_alive:
             return None
         return self.synapse_alive[l] & self.neuron_alive[l][:, None]
 
+    def weight_mask(self, l: int, shape) -> torch.Tensor:
+        """:meth:`mask` broadcast to a weight of ``shape`` (conv: over the kernel)."""
+        m = self.mask(l)
+        if len(shape) == 4:
+            return m[:, :, None, None].expand(*shape)
+        return m
+
     @torch.no_grad()
     def apply(self, model, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
-        """Write the masks into ``model`` (``mask{l}`` buffers), zero pruned weights and
-        their optimizer state, so that a removed synapse stays exactly zero."""
+        """Write the masks into ``model``, zero pruned weights and their optimizer state
+        (Adam's moments, SGD's momentum), so that a removed synapse stays exactly zero."""
         for l in self.layers:
-            m = self.mask(l)
-            model.masks[l].copy_(m & model.masks[l])
+            m = model.masks[l]
+            m.copy_(m & self.weight_mask(l, m.shape))
         model.apply_masks()
         if optimizer is not None:
-            for fc, m in zip(model.fcs, model.masks):
-                st = optimizer.state.get(fc.weight, {})
+            for layer, m in zip(model.layers, model.masks):
+                st = optimizer.state.get(layer.weight, {})
                 for key in ("exp_avg", "exp_avg_sq", "momentum_buffer"):
                     if key in st and st[key] is not None:
                         st[key].mul_(m)
 
+    @torch.no_grad()
+    def compact(self, kept: List[np.ndarray]) -> None:
+        """Follow a physical compaction: keep only the units ``kept[l]`` of each layer
+        (see ``train/compact.py``), on both sides of every per-layer tensor."""
+        specs = []
+        for l, sp in enumerate(self.specs):
+            n_in = sp.n_in if l == 0 else len(kept[l - 1])
+            specs.append(LayerSpec(sp.name, sp.kind, len(kept[l]), n_in, sp.in_block))
+        for l in self.layers:
+            rows = torch.as_tensor(kept[l])
+            units_in = np.arange(self.specs[l].n_in) if l == 0 else kept[l - 1]
+            block = self.specs[l].in_block
+            cols = torch.as_tensor(units_in if block == 1 else
+                                   (units_in[:, None] * block + np.arange(block)[None]).ravel())
+            for name in ("M", "R_synapse", "synapse_alive"):
+                t = getattr(self, name)
+                t[l] = t[l].index_select(0, rows).index_select(1, cols)
+            for name in ("theta", "A", "R_neuron", "neuron_alive"):
+                t = getattr(self, name)
+                t[l] = t[l].index_select(0, rows)
+        self.specs = specs
+
     def summary(self) -> Dict[str, dict]:
         out = {}
         for l in self.layers:
-            out[f"fc{l + 1}"] = {
+            out[self.specs[l].name] = {
                 "neurons_alive": int(self.neuron_alive[l].sum()),
                 "neurons": int(self.neuron_alive[l].numel()),
                 "synapses_alive": int(self.mask(l).sum()),
@@ -287,15 +361,16 @@ class DPAPState:
         return out
 
     def state_dict(self) -> dict:
-        """Everything needed to resume: config, batch count and every per-layer tensor."""
+        """Everything needed to resume: config, layer specs, batch count and every per-layer tensor."""
         tensors = {}
         for name in ("M", "theta", "A", "R_neuron", "R_synapse", "neuron_alive", "synapse_alive"):
             tensors[name] = {str(l): t.clone() for l, t in getattr(self, name).items()}
-        return {"cfg": self.cfg.to_dict(), "sizes": list(self.sizes), "k": self.k, "tensors": tensors}
+        return {"cfg": self.cfg.to_dict(), "specs": [asdict(s) for s in self.specs], "k": self.k, "tensors": tensors}
 
     @classmethod
     def from_state_dict(cls, d: dict) -> "DPAPState":
-        st = cls(d["sizes"], DPAPConfig.from_dict(d["cfg"]))
+        specs = [LayerSpec(**s) for s in d["specs"]] if "specs" in d else d["sizes"]
+        st = cls(specs, DPAPConfig.from_dict(d["cfg"]))
         st.k = int(d["k"])
         for name, per_layer in d["tensors"].items():
             getattr(st, name).update({int(l): t.clone() for l, t in per_layer.items()})

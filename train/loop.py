@@ -1,12 +1,18 @@
 """Training with DPAP inside: no pre-training, no fine-tuning.
 
-Each epoch: fresh Bernoulli spike trains of the training set, Adam on the
-cross-entropy of the output spike counts (surrogate gradients from Norse), DPAP scores
-accumulated after every batch, the DPAP rule after the epoch (from epoch ``e0``), masks
-applied so a removed synapse stays exactly zero. At the end the network is compacted.
+Each epoch: fresh inputs (Bernoulli spike trains for rate-coded data), Adam on the
+cross-entropy of the class scores (SNN: output spike counts, surrogate gradients from
+Norse; ANN: logits), DPAP scores accumulated after every batch, the DPAP rule after the
+epoch (from epoch ``e0``), masks applied so a removed synapse stays exactly zero, and
+the network **compacted between epochs**, so it gets cheaper to train as it shrinks.
+
+``method="magnitude"`` trains the same network with gradual global magnitude pruning
+(``torch.nn.utils.prune.global_unstructured``, L1) to a given final sparsity instead, the
+peer a user would pick (Zhu & Gupta's cubic schedule from ``e0`` to the last epoch).
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, List, Optional, Sequence
@@ -17,7 +23,7 @@ import torch
 from dpap_deploy.data import Dataset, rate_encode
 from dpap_deploy.train.compact import compact
 from dpap_deploy.train.dpap import PRESETS, DPAPConfig, DPAPState
-from dpap_deploy.train.models import LIFConfig, SpikingMLP
+from dpap_deploy.train.models import LIFConfig, MaskedNet, SpikingMLP
 
 
 @dataclass
@@ -25,14 +31,15 @@ class TrainConfig:
     """Training settings.
 
     Attributes:
-        hidden: hidden population sizes (the default network is 64-256-128-10).
+        hidden: hidden population sizes of the default MLP (64-256-128-10).
         epochs: training epochs.
         batch_size: samples per batch.
         lr: Adam learning rate at the start; cosine annealing to 0 over ``epochs``.
-        time_steps: ``T`` per sample.
+        time_steps: ``T`` per sample (rate coding); event frames bring their own ``T``.
         seed: seeds weights, batches and spike encoding (CPU runs are deterministic).
         prune: run DPAP (False trains the same network dense, as a baseline).
-        count_scale: the loss is ``cross_entropy(count_scale * spike_counts)``.
+        count_scale: SNN loss is ``cross_entropy(count_scale * spike_counts)``.
+        compact_every_epoch: physically shrink the network whenever DPAP removed units.
     """
 
     hidden: Sequence[int] = (256, 128)
@@ -43,6 +50,7 @@ class TrainConfig:
     seed: int = 0
     prune: bool = True
     count_scale: float = 0.5
+    compact_every_epoch: bool = True
     lif: LIFConfig = field(default_factory=LIFConfig)
 
     def to_dict(self) -> dict:
@@ -53,8 +61,8 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    model: SpikingMLP           # compacted
-    state: Optional[DPAPState]  # None when trained dense
+    model: MaskedNet            # compacted
+    state: Optional[DPAPState]  # None when trained without DPAP
     history: List[dict]
     seconds: float
 
@@ -62,25 +70,108 @@ class TrainResult:
 TEST_ENCODING_SEED_OFFSET = 10_007
 
 
+def encode(x: np.ndarray, kind: str, time_steps: int, seed: int) -> np.ndarray:
+    """Model input for samples ``x``.
+
+    ``kind``: ``"rate"`` (``x`` ``(B, F)`` intensities -> Bernoulli spikes ``(T, B, F)``),
+    ``"frames"`` (``x`` ``(B, T, C, H, W)`` event frames -> ``(T, B, C, H, W)``) or
+    ``"static"`` (ANN input, unchanged ``(B, ...)``).
+    """
+    if kind == "rate":
+        return rate_encode(x, time_steps, seed)
+    if kind == "frames":
+        return np.ascontiguousarray(np.swapaxes(x, 0, 1)).astype(np.float32)
+    if kind == "static":
+        return x.astype(np.float32)
+    raise ValueError(f"unknown input kind {kind!r}")
+
+
 def test_spikes(ds: Dataset, time_steps: int, seed: int) -> np.ndarray:
     """The fixed spike encoding of the test split, ``(T, N_test, F)``, shared by Norse and Lava."""
     return rate_encode(ds.x_test, time_steps, seed + TEST_ENCODING_SEED_OFFSET)
 
 
+def _batch_axis(model: MaskedNet) -> int:
+    return 1 if model.spiking else 0
+
+
 @torch.no_grad()
-def predict(model: SpikingMLP, spikes: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Output spike counts ``(N, C)`` for input spikes ``(T, N, F)``."""
+def predict(model: MaskedNet, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Class scores ``(N, C)`` (SNN: output spike counts) for encoded inputs (SNN ``(T, N, ...)``, ANN ``(N, ...)``)."""
     model.eval()
+    ax = _batch_axis(model)
     out = []
-    for i in range(0, spikes.shape[1], batch_size):
-        counts, _ = model(torch.from_numpy(spikes[:, i:i + batch_size]))
-        out.append(counts.numpy())
-    return np.concatenate(out).astype(np.int64)
+    for i in range(0, inputs.shape[ax], batch_size):
+        xb = inputs[:, i:i + batch_size] if ax == 1 else inputs[i:i + batch_size]
+        scores, _ = model(torch.from_numpy(np.ascontiguousarray(xb)))
+        out.append(scores.numpy())
+    return np.concatenate(out)
 
 
-def classify(counts: np.ndarray) -> np.ndarray:
-    """Class = argmax of spike counts, the first class on ties (same rule for Norse and Lava)."""
-    return np.argmax(counts, axis=1)
+def classify(scores: np.ndarray) -> np.ndarray:
+    """Class = argmax of the scores, the first class on ties (same rule for Norse and Lava)."""
+    return np.argmax(scores, axis=1)
+
+
+def spikes_per_sample(model: MaskedNet, inputs: np.ndarray, batch_size: int = 256) -> float:
+    """Mean number of spikes of all populations per sample (an energy proxy), SNNs only."""
+    model.eval()
+    total, n = 0.0, inputs.shape[1]
+    with torch.no_grad():
+        for i in range(0, n, batch_size):
+            _, records = model(torch.from_numpy(np.ascontiguousarray(inputs[:, i:i + batch_size])))
+            total += float(sum(post.sum() for _, post in records))
+    return total / n
+
+
+def _compact_in_place(model: MaskedNet, opt: torch.optim.Optimizer, state: Optional[DPAPState]):
+    """Shrink ``model`` and carry the optimizer state (Adam moments) and DPAP state along."""
+    small, kept = compact(model)
+    if [len(k) for k in kept] == model.widths():
+        return model, opt
+    specs = model.specs()
+    new_opt = torch.optim.Adam(small.parameters(), lr=opt.param_groups[0]["lr"])
+    for l, (old, new) in enumerate(zip(model.layers, small.layers)):
+        st = opt.state.get(old.weight)
+        if not st:
+            continue
+        rows = torch.as_tensor(kept[l])
+        units_in = np.arange(specs[l].n_in) if l == 0 else kept[l - 1]
+        block = specs[l].in_block
+        cols = torch.as_tensor(units_in if block == 1 else (units_in[:, None] * block + np.arange(block)[None]).ravel())
+        new_opt.state[new.weight] = {
+            "step": st["step"].clone() if torch.is_tensor(st["step"]) else st["step"],
+            "exp_avg": st["exp_avg"].index_select(0, rows).index_select(1, cols),
+            "exp_avg_sq": st["exp_avg_sq"].index_select(0, rows).index_select(1, cols),
+        }
+    if state is not None:
+        state.compact(kept)
+    return small, new_opt
+
+
+def _magnitude_step(model: MaskedNet, layers: List[int], target: float, epoch: int, e0: int, epochs: int) -> None:
+    """Gradual global L1 magnitude pruning of ``layers`` toward ``target`` sparsity (cubic schedule)."""
+    import torch.nn.utils.prune as prune
+
+    if epoch < e0:
+        return
+    span = max(1, epochs - 1 - e0)
+    frac = target * (1.0 - (1.0 - min(1.0, (epoch - e0 + 1) / span)) ** 3)
+    total = sum(model.masks[l].numel() for l in layers)
+    amount = int(round(frac * total))
+    if amount <= 0:
+        return
+    params = [(model.layers[l], "weight") for l in layers]
+    with torch.no_grad():
+        for l in layers:  # already-pruned weights are exactly zero, so L1 keeps them pruned
+            model.layers[l].weight.mul_(model.masks[l])
+    prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=amount)
+    with torch.no_grad():
+        for l in layers:
+            layer = model.layers[l]
+            model.masks[l].copy_(model.masks[l] & layer.weight_mask.bool())
+            prune.remove(layer, "weight")
+    model.apply_masks()
 
 
 def train(
@@ -89,57 +180,79 @@ def train(
     dpap_cfg: DPAPConfig = PRESETS["mnist-snn"],
     progress: bool = True,
     on_epoch: Optional[Callable[[dict], None]] = None,
+    model: Optional[MaskedNet] = None,
+    input_kind: str = "rate",
+    method: Optional[str] = None,
+    target_sparsity: float = 0.0,
 ) -> TrainResult:
-    """Train a :class:`SpikingMLP` on ``ds`` with DPAP (unless ``cfg.prune`` is False).
+    """Train ``model`` (default: a :class:`SpikingMLP` with ``cfg.hidden``) on ``ds``.
+
+    Args:
+        method: ``"dpap"`` (default when ``cfg.prune``), ``"dense"`` or ``"magnitude"``.
+        target_sparsity: final sparsity of the prunable (non-output) layers for ``"magnitude"``.
+        input_kind: see :func:`encode`.
 
     Returns:
-        The compacted model, the DPAP state, one history record per epoch
-        (loss, train/test accuracy, neurons and synapses alive per layer) and the wall time (s).
+        The compacted model, the DPAP state, one history record per epoch (loss, train/test
+        accuracy, neurons and synapses alive per layer, wall time) and the wall time (s).
     """
     from tqdm.auto import tqdm
 
+    method = method or ("dpap" if cfg.prune else "dense")
+    if method not in ("dpap", "dense", "magnitude"):
+        raise ValueError(f"method must be dpap, dense or magnitude, got {method!r}")
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    sizes = [ds.n_features, *cfg.hidden, ds.n_classes]
-    model = SpikingMLP(sizes, cfg.lif)
+    if model is None:
+        model = SpikingMLP([ds.n_features, *cfg.hidden, ds.n_classes], cfg.lif)
+    model.dense_widths = model.widths()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs))
-    state = DPAPState(sizes, dpap_cfg) if cfg.prune else None
-    x_test = test_spikes(ds, cfg.time_steps, cfg.seed)
+    state = DPAPState(model.specs(), dpap_cfg) if method == "dpap" else None
+    prunable = list(range(len(model.layers) - 1))
+    x_test = encode(ds.x_test, input_kind, cfg.time_steps, cfg.seed + TEST_ENCODING_SEED_OFFSET)
     gen = torch.Generator().manual_seed(cfg.seed)
     history: List[dict] = []
     t0 = time.perf_counter()
-    bar = tqdm(range(cfg.epochs), desc="train", unit="epoch", disable=not progress, leave=False)
+    bar = tqdm(range(cfg.epochs), desc=f"train ({method})", unit="epoch", disable=not progress, leave=False)
     n = len(ds.y_train)
+    ax = _batch_axis(model)
     for epoch in bar:
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / max(1, cfg.epochs)))
         model.train()
-        x_ep = rate_encode(ds.x_train, cfg.time_steps, cfg.seed * 1000 + epoch)
         order = torch.randperm(n, generator=gen).numpy()
         loss_sum, correct = 0.0, 0
-        for i in range(0, n, cfg.batch_size):
+        for b, i in enumerate(range(0, n, cfg.batch_size)):
             idx = order[i:i + cfg.batch_size]
-            x = torch.from_numpy(x_ep[:, idx])
+            x = torch.from_numpy(encode(ds.x_train[idx], input_kind, cfg.time_steps,
+                                        (cfg.seed * 1009 + epoch) * 100_003 + b))
             y = torch.from_numpy(ds.y_train[idx])
-            counts, spikes = model(x)
-            loss = torch.nn.functional.cross_entropy(cfg.count_scale * counts, y)
+            scores, records = model(x)
+            logits = cfg.count_scale * scores if model.spiking else scores
+            loss = torch.nn.functional.cross_entropy(logits, y)
             opt.zero_grad()
             loss.backward()
             opt.step()
             model.apply_masks()
             if state is not None:
-                state.observe(x, spikes)
+                state.observe(records)
             loss_sum += float(loss) * len(idx)
-            correct += int((counts.argmax(1) == y).sum())
-        sched.step()
-        rec = {"epoch": epoch, "loss": loss_sum / n, "train_accuracy": correct / n}
+            correct += int((scores.argmax(1) == y).sum())
+        rec = {"epoch": epoch, "method": method, "loss": loss_sum / n, "train_accuracy": correct / n}
         if state is not None:
-            rec["layers"] = state.end_epoch(epoch)
+            state.end_epoch(epoch)
             state.apply(model, opt)
+        elif method == "magnitude":
+            _magnitude_step(model, prunable, target_sparsity, epoch, dpap_cfg.e0, cfg.epochs)
+        if cfg.compact_every_epoch and method != "dense":
+            model, opt = _compact_in_place(model, opt, state)
         rec["test_accuracy"] = float((classify(predict(model, x_test)) == ds.y_test).mean())
+        rec["layers"] = {nm: {"neurons": int(w), "synapses": int(m.sum())}
+                         for nm, w, m in zip(model.layer_names(), model.widths(), model.masks)}
         rec["synapses"] = int(sum(int(m.sum()) for m in model.masks))
+        rec["seconds"] = time.perf_counter() - t0
         history.append(rec)
-        bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['test_accuracy']:.3f}",
-                        synapses=rec["synapses"])
+        bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['test_accuracy']:.3f}", synapses=rec["synapses"])
         if on_epoch is not None:
             on_epoch(rec)
     seconds = time.perf_counter() - t0
