@@ -39,7 +39,9 @@ def surviving_units(connectivity: Sequence[np.ndarray]) -> List[np.ndarray]:
             new = alive[l] & has_in & has_out
             if not np.array_equal(new, alive[l]):
                 alive[l], changed = new, True
-    return [np.flatnonzero(a) for a in alive]
+    kept = [np.flatnonzero(a) for a in alive]
+    # a layer with no useful unit left still needs one (silent) unit for the shapes to chain
+    return [k if len(k) else np.array([0]) for k in kept]
 
 
 def surviving_neurons(masks: List[np.ndarray]) -> List[np.ndarray]:

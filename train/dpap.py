@@ -101,6 +101,9 @@ PRESETS = {
     # (spec sec. 4, "Per-dataset values in the scripts"); our default for the digits MLP
     "mnist-snn": DPAPConfig(fc_neuron=RuleConstants(0.625, 2.0, 10.0), fc_synapse=RuleConstants(0.625, 2.0, 10.0),
                             r_init=5.0),
+    # the author's MNIST ANN script: conv 0.525/5/10, FC 0.75/2/12 (spec sec. 4)
+    "mnist-ann": DPAPConfig(fc_neuron=RuleConstants(0.75, 2.0, 12.0), fc_synapse=RuleConstants(0.75, 2.0, 12.0),
+                            conv_channel=RuleConstants(0.525, 5.0, 10.0)),
 }
 
 
@@ -286,9 +289,11 @@ class DPAPState:
                 conv = self.specs[l].kind == "conv"
                 if cfg.prune_neurons and (not conv or cfg.conv_channels):
                     spine = spine_value(self.M[l], self.A[l])
-                    self.neuron_alive[l] = survival_update(
-                        self.R_neuron[l], spine, self.neuron_alive[l], epoch, k_neuron, cfg
-                    )
+                    before = self.neuron_alive[l]
+                    alive = survival_update(self.R_neuron[l], spine, before, epoch, k_neuron, cfg)
+                    if before.any() and not alive.any():  # a layer keeps its most-surviving unit
+                        alive[torch.argmax(torch.where(before, self.R_neuron[l], -torch.inf))] = True
+                    self.neuron_alive[l] = alive
                 if cfg.prune_synapses and (not conv or cfg.conv_synapses):
                     eff = self.synapse_alive[l] & self.neuron_alive[l][:, None]
                     new_eff = survival_update(self.R_synapse[l], self.M[l], eff, epoch, k_synapse, cfg)

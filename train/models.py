@@ -209,7 +209,7 @@ class SpikingCNN(MaskedNet):
     """
 
     def __init__(self, in_shape: Sequence[int], channels: Sequence[int], hidden: Sequence[int], n_classes: int,
-                 kernel: int = 3, pool: int = 2, lif: LIFConfig = LIFConfig(), init_gain: float = 2.0):
+                 kernel: int = 3, pool: int = 2, lif: LIFConfig = LIFConfig(), init_gain: float = 8.0):
         super().__init__()
         self.in_shape = tuple(int(s) for s in in_shape)
         self.channels, self.hidden = tuple(int(c) for c in channels), tuple(int(h) for h in hidden)

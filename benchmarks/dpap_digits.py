@@ -1,0 +1,132 @@
+"""DPAP against dense training and gradual global magnitude pruning, side by side.
+
+For each model (SNN MLP on rate-coded digits, conv SNN on event-digits, ANN MLP on digits)
+and each seed, on the same split and epochs: (1) dense, (2) DPAP, (3) gradual global L1
+magnitude pruning (``torch.nn.utils.prune.global_unstructured``) of the same layers to
+DPAP's final sparsity of that seed. Reports test accuracy, synapses and neurons remaining
+(% of dense, hidden layers = every layer but the output), training wall time and, for SNNs,
+spikes per test sample.
+
+    python benchmarks/dpap_digits.py                      # small defaults, 3 seeds
+    python benchmarks/dpap_digits.py --models snn-mlp --epochs 60 --seeds 5
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+from dpap_deploy.data import load_digits
+from dpap_deploy.events import load_event_digits
+from dpap_deploy.train.dpap import PRESETS
+from dpap_deploy.train.loop import TEST_ENCODING_SEED_OFFSET, TrainConfig, encode, spikes_per_sample, train
+from dpap_deploy.train.models import ANNMLP, SpikingCNN, SpikingMLP
+
+SETUPS = {
+    "snn-mlp": dict(data="digits", input="rate", epochs=30, T=16, lr=2e-3, preset="mnist-snn",
+                    make=lambda ds: SpikingMLP([64, 128, 64, 10])),
+    "snn-cnn": dict(data="event-digits", input="frames", epochs=20, T=10, lr=2e-3, preset="mnist-snn",
+                    make=lambda ds: SpikingCNN(ds.x_train.shape[2:], (8, 16), (64,), 10)),
+    "ann-mlp": dict(data="digits", input="static", epochs=30, T=1, lr=2e-3, preset="mnist-ann",
+                    make=lambda ds: ANNMLP([64, 128, 64, 10])),
+}
+
+
+def hidden_counts(model, dense_widths):
+    layers = list(range(len(model.layers) - 1))
+    syn = sum(int(model.masks[l].sum()) for l in layers)
+    specs = model.specs()
+    # dense synapses of the hidden layers, from the dense widths
+    widths = dense_widths
+    dense_syn = 0
+    for l in layers:
+        n_in = specs[0].n_in if l == 0 else widths[l - 1]
+        k = model.layers[l].weight[0, 0].numel() if model.layers[l].weight.dim() == 4 else 1
+        block = specs[l].in_block if (l > 0 and specs[l].in_block > 1) else 1
+        dense_syn += widths[l] * n_in * k * block
+    neurons = sum(model.widths()[l] for l in layers)
+    dense_neurons = sum(widths[l] for l in layers)
+    return syn, dense_syn, neurons, dense_neurons
+
+
+def run_one(name, setup, ds, seed, method, target=0.0):
+    torch.manual_seed(seed)
+    model = setup["make"](ds)
+    cfg = TrainConfig(epochs=setup["epochs"], time_steps=setup["T"], seed=seed, lr=setup["lr"])
+    res = train(ds, cfg, PRESETS[setup["preset"]], progress=False, model=model, input_kind=setup["input"],
+                method=method, target_sparsity=target)
+    m = res.model
+    syn, dense_syn, neu, dense_neu = hidden_counts(m, m.dense_widths)
+    out = {"model": name, "method": method, "seed": seed, "accuracy": res.history[-1]["test_accuracy"],
+           "hidden_synapses_pct": 100 * syn / dense_syn, "hidden_neurons_pct": 100 * neu / dense_neu,
+           "train_s": res.seconds, "epochs": setup["epochs"],
+           "best_epoch_accuracy": max(h["test_accuracy"] for h in res.history),
+           "curve": [h["test_accuracy"] for h in res.history]}
+    if m.spiking:
+        x_test = encode(ds.x_test, setup["input"], setup["T"], seed + TEST_ENCODING_SEED_OFFSET)
+        out["spikes_per_sample"] = spikes_per_sample(m, x_test)
+    return out
+
+
+def fmt(vals, digits=2):
+    if len(vals) == 1:
+        return f"{vals[0]:.{digits}f}"
+    return f"{statistics.mean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
+
+
+def table(results):
+    rows = ["| model | method | accuracy % | hidden synapses % | hidden neurons % | train s | spikes / sample |",
+            "|---|---|---|---|---|---|---|"]
+    for name in dict.fromkeys(r["model"] for r in results):
+        for method in ("dense", "dpap", "magnitude"):
+            rs = [r for r in results if r["model"] == name and r["method"] == method]
+            if not rs:
+                continue
+            sp = fmt([r["spikes_per_sample"] for r in rs], 0) if "spikes_per_sample" in rs[0] else "-"
+            rows.append(f"| {name} | {method} | {fmt([100 * r['accuracy'] for r in rs])} | "
+                        f"{fmt([r['hidden_synapses_pct'] for r in rs], 1)} | {fmt([r['hidden_neurons_pct'] for r in rs], 1)} | "
+                        f"{fmt([r['train_s'] for r in rs], 1)} | {sp} |")
+    return "\n".join(rows)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="snn-mlp,snn-cnn,ann-mlp")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=None, help="override every model's epochs")
+    p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results.json"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(2)
+    results = []
+    data = {}
+    t0 = time.perf_counter()
+    for name in args.models.split(","):
+        setup = dict(SETUPS[name])
+        if args.epochs:
+            setup["epochs"] = args.epochs
+        key = (setup["data"], setup["T"])
+        if key not in data:
+            data[key] = load_digits() if setup["data"] == "digits" else load_event_digits(time_steps=setup["T"])
+        ds = data[key]
+        for seed in range(args.seeds):
+            dense = run_one(name, setup, ds, seed, "dense")
+            dpap = run_one(name, setup, ds, seed, "dpap")
+            target = 1 - dpap["hidden_synapses_pct"] / 100
+            mag = run_one(name, setup, ds, seed, "magnitude", target)
+            for r in (dense, dpap, mag):
+                results.append(r)
+                print(json.dumps({k: v for k, v in r.items() if k != "curve"}), flush=True)
+    with open(args.out, "w") as f:
+        json.dump({"argv": sys.argv[1:], "seconds": time.perf_counter() - t0, "results": results}, f, indent=1)
+    print(table(results))
+    print(f"total {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
