@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from dpap_deploy.train.compact import input_columns
 from dpap_deploy.train.models import LayerSpec
 
 
@@ -343,9 +344,7 @@ class DPAPState:
         for l in self.layers:
             rows = torch.as_tensor(kept[l])
             units_in = np.arange(self.specs[l].n_in) if l == 0 else kept[l - 1]
-            block = self.specs[l].in_block
-            cols = torch.as_tensor(units_in if block == 1 else
-                                   (units_in[:, None] * block + np.arange(block)[None]).ravel())
+            cols = torch.as_tensor(input_columns(units_in, self.specs[l].in_block))
             for name in ("M", "R_synapse", "synapse_alive"):
                 t = getattr(self, name)
                 t[l] = t[l].index_select(0, rows).index_select(1, cols)

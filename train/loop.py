@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from dpap_deploy.data import Dataset, rate_encode
-from dpap_deploy.train.compact import compact
+from dpap_deploy.train.compact import compact, input_columns
 from dpap_deploy.train.dpap import PRESETS, DPAPConfig, DPAPState
 from dpap_deploy.train.models import LIFConfig, MaskedNet, SpikingMLP
 
@@ -137,8 +137,7 @@ def _compact_in_place(model: MaskedNet, opt: torch.optim.Optimizer, state: Optio
             continue
         rows = torch.as_tensor(kept[l])
         units_in = np.arange(specs[l].n_in) if l == 0 else kept[l - 1]
-        block = specs[l].in_block
-        cols = torch.as_tensor(units_in if block == 1 else (units_in[:, None] * block + np.arange(block)[None]).ravel())
+        cols = torch.as_tensor(input_columns(units_in, specs[l].in_block))
         new_opt.state[new.weight] = {
             "step": st["step"].clone() if torch.is_tensor(st["step"]) else st["step"],
             "exp_avg": st["exp_avg"].index_select(0, rows).index_select(1, cols),
