@@ -19,7 +19,6 @@ import statistics
 import sys
 import time
 
-import numpy as np
 import torch
 
 from dpap_deploy.data import load_digits
@@ -38,31 +37,21 @@ SETUPS = {
 }
 
 
-def hidden_counts(model, dense_widths):
-    layers = list(range(len(model.layers) - 1))
-    syn = sum(int(model.masks[l].sum()) for l in layers)
-    specs = model.specs()
-    # dense synapses of the hidden layers, from the dense widths
-    widths = dense_widths
-    dense_syn = 0
-    for l in layers:
-        n_in = specs[0].n_in if l == 0 else widths[l - 1]
-        k = model.layers[l].weight[0, 0].numel() if model.layers[l].weight.dim() == 4 else 1
-        block = specs[l].in_block if (l > 0 and specs[l].in_block > 1) else 1
-        dense_syn += widths[l] * n_in * k * block
-    neurons = sum(model.widths()[l] for l in layers)
-    dense_neurons = sum(widths[l] for l in layers)
-    return syn, dense_syn, neurons, dense_neurons
+def hidden_counts(model):
+    """Synapses and neurons of the hidden layers (every layer but the output)."""
+    hidden = range(len(model.layers) - 1)
+    return sum(int(model.masks[l].sum()) for l in hidden), sum(model.widths()[l] for l in hidden)
 
 
 def run_one(name, setup, ds, seed, method, target=0.0):
     torch.manual_seed(seed)
     model = setup["make"](ds)
+    dense_syn, dense_neu = hidden_counts(model)
     cfg = TrainConfig(epochs=setup["epochs"], time_steps=setup["T"], seed=seed, lr=setup["lr"])
     res = train(ds, cfg, PRESETS[setup["preset"]], progress=False, model=model, input_kind=setup["input"],
                 method=method, target_sparsity=target)
     m = res.model
-    syn, dense_syn, neu, dense_neu = hidden_counts(m, m.dense_widths)
+    syn, neu = hidden_counts(m)
     out = {"model": name, "method": method, "seed": seed, "accuracy": res.history[-1]["test_accuracy"],
            "hidden_synapses_pct": 100 * syn / dense_syn, "hidden_neurons_pct": 100 * neu / dense_neu,
            "train_s": res.seconds, "epochs": setup["epochs"],

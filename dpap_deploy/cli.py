@@ -17,7 +17,6 @@ import sys
 import time
 from typing import List, Optional
 
-import numpy as np
 
 from dpap_deploy.errors import DataError, DpapError, IRError
 

@@ -72,7 +72,7 @@ def summary_text(report: dict) -> str:
     lines = [
         f"data      {report['dataset']['name']}: {report['dataset']['n_train']} train / "
         f"{report['dataset']['n_test']} test, T = {report['dataset']['time_steps']} steps",
-        f"model     " + " -> ".join([str(m["layers"][0]["n_in"])] + [str(l["n_out"]) for l in m["layers"]])
+        "model     " + " -> ".join([str(m["layers"][0]["n_in"])] + [str(l["n_out"]) for l in m["layers"]])
         + f"  ({m['neurons']}/{m['neurons_dense']} neurons, {m['synapses']}/{m['synapses_dense']} synapses, "
         f"sparsity {100 * m['sparsity']:.1f} %)",
     ]

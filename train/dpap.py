@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -244,10 +244,6 @@ class DPAPState:
             self.R_synapse[l] = torch.full((n, f), cfg.r_init, dtype=torch.float64)
             self.neuron_alive[l] = torch.ones(n, dtype=torch.bool)
             self.synapse_alive[l] = torch.ones(n, f, dtype=torch.bool)
-
-    @property
-    def sizes(self) -> tuple:
-        return (self.specs[0].n_in * self.specs[0].in_block, *[s.n_out for s in self.specs])
 
     def _constants(self, l: int):
         kind = self.specs[l].kind

@@ -214,7 +214,6 @@ def train(
     t0 = time.perf_counter()
     bar = tqdm(range(cfg.epochs), desc=f"train ({method})", unit="epoch", disable=not progress, leave=False)
     n = len(ds.y_train)
-    ax = _batch_axis(model)
     for epoch in bar:
         for g in opt.param_groups:
             g["lr"] = cfg.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / max(1, cfg.epochs)))
