@@ -121,10 +121,9 @@ def spiking_trace(spikes: torch.Tensor, delta: float = 0.5) -> torch.Tensor:
         ``tr`` of shape ``(B, N)``.
     """
     T = spikes.shape[0]
-    x = torch.zeros_like(spikes[0])
-    for t in range(T):
-        x = delta * x + spikes[t]
-    return x / T
+    # x(T) = sum_t delta^(T-t) s(t): one contraction over time instead of a loop over T
+    w = delta ** torch.arange(T - 1, -1, -1, dtype=spikes.dtype, device=spikes.device)
+    return torch.tensordot(w, spikes, dims=([0], [0])) / T
 
 
 def _minmax(x: torch.Tensor) -> torch.Tensor:
@@ -201,8 +200,10 @@ def _specs(layers) -> List[LayerSpec]:
 
 def _trace_units(x: torch.Tensor, delta: float) -> torch.Tensor:
     """Spiking trace ``(B, units)``: ``(T, B, N)`` as is; ``(T, B, C, H, W)`` summed over ``H, W``."""
-    tr = spiking_trace(x.detach().double(), delta)
-    return tr.sum(dim=(2, 3)) if tr.dim() == 4 else tr
+    x = x.detach().double()
+    if x.dim() == 5:  # the trace is linear: sum over H, W first, it is cheaper
+        x = x.sum(dim=(3, 4))
+    return spiking_trace(x, delta)
 
 
 class DPAPState:
