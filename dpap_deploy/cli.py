@@ -5,8 +5,11 @@ Example::
     dpap-export --target loihi-sim --profile loihi2 --out runs/demo
     dpap-export --target loihi-sim --from runs/demo --profile loihi1 --out runs/loihi1
 
+    dpap-report --profile loihi1 runs/demo          # re-check an exported network, no retraining
+
 Exit codes: 0 done; 2 bad input (the message names what and the limit); 3 the network
-does not fit the profile and ``--require-fit`` was given.
+does not fit the profile and ``--require-fit`` was given (``dpap-report``: whenever it does
+not fit), so both can gate a CI pipeline.
 """
 from __future__ import annotations
 
@@ -31,7 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
         "run it in Lava's fixed-point simulator and check it against a hardware profile.",
     )
     p.add_argument("--target", required=True, help="export target, e.g. loihi-sim")
-    p.add_argument("--profile", default="loihi2", help="bundled profile name (loihi2, loihi1) or a .toml path")
+    p.add_argument("--profile", default="loihi2",
+                   help="bundled profile (loihi2, loihi1, loihi2-sim, kapoho-point, truenorth, xylo-audio2) or a .toml path")
+    p.add_argument("--chips", type=int, default=None, help="chips on the board (default: the profile's)")
+    p.add_argument("--no-pack", action="store_true", help="one layer per core (do not let small layers share cores)")
+    p.add_argument("--check-only", action="store_true",
+                   help="with --from: only map the exported network onto --profile (no simulation); exit 3 if it does not fit")
     p.add_argument("--out", default="runs/latest", help="output folder (default: runs/latest)")
     p.add_argument("--force", action="store_true", help="reuse an output folder that already holds a run")
     p.add_argument("--from", dest="from_dir", metavar="DIR", help="export the network of an earlier run, no training")
@@ -105,6 +113,12 @@ def run(args: argparse.Namespace) -> int:
     # -- check every input before any work ----------------------------------------------
     exporter = get_target(args.target)
     profile = load_profile(args.profile)
+    if args.chips is not None:
+        profile = profile.with_chips(args.chips)
+    if args.check_only:
+        if not args.from_dir:
+            raise DpapError("--check-only needs --from DIR (the run whose exported network to check)")
+        return check(args.from_dir, profile, pack=not args.no_pack)
     _positive("time-steps", args.time_steps)
     _positive("epochs", args.epochs)
     _positive("batch-size", args.batch_size)
@@ -187,7 +201,10 @@ def run(args: argparse.Namespace) -> int:
     timing["lava_sim"] = result.seconds.get("run", 0.0)
     pred_lava = classify(result.counts)
     exported = NetworkIR.load(os.path.join(args.out, "network.npz"))
-    mapping = map_network(exported, profile)
+    mapping = map_network(exported, profile, pack=not args.no_pack)
+    from dpap_deploy.resources import plot_resources
+
+    plot = plot_resources(mapping.to_report(), os.path.join(args.out, "resources.png"))
 
     report = {
         "target": args.target,
@@ -204,7 +221,8 @@ def run(args: argparse.Namespace) -> int:
         "training": {"config": train_cfg.to_dict() if train_cfg else None, "epochs": len(history),
                      "from": args.from_dir},
         "files": result.files + [{"path": os.path.join(args.out, f), "verified_by": None}
-                                 for f in ("ir.npz", "model.pt") if os.path.isfile(os.path.join(args.out, f))],
+                                 for f in ("ir.npz", "model.pt") if os.path.isfile(os.path.join(args.out, f))]
+        + ([{"path": plot, "verified_by": None}] if plot else []),
     }
     validate(report)
     write_json(os.path.join(args.out, "report.json"), report)
@@ -215,19 +233,74 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def load_exported(run_dir: str):
+    """The exported network of a run folder (``network.npz``, else ``ir.npz``).
+
+    Raises:
+        IRError: the folder holds neither, or the file is not a dpap-deploy IR.
+    """
+    from dpap_deploy.ir import NetworkIR
+
+    for name in ("network.npz", "ir.npz"):
+        path = os.path.join(run_dir, name)
+        if os.path.isfile(path):
+            return NetworkIR.load(path)
+    raise IRError(f"{run_dir!r} holds no exported network (network.npz or ir.npz); run dpap-export first")
+
+
+def check(run_dir: str, profile, pack: bool = True, as_json: bool = False, plot: Optional[str] = None) -> int:
+    """Map a run's exported network onto ``profile``, print the tables; 0 if it fits, else 3."""
+    from dpap_deploy.mapping import map_network
+    from dpap_deploy.resources import plot_resources, resources_text
+
+    res = map_network(load_exported(run_dir), profile, pack=pack).to_report()
+    print(json.dumps(res, indent=2) if as_json else resources_text(res))
+    if plot:
+        plot_resources(res, plot)
+    return 0 if res["fits"] else EXIT_DOES_NOT_FIT
+
+
+def _guarded(prog: str, args, fn) -> int:
     try:
-        return run(args)
+        return fn()
     except DpapError as exc:
         if args.debug:
             raise
-        print(f"dpap-export: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("dpap-export: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return _guarded("dpap-export", args, lambda: run(args))
+
+
+def report_main(argv: Optional[List[str]] = None) -> int:
+    """``dpap-report [--profile P] [--chips N] DIR``: will the exported network of DIR fit?"""
+    p = argparse.ArgumentParser(prog="dpap-report", description="Map the exported network of a dpap-export run onto "
+                                "a hardware profile, without retraining. Exit 0 when it fits, 3 when it does not, 2 on bad input.")
+    p.add_argument("run_dir", metavar="DIR", help="a dpap-export output folder")
+    p.add_argument("--profile", default="loihi2", help="bundled profile name or a .toml path")
+    p.add_argument("--chips", type=int, default=None, help="chips on the board (default: the profile's)")
+    p.add_argument("--no-pack", action="store_true", help="one layer per core")
+    p.add_argument("--json", action="store_true", help="print the resources section as JSON")
+    p.add_argument("--plot", metavar="PNG", help="also draw per-core utilisation to this file")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = p.parse_args(argv)
+
+    def go():
+        from dpap_deploy.hardware_profiles import load_profile
+
+        profile = load_profile(args.profile)
+        if args.chips is not None:
+            profile = profile.with_chips(args.chips)
+        return check(args.run_dir, profile, pack=not args.no_pack, as_json=args.json, plot=args.plot)
+
+    return _guarded("dpap-report", args, go)
 
 
 if __name__ == "__main__":

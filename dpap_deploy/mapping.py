@@ -1,7 +1,9 @@
-"""A first neuro-core mapper: each layer's neurons onto cores under a profile's limits.
+"""The neuro-core mapper: every neuron of every layer onto a core under a profile's limits.
 
-Every layer is split into the fewest contiguous chunks of neurons (one chunk per core)
-for which every core stays within the profile's per-core limits:
+Every layer is split into the fewest contiguous chunks of neurons for which each chunk
+stays within the profile's per-core limits, then small chunks of different layers are
+packed onto shared cores (what nengo-loihi users asked for: it maps one block per core).
+Per core:
 
 * ``neurons``: neurons (compartments) on the core;
 * ``input_axons``: distinct presynaptic sources with at least one surviving synapse into the core;
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import List
+from typing import Dict, List, Optional
 
 import numpy as np
 import scipy.sparse as sp
@@ -48,12 +50,36 @@ def axon_memory_bits(counts: np.ndarray, bits_per_synapse: int, profile: Profile
     return full * group(c.group_size) + np.where(rem > 0, group(rem), 0)
 
 
-@dataclass
-class CoreUsage:
-    """One neuro core: which layer and neurons, and each resource used."""
+RESOURCES = ("neurons", "input_axons", "output_axons", "synaptic_memory_bits")
 
-    core: int
+
+def _finite(x):
+    """JSON-safe limit: ``None`` for ``inf`` (no limit)."""
+    return None if isinstance(x, float) and math.isinf(x) else x
+
+
+def weight_bits_needed(w: np.ndarray) -> int:
+    """Signed mantissa bits of integer weights once their common power of two is taken out
+    (that factor is a weight exponent, which Loihi applies per synapse group for free).
+
+    Lava's fixed-point synapses hold 8-bit mixed-sign weights as even values in [-256, 254]
+    (``lava/utils/weightutils.py``: clip to 9 bits, truncate 1), i.e. 8 bits here.
+    """
+    w = np.asarray(w, dtype=np.int64)
+    nz = w[w != 0]
+    if nz.size == 0:
+        return 0
+    g = int(np.gcd.reduce(np.abs(nz)))
+    m = nz // (g & -g)
+    return int(max(int(m.max()), -int(m.min()) - 1, 0)).bit_length() + int(m.min() < 0)
+
+
+@dataclass
+class Chunk:
+    """A contiguous range of one layer's neurons placed on a core."""
+
     layer: str
+    layer_index: int
     first_neuron: int
     neurons: int
     input_axons: int
@@ -64,45 +90,111 @@ class CoreUsage:
 
 
 @dataclass
+class CoreUsage:
+    """One neuro core: the layer chunks on it and each resource used.
+
+    ``input_axons`` and ``synaptic_memory_bits`` add up over chunks (chunks of different
+    layers have different presynaptic sources); ``output_axons`` counts routes
+    (source neuron, destination core) leaving the core, one per neuron of the output layer.
+    """
+
+    core: int
+    chunks: List[Chunk]
+
+    @property
+    def layer(self) -> str:
+        """Names of the layers on the core, ``+``-joined when layers share it."""
+        return "+".join(c.layer for c in self.chunks)
+
+    @property
+    def first_neuron(self) -> int:
+        return self.chunks[0].first_neuron
+
+    @property
+    def neurons(self) -> int:
+        return sum(c.neurons for c in self.chunks)
+
+    @property
+    def input_axons(self) -> int:
+        return sum(c.input_axons for c in self.chunks)
+
+    @property
+    def synapses(self) -> int:
+        return sum(c.synapses for c in self.chunks)
+
+    @property
+    def output_axons(self) -> int:
+        return sum(c.output_axons for c in self.chunks)
+
+    @property
+    def synaptic_memory_bits(self) -> int:
+        return sum(c.synaptic_memory_bits for c in self.chunks)
+
+    @property
+    def memory_format(self) -> str:
+        return "+".join(dict.fromkeys(c.memory_format for c in self.chunks))
+
+
+@dataclass
 class Mapping:
-    """The result: per-core usage, per-layer totals, and whether it fits the profile."""
+    """The result: per-core usage, per-layer totals, and whether it fits the profile.
+
+    Attributes:
+        cores: one :class:`CoreUsage` per neuro core used.
+        lower_bound: no mapping of this network onto this profile uses fewer cores (the
+            largest of the neuron, synaptic-memory, input-axon and output-axon bounds).
+        violations: every limit broken, each naming the layer or core and the limit.
+    """
 
     profile: Profile
     cores: List[CoreUsage]
     lower_bound: int
     violations: List[str] = field(default_factory=list)
+    bounds: Dict[str, int] = field(default_factory=dict)
 
     @property
     def fits(self) -> bool:
         return not self.violations
 
+    def layer_cores(self, name: str) -> List[CoreUsage]:
+        """The cores holding (part of) layer ``name``."""
+        return [c for c in self.cores if any(ch.layer == name for ch in c.chunks)]
+
     def to_report(self) -> dict:
-        """The ``resources`` section of ``report.json``: used / limit and percent per resource."""
+        """The ``resources`` section of ``report.json``: used / limit and percent per resource
+        (``limit`` and ``percent`` are ``null`` where the profile has no limit)."""
         lim = self.profile.core
         per_core = []
         for c in self.cores:
             entry = {"core": c.core, "layer": c.layer, "first_neuron": c.first_neuron,
+                     "chunks": [{"layer": ch.layer, "first_neuron": ch.first_neuron, "neurons": ch.neurons,
+                                 "synapses": ch.synapses, "memory_format": ch.memory_format} for ch in c.chunks],
                      "synapses": c.synapses, "memory_format": c.memory_format}
-            for res in ("neurons", "input_axons", "output_axons", "synaptic_memory_bits"):
+            for res in RESOURCES:
                 used, limit = getattr(c, res), getattr(lim, res)
-                entry[res] = {"used": used, "limit": limit, "percent": round(100.0 * used / limit, 2)}
+                entry[res] = {"used": used, "limit": _finite(limit),
+                              "percent": None if math.isinf(limit) else round(100.0 * used / limit, 2)}
             per_core.append(entry)
         per_layer = []
-        for name in dict.fromkeys(c.layer for c in self.cores):
-            cs = [c for c in self.cores if c.layer == name]
+        names = dict.fromkeys(ch.layer for c in self.cores for ch in c.chunks)
+        for name in names:
+            chunks = [ch for c in self.cores for ch in c.chunks if ch.layer == name]
+            cs = self.layer_cores(name)
             per_layer.append({
-                "layer": name, "cores": len(cs), "neurons": sum(c.neurons for c in cs),
-                "synapses": sum(c.synapses for c in cs),
-                "synaptic_memory_bits": sum(c.synaptic_memory_bits for c in cs),
-                "max_input_axons_per_core": max(c.input_axons for c in cs),
-                "max_output_axons_per_core": max(c.output_axons for c in cs),
+                "layer": name, "cores": len(cs), "neurons": sum(ch.neurons for ch in chunks),
+                "synapses": sum(ch.synapses for ch in chunks),
+                "synaptic_memory_bits": sum(ch.synaptic_memory_bits for ch in chunks),
+                "max_input_axons_per_core": max(ch.input_axons for ch in chunks),
+                "max_output_axons_per_core": max(ch.output_axons for ch in chunks),
             })
         return {
             "profile": self.profile.name,
             "profile_file": self.profile.source,
             "cores_used": len(self.cores),
             "cores_lower_bound": self.lower_bound,
-            "cores_available": self.profile.cores_available,
+            "cores_over_lower_bound": len(self.cores) - self.lower_bound,
+            "lower_bounds": dict(self.bounds),
+            "cores_available": _finite(self.profile.cores_available),
             "chips": self.profile.chip.chips,
             "neurons": sum(c.neurons for c in self.cores),
             "synapses": sum(c.synapses for c in self.cores),
@@ -113,7 +205,8 @@ class Mapping:
         }
 
 
-def _core_usage(conn: sp.csr_matrix, start: int, stop: int, profile: Profile, layer: str) -> CoreUsage:
+def _chunk(conn: sp.csr_matrix, start: int, stop: int, profile: Profile, layer: str, index: int,
+           routes: Optional[np.ndarray] = None) -> Chunk:
     start, stop = int(start), int(stop)
     rows = conn[start:stop]
     n = stop - start
@@ -123,21 +216,91 @@ def _core_usage(conn: sp.csr_matrix, start: int, stop: int, profile: Profile, la
     sparse_bits = int(axon_memory_bits(per_axon, wb + profile.synapse_cost.index_bits, profile).sum())
     dense_bits = int(axon_memory_bits(np.full(len(per_axon), n), wb, profile).sum())
     fmt, bits = ("dense", dense_bits) if dense_bits <= sparse_bits else ("sparse", sparse_bits)
-    return CoreUsage(0, layer, int(start), int(n), int(len(per_axon)), int(rows.nnz), bits, fmt)
+    out = int(routes[start:stop].sum()) if routes is not None else 0
+    return Chunk(layer, index, start, n, int(len(per_axon)), int(rows.nnz), bits, fmt, out)
 
 
-def _split(conn: sp.csr_matrix, k: int, profile: Profile, layer: str) -> List[CoreUsage]:
-    bounds = np.linspace(0, conn.shape[0], k + 1).round().astype(int)
-    return [_core_usage(conn, a, b, profile, layer) for a, b in zip(bounds[:-1], bounds[1:])]
+_ADDITIVE = ("neurons", "input_axons", "output_axons", "synaptic_memory_bits")
 
 
-def _over(c: CoreUsage, profile: Profile) -> List[str]:
+def _over(c, profile: Profile) -> List[str]:
     lim = profile.core
-    return [r for r in ("neurons", "input_axons", "synaptic_memory_bits") if getattr(c, r) > getattr(lim, r)]
+    return [r for r in _ADDITIVE if getattr(c, r) > getattr(lim, r)]
 
 
-def map_network(ir: NetworkIR, profile: Profile) -> Mapping:
-    """Assign every neuron of every layer to a core of ``profile``.
+def _split_layer(conn: sp.csr_matrix, routes: np.ndarray, profile: Profile, name: str, index: int) -> List[Chunk]:
+    """The fewest equal contiguous chunks of the layer that each fit a core (``routes``: output
+    routes per neuron, fixed by the next layer's split)."""
+    lim = profile.core
+    n = conn.shape[0]
+    k = max(1, math.ceil(n / lim.neurons))
+    while True:
+        bounds = np.linspace(0, n, k + 1).round().astype(int)
+        chunks = [_chunk(conn, a, b, profile, name, index, routes) for a, b in zip(bounds[:-1], bounds[1:])]
+        bad = [c for c in chunks if _over(c, profile)]
+        if not bad:
+            return chunks
+        if k >= n:
+            c = bad[0]
+            r = _over(c, profile)[0]
+            raise MappingError(
+                f'layer "{name}" needs {getattr(c, r)} {r.replace("_", " ")} per core '
+                f"(neuron {c.first_neuron}); {profile.name} allows {getattr(lim, r)}"
+            )
+        ratio = max(getattr(c, r) / getattr(lim, r) for c in bad for r in _over(c, profile))
+        k = min(n, max(k + 1, math.ceil(k * ratio)))
+
+
+def _routes(next_conn: sp.csr_matrix, next_chunks: List[Chunk], n: int) -> np.ndarray:
+    """Output routes per neuron: the number of distinct chunks (= cores: a core never holds
+    two chunks of one layer) of the next layer that the neuron has a synapse into."""
+    chunk_of = np.empty(next_conn.shape[0], dtype=np.int64)
+    for j, ch in enumerate(next_chunks):
+        chunk_of[ch.first_neuron:ch.first_neuron + ch.neurons] = j
+    coo = next_conn.tocoo()
+    if coo.nnz == 0:
+        return np.zeros(n, dtype=np.int64)
+    pairs = np.unique(np.stack([coo.col.astype(np.int64), chunk_of[coo.row]], axis=1), axis=0)
+    return np.bincount(pairs[:, 0], minlength=n)
+
+
+def _pack(chunks: List[Chunk], profile: Profile) -> List[List[Chunk]]:
+    """First fit, in layer order: a chunk joins the first core that has room for its neurons,
+    axons and synaptic memory and holds no other chunk of the same layer."""
+    lim = profile.core
+    bins: List[List[Chunk]] = []
+    used: List[Dict[str, int]] = []
+    for ch in chunks:
+        for b, u in zip(bins, used):
+            if any(o.layer_index == ch.layer_index for o in b):
+                continue
+            if all(u[r] + getattr(ch, r) <= getattr(lim, r) for r in _ADDITIVE):
+                b.append(ch)
+                for r in _ADDITIVE:
+                    u[r] += getattr(ch, r)
+                break
+        else:
+            bins.append([ch])
+            used.append({r: getattr(ch, r) for r in _ADDITIVE})
+    return bins
+
+
+def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
+    """Assign every neuron of every layer to a neuro core of ``profile``.
+
+    Each layer is split into the fewest equal contiguous chunks that fit a core (neurons,
+    input axons, synaptic memory); with ``pack``, chunks of different layers then share cores
+    where all three still fit (first fit in layer order). Output axons are counted on the
+    final placement. Per-neuron fan-in/fan-out, the chip's input/output/hidden limits, the
+    cores, neurons and synapses of the board and the weight exponent range are checked too.
+
+    Args:
+        ir: the network (dense or pruned; quantised or not).
+        profile: the target; ``profile.with_chips(n)`` / ``with_cores(n)`` for boards and budgets.
+        pack: let small layers share cores (False: one layer per core, as nengo-loihi).
+
+    Returns:
+        A :class:`Mapping`; ``fits`` is False with ``violations`` naming each broken limit.
 
     Raises:
         MappingError: a single neuron alone exceeds a per-core limit (no split can help);
@@ -145,62 +308,77 @@ def map_network(ir: NetworkIR, profile: Profile) -> Mapping:
     """
     lim = profile.core
     conns = [surviving(l) for l in ir.layers]
-    splits: List[List[CoreUsage]] = []
-    for layer, conn in zip(ir.layers, conns):
-        n = layer.n_out
-        k = max(1, math.ceil(n / lim.neurons))
-        while True:
-            cores = _split(conn, k, profile, layer.name)
-            bad = [c for c in cores if _over(c, profile)]
-            if not bad:
-                break
-            if k >= n:
-                c = bad[0]
-                r = _over(c, profile)[0]
-                raise MappingError(
-                    f'layer "{layer.name}" needs {getattr(c, r)} {r.replace("_", " ")} per core '
-                    f"(neuron {c.first_neuron}); {profile.name} allows {getattr(lim, r)}"
-                )
-            k = min(n, max(k + 1, math.ceil(k * max(getattr(c, r) / getattr(lim, r) for c in bad for r in _over(c, profile)))))
-        splits.append(cores)
-    # output axons: one route per (neuron, destination core with a synapse from it)
-    for i, cores in enumerate(splits):
-        if i + 1 < len(splits):
-            nxt = conns[i + 1]
-            dest = np.zeros((len(splits[i + 1]), nxt.shape[1]), dtype=bool)
-            for j, d in enumerate(splits[i + 1]):
-                cols = nxt[d.first_neuron:d.first_neuron + d.neurons].indices
-                dest[j, cols] = True
-            routes = dest.sum(axis=0)
+    n_layers = len(ir.layers)
+    # split from the output back: a layer's output axons depend on how the next layer is split
+    per_layer: List[List[Chunk]] = [[] for _ in ir.layers]
+    routes_per_layer: List[np.ndarray] = [np.zeros(0)] * n_layers
+    for i in reversed(range(n_layers)):
+        layer = ir.layers[i]
+        if i + 1 < n_layers:
+            routes = _routes(conns[i + 1], per_layer[i + 1], layer.n_out)
         else:
-            routes = np.ones(ir.layers[i].n_out, dtype=np.int64)  # to the host
-        for c in cores:
-            c.output_axons = int(routes[c.first_neuron:c.first_neuron + c.neurons].sum())
-    flat = [c for cores in splits for c in cores]
-    for idx, c in enumerate(flat):
-        c.core = idx
+            routes = np.ones(layer.n_out, dtype=np.int64)  # one route each to the host
+        routes_per_layer[i] = routes
+        per_layer[i] = _split_layer(conns[i], routes, profile, layer.name, i)
+    chunks = [ch for layer_chunks in per_layer for ch in layer_chunks]
+    groups = _pack(chunks, profile) if pack else [[ch] for ch in chunks]
+    cores = [CoreUsage(i, g) for i, g in enumerate(groups)]
     violations = []
-    for c in flat:
-        for r in ("neurons", "input_axons", "output_axons", "synaptic_memory_bits"):
+    for c in cores:
+        for r in RESOURCES:
             if getattr(c, r) > getattr(lim, r):
-                violations.append(f'layer "{c.layer}" core {c.core}: {getattr(c, r)} {r.replace("_", " ")}; '
+                violations.append(f'core {c.core} ("{c.layer}"): {getattr(c, r)} {r.replace("_", " ")}; '
                                   f"{profile.name} allows {getattr(lim, r)}")
-    chips = profile.chip.chips
-    total = {"neurons": sum(c.neurons for c in flat), "synapses": sum(c.synapses for c in flat)}
-    if len(flat) > profile.cores_available:
-        violations.append(f"{len(flat)} cores used; {profile.name} x{chips} has {profile.cores_available}")
+    # per neuron: fan-in (synapses in) and fan-out (synapses out to the next layer)
+    for i, (layer, conn) in enumerate(zip(ir.layers, conns)):
+        fan_in = np.diff(conn.indptr)
+        if fan_in.size and fan_in.max() > lim.max_fan_in:
+            violations.append(f'layer "{layer.name}": a neuron has fan-in {int(fan_in.max())} '
+                              f"(neuron {int(fan_in.argmax())}); {profile.name} allows {lim.max_fan_in}")
+        if i + 1 < n_layers:
+            fan_out = np.bincount(conns[i + 1].indices, minlength=layer.n_out)
+            if fan_out.size and fan_out.max() > lim.max_fan_out:
+                violations.append(f'layer "{layer.name}": a neuron has fan-out {int(fan_out.max())} '
+                                  f"(neuron {int(fan_out.argmax())}); {profile.name} allows {lim.max_fan_out}")
+    chip = profile.chip
+    n_in, n_out = ir.layers[0].n_in, ir.layers[-1].n_out
+    hidden = sum(l.n_out for l in ir.layers[:-1])
+    if n_in > chip.max_inputs:
+        violations.append(f'layer "{ir.layers[0].name}": {n_in} input channels; {profile.name} takes {chip.max_inputs}')
+    if n_out > chip.max_outputs:
+        violations.append(f'layer "{ir.layers[-1].name}": {n_out} output neurons; {profile.name} has {chip.max_outputs}')
+    if hidden > chip.max_hidden:
+        violations.append(f"{hidden} hidden neurons; {profile.name} has {chip.max_hidden}")
+    chips = chip.chips
+    total = {"neurons": sum(c.neurons for c in cores), "synapses": sum(c.synapses for c in cores)}
+    if len(cores) > profile.cores_available:
+        violations.append(f"{len(cores)} cores used; {profile.name} x{chips} has {profile.cores_available}")
     for r in ("neurons", "synapses"):
-        cap = getattr(profile.chip, r) * chips
+        cap = getattr(chip, r) * chips
         if total[r] > cap:
             violations.append(f"{total[r]} {r} in the network; {profile.name} x{chips} holds {cap}")
     num = profile.numerics
     for l in ir.layers:
-        if l.fixed is not None and not (num.weight_exp_min <= l.fixed.weight_exp <= num.weight_exp_max):
+        if l.fixed is None:
+            continue
+        if not (num.weight_exp_min <= l.fixed.weight_exp <= num.weight_exp_max):
             violations.append(f'layer "{l.name}": weight_exp {l.fixed.weight_exp} outside '
                               f"[{num.weight_exp_min}, {num.weight_exp_max}] of {profile.name}")
-    # lower bound on cores: neurons, and synaptic memory with each layer unsplit (splitting
-    # only adds group headers), each divided by its per-core limit
-    unsplit_bits = sum(_core_usage(c, 0, c.shape[0], profile, l.name).synaptic_memory_bits
-                       for l, c in zip(ir.layers, conns))
-    lower = max(1, math.ceil(total["neurons"] / lim.neurons), math.ceil(unsplit_bits / lim.synaptic_memory_bits))
-    return Mapping(profile, flat, lower, violations)
+        bits = weight_bits_needed(l.fixed.weight[l.mask])
+        if bits > num.weight_bits:
+            violations.append(f'layer "{l.name}": weights need {bits} bits; {profile.name} stores {num.weight_bits}')
+    # lower bounds on cores: neurons; synaptic memory with every layer unsplit (splitting only
+    # adds group headers); input axons with every layer unsplit (splitting repeats sources);
+    # output axons (every neuron with a synapse onward needs at least one route)
+    unsplit = [_chunk(c, 0, c.shape[0], profile, l.name, i) for i, (l, c) in enumerate(zip(ir.layers, conns))]
+    senders = sum(int((r > 0).sum()) for r in routes_per_layer)
+
+    def bound(used, limit):
+        return 0 if math.isinf(limit) else math.ceil(used / limit)
+
+    bounds = {"neurons": bound(total["neurons"], lim.neurons),
+              "synaptic_memory_bits": bound(sum(c.synaptic_memory_bits for c in unsplit), lim.synaptic_memory_bits),
+              "input_axons": bound(sum(c.input_axons for c in unsplit), lim.input_axons),
+              "output_axons": bound(senders, lim.output_axons)}
+    lower = max(1, *bounds.values())
+    return Mapping(profile, cores, lower, violations, bounds)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Dict, Optional
 
 from dpap_deploy.ir import NetworkIR
+from dpap_deploy.resources import resources_text
 
 REQUIRED = {
     "target": None, "profile": None,
@@ -80,15 +81,7 @@ def summary_text(report: dict) -> str:
         lines.append(f"  {l['name']:<6} {l['n_in']:>5} -> {l['n_out']:<5} synapses {l['synapses']:>7} / {l['synapses_dense']}")
     lines.append(f"accuracy  Norse (float) {_pct(a.get('norse'))}   Lava fixed point {_pct(a.get('lava'))}   "
                  f"prediction agreement {_pct(report['agreement'].get('predictions'))}")
-    fit = "fits" if r["fits"] else "DOES NOT FIT"
-    lines.append(f"resources {r['cores_used']} cores used (lower bound {r.get('cores_lower_bound')}) of "
-                 f"{r['cores_available']} on {report['profile']}: {fit}")
-    for l in r.get("per_layer", []):
-        lines.append(f"  {l['layer']:<6} {l['cores']} core(s), {l['neurons']} neurons, {l['synapses']} synapses, "
-                     f"{l['synaptic_memory_bits']} bits synaptic memory, max {l['max_input_axons_per_core']} input / "
-                     f"{l['max_output_axons_per_core']} output axons per core")
-    for v in r.get("violations", []):
-        lines.append(f"  ! {v}")
+    lines.append("resources " + resources_text(r))
     t = report["timing_s"]
     lines.append(f"time      train {t['train']:.1f} s, export {t['export']:.1f} s, Lava simulation {t['lava_sim']:.1f} s")
     return "\n".join(lines)

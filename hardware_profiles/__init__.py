@@ -7,44 +7,60 @@ a chip figure.
 """
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass, fields
-from typing import Dict, List
+from dataclasses import MISSING, dataclass, fields, replace
+from typing import Dict, List, Union
 
 from dpap_deploy.errors import ProfileError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+Limit = Union[int, float]  # a positive integer, or math.inf ("inf" in TOML) for no limit
+
+
 @dataclass(frozen=True)
 class ChipLimits:
-    """Per chip: neuro cores, neurons, synapses; ``chips`` on the board."""
+    """Per chip: neuro cores, neurons, synapses; ``chips`` on the board.
 
-    cores: int
-    neurons: int
-    synapses: int
+    ``max_inputs``/``max_outputs``/``max_hidden``: input channels, output neurons and hidden
+    neurons the chip takes (e.g. Xylo Audio 2: 16, 8 and 1000); ``inf`` where there is no such limit.
+    """
+
+    cores: Limit
+    neurons: Limit
+    synapses: Limit
     chips: int
+    max_inputs: Limit = math.inf
+    max_outputs: Limit = math.inf
+    max_hidden: Limit = math.inf
 
 
 @dataclass(frozen=True)
 class CoreLimits:
-    """Per neuro core: neurons (compartments), input/output axons, synaptic memory (bits)."""
+    """Per neuro core: neurons (compartments), input/output axons, synaptic memory (bits);
+    per neuron: ``max_fan_in`` (synapses in) and ``max_fan_out`` (synapses out), ``inf`` = none."""
 
-    neurons: int
-    input_axons: int
-    output_axons: int
-    synaptic_memory_bits: int
+    neurons: Limit
+    input_axons: Limit
+    output_axons: Limit
+    synaptic_memory_bits: Limit
+    max_fan_in: Limit = math.inf
+    max_fan_out: Limit = math.inf
 
 
 @dataclass(frozen=True)
 class Numerics:
-    """Integer ranges: weight bits, weight exponent range, decay and threshold bits."""
+    """Integer ranges: weight bits, weight exponent range, decay and threshold bits, and the
+    longest synaptic delay in time steps (``max_delay``)."""
 
     weight_bits: int
     weight_exp_min: int
     weight_exp_max: int
     decay_bits: int
     threshold_bits: int
+    max_delay: Limit = math.inf
 
 
 @dataclass(frozen=True)
@@ -75,12 +91,38 @@ class Profile:
     source: str = ""
 
     @property
-    def cores_available(self) -> int:
+    def cores_available(self) -> Limit:
+        """Neuro cores on the board: ``chip.cores * chip.chips`` (``inf`` for a simulator)."""
         return self.chip.cores * self.chip.chips
+
+    def with_chips(self, chips: int) -> "Profile":
+        """The same profile on a board of ``chips`` chips (``--chips N``).
+
+        Raises:
+            ProfileError: ``chips`` < 1.
+        """
+        if isinstance(chips, bool) or not isinstance(chips, int) or chips < 1:
+            raise ProfileError(f"--chips must be a positive integer, got {chips!r}")
+        return replace(self, chip=replace(self.chip, chips=chips))
+
+    def with_cores(self, cores: int) -> "Profile":
+        """The same profile limited to ``cores`` neuro cores in all (``--budget-cores N``).
+
+        Raises:
+            ProfileError: ``cores`` < 1 or more than the board has.
+        """
+        if isinstance(cores, bool) or not isinstance(cores, int) or cores < 1:
+            raise ProfileError(f"--budget-cores must be a positive integer, got {cores!r}")
+        if cores > self.cores_available:
+            raise ProfileError(f"--budget-cores {cores}: {self.name} has only {self.cores_available} cores")
+        return replace(self, chip=replace(self.chip, cores=cores, chips=1), name=f"{self.name} ({cores} cores)")
 
 
 _SECTIONS = {"chip": ChipLimits, "core": CoreLimits, "numerics": Numerics, "synapse_cost": SynapseCost}
 _SIGNED = {("numerics", "weight_exp_min"), ("numerics", "weight_exp_max")}
+_ZERO_OK = {("synapse_cost", "index_bits"), ("synapse_cost", "group_header_bits")}
+_LIMITS = {(k, f.name) for k, cls in (("chip", ChipLimits), ("core", CoreLimits)) for f in fields(cls)
+           if f.name != "chips"} | {("numerics", "max_delay")}
 
 
 def bundled_profiles() -> List[str]:
@@ -95,28 +137,50 @@ def _section(path: str, data: dict, key: str, cls) -> object:
     if not isinstance(sec, dict):
         raise ProfileError(f"{path}: [{key}] must be a table, got {type(sec).__name__}")
     names = [f.name for f in fields(cls)]
+    required = [f.name for f in fields(cls) if f.default is MISSING]
     unknown = sorted(set(sec) - set(names))
     if unknown:
         raise ProfileError(f"{path}: unknown key {key}.{unknown[0]}; [{key}] takes {', '.join(names)}")
-    values: Dict[str, int] = {}
+    values: Dict[str, Limit] = {}
     for name in names:
         if name not in sec:
-            raise ProfileError(f"{path}: missing key {key}.{name} (expected integer)")
+            if name in required:
+                expected = "integer or inf" if (key, name) in _LIMITS else "integer"
+                raise ProfileError(f"{path}: missing key {key}.{name} (expected {expected})")
+            continue
         v = sec[name]
+        if (key, name) in _LIMITS and isinstance(v, float) and math.isinf(v) and v > 0:
+            values[name] = math.inf
+            continue
         if isinstance(v, bool) or not isinstance(v, int):
-            raise ProfileError(f"{path}: {key}.{name} = {v!r} has type {type(v).__name__}; expected integer")
-        if (key, name) not in _SIGNED and v <= 0 and not (key == "synapse_cost" and name == "index_bits" and v == 0):
+            expected = "integer or inf" if (key, name) in _LIMITS else "integer"
+            raise ProfileError(f"{path}: {key}.{name} = {v!r} has type {type(v).__name__}; expected {expected}")
+        if (key, name) not in _SIGNED and (v < 0 or (v == 0 and (key, name) not in _ZERO_OK)):
             raise ProfileError(f"{path}: {key}.{name} = {v} must be positive")
         values[name] = v
     return cls(**values)
 
 
-def parse_profile(path: str, text: str) -> Profile:
+def _merge(base: dict, over: dict) -> dict:
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k].update(v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_profile(path: str, text: str, _seen: tuple = ()) -> Profile:
     """Validate a profile's TOML text (``path`` is only used in messages).
+
+    A profile may start from another with ``extends = "loihi2"`` (a bundled name or a path
+    relative to the file) and override single keys, e.g. a board of 8 chips.
 
     Raises:
         ProfileError: malformed TOML, a missing/unknown section or key, a wrong type,
-            a non-positive limit or an empty exponent range; the message names file and key.
+            a non-positive limit, an empty exponent range or an ``extends`` loop; the message
+            names file and key.
     """
     import tomli
 
@@ -124,10 +188,29 @@ def parse_profile(path: str, text: str) -> Profile:
         data = tomli.loads(text)
     except tomli.TOMLDecodeError as exc:
         raise ProfileError(f"{path}: not valid TOML ({exc})") from None
-    known = {"name", "description", *_SECTIONS}
+    known = {"name", "description", "extends", *_SECTIONS}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ProfileError(f"{path}: unknown key {unknown[0]!r}; a profile has {', '.join(sorted(known))}")
+    if "extends" in data:
+        base_name = data.pop("extends")
+        if not isinstance(base_name, str) or not base_name:
+            raise ProfileError(f"{path}: extends = {base_name!r}; expected a profile name or path")
+        if base_name.endswith(".toml") and not os.path.isabs(base_name):
+            base_name = os.path.join(os.path.dirname(path), base_name)
+        base_path = _resolve(base_name)
+        if base_path in _seen or base_path == path:
+            raise ProfileError(f"{path}: extends {base_name!r} makes a loop")
+        base_text = _read(base_path)
+        import tomli as _t
+
+        try:
+            base = _t.loads(base_text)
+        except _t.TOMLDecodeError as exc:
+            raise ProfileError(f"{base_path}: not valid TOML ({exc})") from None
+        parse_profile(base_path, base_text, _seen + (path,))  # the base must be valid on its own
+        base.pop("extends", None)
+        data = _merge(base, data)
     for key in ("name", "description"):
         if not isinstance(data.get(key), str) or not data.get(key):
             raise ProfileError(f"{path}: missing key {key!r} (expected a non-empty string)")
@@ -138,26 +221,33 @@ def parse_profile(path: str, text: str) -> Profile:
     return Profile(name=data["name"], description=data["description"], source=path, **secs)
 
 
+def _resolve(name_or_path: str) -> str:
+    if os.sep in name_or_path or name_or_path.endswith(".toml"):
+        if not os.path.isfile(name_or_path):
+            raise ProfileError(f"profile file {name_or_path!r} does not exist")
+        return name_or_path
+    path = os.path.join(HERE, name_or_path + ".toml")
+    if not os.path.isfile(path):
+        raise ProfileError(
+            f"unknown profile {name_or_path!r}; bundled profiles: {', '.join(bundled_profiles())} "
+            "(or pass a path to your own .toml)"
+        )
+    return path
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProfileError(f"{path}: cannot read profile ({exc})") from None
+
+
 def load_profile(name_or_path: str) -> Profile:
     """Load a bundled profile by name (``loihi2``) or a user's TOML file by path.
 
     Raises:
         ProfileError: unknown name, unreadable file, or an invalid profile.
     """
-    if os.sep in name_or_path or name_or_path.endswith(".toml"):
-        path = name_or_path
-        if not os.path.isfile(path):
-            raise ProfileError(f"profile file {path!r} does not exist")
-    else:
-        path = os.path.join(HERE, name_or_path + ".toml")
-        if not os.path.isfile(path):
-            raise ProfileError(
-                f"unknown profile {name_or_path!r}; bundled profiles: {', '.join(bundled_profiles())} "
-                "(or pass a path to your own .toml)"
-            )
-    try:
-        with open(path, "rb") as f:
-            text = f.read().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProfileError(f"{path}: cannot read profile ({exc})") from None
-    return parse_profile(path, text)
+    path = _resolve(name_or_path)
+    return parse_profile(path, _read(path))
