@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bundled profile (loihi2, loihi1, loihi2-sim, kapoho-point, truenorth, xylo-audio2) or a .toml path")
     p.add_argument("--chips", type=int, default=None, help="chips on the board (default: the profile's)")
     p.add_argument("--no-pack", action="store_true", help="one layer per core (do not let small layers share cores)")
+    p.add_argument("--budget-cores", type=int, default=None, metavar="N",
+                   help="train until the network fits N cores of --profile: DPAP prunes the layers over their "
+                   "targets harder and stops pruning once it fits (exit 3 if it never does)")
+    p.add_argument("--fit", action="store_true", help="like --budget-cores with all cores of --profile x --chips")
     p.add_argument("--check-only", action="store_true",
                    help="with --from: only map the exported network onto --profile (no simulation); exit 3 if it does not fit")
     p.add_argument("--out", default="runs/latest", help="output folder (default: runs/latest)")
@@ -119,6 +123,15 @@ def run(args: argparse.Namespace) -> int:
         if not args.from_dir:
             raise DpapError("--check-only needs --from DIR (the run whose exported network to check)")
         return check(args.from_dir, profile, pack=not args.no_pack)
+    budget = None
+    if args.budget_cores is not None or args.fit:
+        from dpap_deploy.budget import Budget
+
+        if args.no_prune or args.from_dir:
+            raise DpapError("--budget-cores/--fit drive DPAP during training; they cannot be used with --no-prune or --from")
+        if args.budget_cores is not None:
+            profile = profile.with_cores(args.budget_cores)
+        budget = Budget(profile, pack=not args.no_pack)
     _positive("time-steps", args.time_steps)
     _positive("epochs", args.epochs)
     _positive("batch-size", args.batch_size)
@@ -145,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
         ds = load_npz(cfg["data"], cfg["test_fraction"], cfg["seed"])
     else:
         ds = load_digits(cfg["test_fraction"], cfg["seed"])
+    if budget is not None:  # an impossible budget stops before anything is written
+        budget.check_feasible([ds.n_features, *hidden, ds.n_classes], prunable=len(hidden))
     _prepare_out(args.out, args.force)
 
     # -- train (or load) ----------------------------------------------------------------
@@ -174,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
             log.flush()
 
         try:
-            res = train(ds, train_cfg, PRESETS[args.dpap_preset], progress=progress, on_epoch=on_epoch)
+            res = train(ds, train_cfg, PRESETS[args.dpap_preset], progress=progress, on_epoch=on_epoch, budget=budget)
         finally:
             log.close()
         model, history = res.model, res.history
@@ -216,6 +231,7 @@ def run(args: argparse.Namespace) -> int:
         "accuracy": {"norse": float((pred_norse == y_test).mean()), "lava": float((pred_lava == y_test).mean())},
         "agreement": {"predictions": float((pred_norse == pred_lava).mean())},
         "resources": mapping.to_report(),
+        "budget": budget.to_report() if budget is not None else None,
         "timing_s": {k: round(v, 3) for k, v in timing.items()},
         "fixed_point": result.extra.get("fixed_point"),
         "training": {"config": train_cfg.to_dict() if train_cfg else None, "epochs": len(history),
@@ -228,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
     write_json(os.path.join(args.out, "report.json"), report)
     print(summary_text(report))
     print(f"report    {os.path.join(args.out, 'report.json')}")
-    if args.require_fit and not mapping.fits:
+    if (args.require_fit or budget is not None) and not mapping.fits:
         return EXIT_DOES_NOT_FIT
     return 0
 

@@ -39,3 +39,7 @@ class ExportValidationError(DpapError):
 
 class MappingError(DpapError):
     """A layer cannot be placed on a neuro core of the profile at all."""
+
+
+class BudgetError(DpapError):
+    """A hardware budget cannot be met by any pruning of the network (names the binding limit)."""

@@ -1,8 +1,8 @@
 """The neuro-core mapper: every neuron of every layer onto a core under a profile's limits.
 
-Every layer is split into the fewest contiguous chunks of neurons for which each chunk
-stays within the profile's per-core limits, then small chunks of different layers are
-packed onto shared cores (what nengo-loihi users asked for: it maps one block per core).
+Every layer is split into contiguous chunks of neurons, each filling a core as far as the
+profile's per-core limits allow, then small chunks of different layers are packed onto
+shared cores (what nengo-loihi users asked for: it maps one block per core).
 Per core:
 
 * ``neurons``: neurons (compartments) on the core;
@@ -229,26 +229,36 @@ def _over(c, profile: Profile) -> List[str]:
 
 
 def _split_layer(conn: sp.csr_matrix, routes: np.ndarray, profile: Profile, name: str, index: int) -> List[Chunk]:
-    """The fewest equal contiguous chunks of the layer that each fit a core (``routes``: output
-    routes per neuron, fixed by the next layer's split)."""
+    """Split a layer into chunks that each fit a core, filling each core as far as it goes
+    (binary search on the chunk's last neuron: every resource grows with the chunk), so the
+    last, smaller chunk can share a core with a small layer. ``routes``: output routes per
+    neuron, fixed by the next layer's split."""
     lim = profile.core
     n = conn.shape[0]
-    k = max(1, math.ceil(n / lim.neurons))
-    while True:
-        bounds = np.linspace(0, n, k + 1).round().astype(int)
-        chunks = [_chunk(conn, a, b, profile, name, index, routes) for a, b in zip(bounds[:-1], bounds[1:])]
-        bad = [c for c in chunks if _over(c, profile)]
-        if not bad:
-            return chunks
-        if k >= n:
-            c = bad[0]
-            r = _over(c, profile)[0]
-            raise MappingError(
-                f'layer "{name}" needs {getattr(c, r)} {r.replace("_", " ")} per core '
-                f"(neuron {c.first_neuron}); {profile.name} allows {getattr(lim, r)}"
-            )
-        ratio = max(getattr(c, r) / getattr(lim, r) for c in bad for r in _over(c, profile))
-        k = min(n, max(k + 1, math.ceil(k * ratio)))
+    chunks: List[Chunk] = []
+    start = 0
+    while start < n:
+        hi = int(min(n, start + lim.neurons)) if math.isfinite(lim.neurons) else n
+        best = _chunk(conn, start, hi, profile, name, index, routes)
+        if _over(best, profile):
+            one = _chunk(conn, start, start + 1, profile, name, index, routes)
+            if _over(one, profile):
+                r = _over(one, profile)[0]
+                raise MappingError(
+                    f'layer "{name}" needs {getattr(one, r)} {r.replace("_", " ")} per core '
+                    f"(neuron {start}); {profile.name} allows {getattr(lim, r)}"
+                )
+            lo, best = start + 1, one  # lo fits, hi does not
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                c = _chunk(conn, start, mid, profile, name, index, routes)
+                if _over(c, profile):
+                    hi = mid
+                else:
+                    lo, best = mid, c
+        chunks.append(best)
+        start = best.first_neuron + best.neurons
+    return chunks
 
 
 def _routes(next_conn: sp.csr_matrix, next_chunks: List[Chunk], n: int) -> np.ndarray:
@@ -288,8 +298,8 @@ def _pack(chunks: List[Chunk], profile: Profile) -> List[List[Chunk]]:
 def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
     """Assign every neuron of every layer to a neuro core of ``profile``.
 
-    Each layer is split into the fewest equal contiguous chunks that fit a core (neurons,
-    input axons, synaptic memory); with ``pack``, chunks of different layers then share cores
+    Each layer is split into contiguous chunks that fill a core as far as its limits allow
+    (neurons, input axons, output axons, synaptic memory); with ``pack``, chunks of different layers then share cores
     where all three still fit (first fit in layer order). Output axons are counted on the
     final placement. Per-neuron fan-in/fan-out, the chip's input/output/hidden limits, the
     cores, neurons and synapses of the board and the weight exponent range are checked too.

@@ -82,6 +82,11 @@ def summary_text(report: dict) -> str:
     lines.append(f"accuracy  Norse (float) {_pct(a.get('norse'))}   Lava fixed point {_pct(a.get('lava'))}   "
                  f"prediction agreement {_pct(report['agreement'].get('predictions'))}")
     lines.append("resources " + resources_text(r))
+    b = report.get("budget")
+    if b:
+        met = f"met after epoch {b['met_after_epoch']}" if b["met"] else "NOT met (more --epochs, or a larger budget)"
+        boost = ", ".join(f"{k} +{v:.2f}" for k, v in b["c_boost"].items())
+        lines.append(f"budget    {b['profile']}: {met}; knob c raised per layer: {boost or 'none'}")
     t = report["timing_s"]
     lines.append(f"time      train {t['train']:.1f} s, export {t['export']:.1f} s, Lava simulation {t['lava_sim']:.1f} s")
     return "\n".join(lines)

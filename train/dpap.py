@@ -245,12 +245,24 @@ class DPAPState:
             self.R_synapse[l] = torch.full((n, f), cfg.r_init, dtype=torch.float64)
             self.neuron_alive[l] = torch.ones(n, dtype=torch.bool)
             self.synapse_alive[l] = torch.ones(n, f, dtype=torch.bool)
+        # budget feedback (spec sec. 8): extra decay value added to ``c`` per layer, and a
+        # switch that stops pruning once the mapped network fits its budget
+        self.c_boost: Dict[int, float] = {l: 0.0 for l in self.layers}
+        self.frozen = False
 
-    def _constants(self, l: int):
-        kind = self.specs[l].kind
-        if kind == "conv":
+    def base_constants(self, l: int):
+        """``(neuron, synapse)`` rule constants of layer ``l`` from the config (no budget boost)."""
+        if self.specs[l].kind == "conv":
             return self.cfg.conv_channel, self.cfg.conv_synapse
         return self.cfg.fc_neuron, self.cfg.fc_synapse
+
+    def _constants(self, l: int):
+        k_neuron, k_synapse = self.base_constants(l)
+        boost = self.c_boost.get(l, 0.0)
+        if boost:
+            k_neuron = RuleConstants(k_neuron.c + boost, k_neuron.b, k_neuron.rho)
+            k_synapse = RuleConstants(k_synapse.c + boost, k_synapse.b, k_synapse.rho)
+        return k_neuron, k_synapse
 
     @torch.no_grad()
     def observe(self, records) -> None:
@@ -271,7 +283,8 @@ class DPAPState:
 
     @torch.no_grad()
     def end_epoch(self, epoch: int) -> Dict[str, dict]:
-        """Run the pruning rule after epoch ``epoch`` (0-based) if ``epoch >= e0``.
+        """Run the pruning rule after epoch ``epoch`` (0-based) if ``epoch >= e0`` and the state
+        is not ``frozen`` (a hardware budget was met). Layer ``l`` uses ``c + c_boost[l]``.
 
         Neurons (conv: channels) by spine value, synapses (conv: channel-to-channel
         connections, only with ``conv_synapses``) by ``M``, each with its kind's constants.
@@ -281,7 +294,7 @@ class DPAPState:
             its synapses with it).
         """
         cfg = self.cfg
-        if epoch >= cfg.e0:
+        if epoch >= cfg.e0 and not self.frozen:
             for l in self.layers:
                 k_neuron, k_synapse = self._constants(l)
                 conv = self.specs[l].kind == "conv"
@@ -366,13 +379,16 @@ class DPAPState:
         tensors = {}
         for name in ("M", "theta", "A", "R_neuron", "R_synapse", "neuron_alive", "synapse_alive"):
             tensors[name] = {str(l): t.clone() for l, t in getattr(self, name).items()}
-        return {"cfg": self.cfg.to_dict(), "specs": [asdict(s) for s in self.specs], "k": self.k, "tensors": tensors}
+        return {"cfg": self.cfg.to_dict(), "specs": [asdict(s) for s in self.specs], "k": self.k, "tensors": tensors,
+                "c_boost": {str(l): v for l, v in self.c_boost.items()}, "frozen": self.frozen}
 
     @classmethod
     def from_state_dict(cls, d: dict) -> "DPAPState":
         specs = [LayerSpec(**s) for s in d["specs"]] if "specs" in d else d["sizes"]
         st = cls(specs, DPAPConfig.from_dict(d["cfg"]))
         st.k = int(d["k"])
+        st.c_boost.update({int(l): float(v) for l, v in d.get("c_boost", {}).items()})
+        st.frozen = bool(d.get("frozen", False))
         for name, per_layer in d["tensors"].items():
             getattr(st, name).update({int(l): t.clone() for l, t in per_layer.items()})
         return st

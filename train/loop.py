@@ -183,6 +183,7 @@ def train(
     input_kind: str = "rate",
     method: Optional[str] = None,
     target_sparsity: float = 0.0,
+    budget=None,
 ) -> TrainResult:
     """Train ``model`` (default: a :class:`SpikingMLP` with ``cfg.hidden``) on ``ds``.
 
@@ -190,6 +191,11 @@ def train(
         method: ``"dpap"`` (default when ``cfg.prune``), ``"dense"`` or ``"magnitude"``.
         target_sparsity: final sparsity of the prunable (non-output) layers for ``"magnitude"``.
         input_kind: see :func:`encode`.
+        budget: a :class:`dpap_deploy.budget.Budget` (SNN MLPs with DPAP): pruning is pushed on
+            the layers over their targets until the mapped network fits, then stops.
+
+    Raises:
+        BudgetError: the budget cannot be met by any pruning of this network.
 
     Returns:
         The compacted model, the DPAP state, one history record per epoch (loss, train/test
@@ -208,6 +214,14 @@ def train(
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     state = DPAPState(model.specs(), dpap_cfg) if method == "dpap" else None
     prunable = list(range(len(model.layers) - 1))
+    if budget is not None:
+        if method != "dpap" or not isinstance(model, SpikingMLP):
+            raise ValueError("a hardware budget drives DPAP on a SpikingMLP; got method "
+                             f"{method!r} and {type(model).__name__}")
+        from dpap_deploy.train.compact import to_ir
+
+        budget.check_feasible(model.sizes, len(prunable))
+        budget.derive_targets(to_ir(model, cfg.time_steps), len(prunable))
     x_test = encode(ds.x_test, input_kind, cfg.time_steps, cfg.seed + TEST_ENCODING_SEED_OFFSET)
     gen = torch.Generator().manual_seed(cfg.seed)
     history: List[dict] = []
@@ -244,6 +258,10 @@ def train(
             _magnitude_step(model, prunable, target_sparsity, epoch, dpap_cfg.e0, cfg.epochs)
         if cfg.compact_every_epoch and method != "dense":
             model, opt = _compact_in_place(model, opt, state)
+        if budget is not None and epoch >= dpap_cfg.e0:
+            from dpap_deploy.train.compact import to_ir
+
+            rec["budget"] = budget.step_epoch(to_ir(compact(model)[0], cfg.time_steps), state, epoch)
         rec["test_accuracy"] = float((classify(predict(model, x_test)) == ds.y_test).mean())
         rec["layers"] = {nm: {"neurons": int(w), "synapses": int(m.sum())}
                          for nm, w, m in zip(model.layer_names(), model.widths(), model.masks)}
