@@ -11,6 +11,7 @@ from dpap_deploy.ir import NetworkIR
 from dpap_deploy.report import validate
 
 EXE = os.path.join(os.path.dirname(sys.executable), "dpap-export")
+REPORT_EXE = os.path.join(os.path.dirname(sys.executable), "dpap-report")
 SMALL = ["--epochs", "8", "--hidden", "64,32", "--time-steps", "16", "--max-test", "40", "--quiet"]
 
 
@@ -41,7 +42,9 @@ def test_end_to_end_report_and_files(run_dir):
     assert report["accuracy"]["lava"] > 0.7 and report["agreement"]["predictions"] >= 0.8
     assert [l["name"] for l in report["model"]["layers"]] == ["fc1", "fc2", "fc3"]
     assert report["resources"]["fits"] is True
-    assert report["resources"]["cores_used"] == len(report["resources"]["per_core"]) >= 3
+    assert report["resources"]["cores_used"] == len(report["resources"]["per_core"]) >= 1
+    assert report["resources"]["cores_used"] == report["resources"]["cores_lower_bound"]  # small layers share a core
+    assert (out / "resources.png").read_bytes()[:4] == b"\x89PNG"
     assert len((out / "train_log.jsonl").read_text().splitlines()) == 8
 
 
@@ -82,6 +85,13 @@ def test_existing_run_is_not_overwritten_without_force(run_dir):
     (["--target", "loihi-sim", "--time-steps", "0"], "--time-steps must be >= 1, got 0"),
     (["--target", "loihi-sim", "--hidden", "32,x"], "--hidden must be comma-separated integers"),
     (["--target", "loihi-sim", "--from", "/tmp"], "holds no exported network"),
+    (["--target", "loihi-sim", "--profile", "xylo-audio2", "--fit"],
+     'budget xylo-audio2 cannot be met by pruning: even one neuron per hidden layer breaks layer "fc1": '
+     "64 input channels; xylo-audio2 takes 16"),
+    (["--target", "loihi-sim", "--check-only"], "--check-only needs --from DIR"),
+    (["--target", "loihi-sim", "--budget-cores", "0"], "--budget-cores must be a positive integer"),
+    (["--target", "loihi-sim", "--profile", "loihi1", "--budget-cores", "129"], "loihi1 has only 128 cores"),
+    (["--target", "loihi-sim", "--chips", "-1"], "--chips must be a positive integer"),
 ])
 def test_bad_arguments_get_a_clear_error_and_no_traceback(tmp_path, args, message):
     r = cli(*args, "--out", str(tmp_path / "o"), "--quiet")
@@ -107,3 +117,39 @@ def test_user_npz_through_the_cli(tmp_path, digits):
     assert report["dataset"]["name"] == "mine.npz"
     assert report["dataset"]["n_train"] + report["dataset"]["n_test"] == 300
     assert report["model"]["layers"][0]["n_in"] == 64
+
+
+def report_cli(*args):
+    return subprocess.run([REPORT_EXE, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_dpap_report_rechecks_an_exported_network_against_other_profiles(run_dir, tmp_path):
+    out, _ = run_dir
+    ok = report_cli(str(out), "--profile", "loihi1")
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("loihi1: 1 cores used") and "fits" in ok.stdout
+    tn = report_cli(str(out), "--profile", "truenorth", "--json")
+    assert tn.returncode == 3
+    res = json.loads(tn.stdout)
+    assert not res["fits"] and any("weights need 8 bits; truenorth stores 1" in v for v in res["violations"])
+    png = tmp_path / "r.png"
+    assert report_cli(str(out), "--profile", "kapoho-point", "--plot", str(png)).returncode == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    bad = report_cli(str(tmp_path))
+    assert bad.returncode == 2 and "holds no exported network" in bad.stderr and "Traceback" not in bad.stderr
+    assert cli("--target", "loihi-sim", "--from", str(out), "--check-only", "--profile", "truenorth").returncode == 3
+
+
+def test_budget_cores_drive_pruning_until_the_network_fits(tmp_path):
+    prof = tmp_path / "small.toml"
+    prof.write_text('extends = "loihi1"\nname = "small"\ndescription = "40-neuron cores"\n[core]\nneurons = 40  # test\n')
+    out = tmp_path / "fit"
+    r = cli("--target", "loihi-sim", "--profile", str(prof), "--budget-cores", "2", "--out", str(out),
+            "--epochs", "16", "--hidden", "64,32", "--time-steps", "8", "--lr", "1e-2", "--max-test", "20", "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads((out / "report.json").read_text())
+    b, res = report["budget"], report["resources"]
+    assert b["met"] and b["cores"] == 2 and res["fits"] and res["cores_used"] <= 2
+    assert report["model"]["neurons"] <= 80 < report["model"]["neurons_dense"]  # 106 dense neurons do not fit
+    assert any(v > 0 for v in b["c_boost"].values())
+    assert "budget    small (2 cores): met after epoch" in r.stdout
