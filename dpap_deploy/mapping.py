@@ -374,6 +374,11 @@ def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
         if not (num.weight_exp_min <= l.fixed.weight_exp <= num.weight_exp_max):
             violations.append(f'layer "{l.name}": weight_exp {l.fixed.weight_exp} outside '
                               f"[{num.weight_exp_min}, {num.weight_exp_max}] of {profile.name}")
+        for what, value, nbits in (("du", l.fixed.du, num.decay_bits), ("dv", l.fixed.dv, num.decay_bits),
+                                   ("vth", l.fixed.vth, num.threshold_bits)):
+            if not 0 <= int(value) < 2 ** nbits:
+                violations.append(f'layer "{l.name}": {what} = {int(value)} needs more than the {nbits} bits '
+                                  f"{profile.name} has (0..{2 ** nbits - 1})")
         bits = weight_bits_needed(l.fixed.weight[l.mask])
         if bits > num.weight_bits:
             violations.append(f'layer "{l.name}": weights need {bits} bits; {profile.name} stores {num.weight_bits}')

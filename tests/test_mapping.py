@@ -205,3 +205,30 @@ def test_weight_bits_needed_hand_computed():
     assert weight_bits_needed(np.array([4, 4])) == 1  # a power of two is a weight exponent
     assert weight_bits_needed(np.array([5, 5])) == 3  # other scales are not free
     assert weight_bits_needed(np.array([0, 0])) == 0
+
+
+def test_fixed_point_ranges_are_checked_against_the_profile():
+    from dpap_deploy.ir import FixedPoint
+
+    ir = _net([20, 30, 10])
+    for l in ir.layers:
+        w = np.where(l.mask, 100, 0).astype(np.int32)
+        l.fixed = FixedPoint(w, 0, 818, 410, 5000, 1.0)
+    assert map_network(ir, load_profile("loihi1")).fits
+    xylo = map_network(ir, load_profile("xylo-audio2"))  # 4-bit decays, 16-bit thresholds
+    assert 'layer "fc1": du = 818 needs more than the 4 bits xylo-audio2 has (0..15)' in xylo.violations
+    ir.layers[0].fixed = FixedPoint(ir.layers[0].fixed.weight, 0, 818, 410, 200_000, 1.0)
+    assert 'layer "fc1": vth = 200000 needs more than the 17 bits loihi1 has (0..131071)' in \
+        map_network(ir, load_profile("loihi1")).violations
+    # 100 = 25 * 2^2: 5 bits once the power of two goes into the weight exponent -> TrueNorth's 1 bit is too few
+    assert 'layer "fc2": weights need 5 bits; truenorth stores 1' in map_network(ir, load_profile("truenorth")).violations
+
+
+def test_loihi2_hand_computed():
+    # 64 -> 9000 -> 10 at 1 % density: 9000 neurons > 8192 per core -> 8192 + 808; fc2 joins the 808
+    m = map_network(_net([64, 9000, 10], 0.01), load_profile("loihi2"))
+    assert [c.neurons for c in m.cores] == [8192, 818]
+    assert [c.layer for c in m.cores] == ["fc1", "fc1+fc2"]
+    assert m.bounds["neurons"] == 2 and m.lower_bound == 2 and m.fits
+    board = map_network(_net([64, 9000, 10], 0.01), load_profile("kapoho-point"))
+    assert board.to_report()["cores_available"] == 1024 and board.to_report()["chips"] == 8
