@@ -65,10 +65,16 @@ def input_schedule(spikes: np.ndarray, n_layers: int) -> np.ndarray:
     return data
 
 
+def output_spikes(raster: np.ndarray, T: int, N: int, n_layers: int) -> np.ndarray:
+    """Per-sample output spikes ``(T, N, C)`` uint8 from the sink's raster ``(C, N*T + L)``:
+    step ``j`` of sample ``k`` is raster column ``k*T + L + j``."""
+    window = raster[:, n_layers : n_layers + N * T]
+    return np.ascontiguousarray(window.reshape(raster.shape[0], N, T).transpose(2, 1, 0)).astype(np.uint8)
+
+
 def output_counts(raster: np.ndarray, T: int, N: int, n_layers: int) -> np.ndarray:
     """Per-sample spike counts ``(N, C)`` from the output raster ``(C, N*T + L)``."""
-    window = raster[:, n_layers : n_layers + N * T]
-    return window.reshape(raster.shape[0], N, T).sum(axis=2).T.astype(np.int64)
+    return output_spikes(raster, T, N, n_layers).sum(axis=0).astype(np.int64)
 
 
 def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed"):
@@ -130,7 +136,8 @@ def run(ir: NetworkIR, spikes: np.ndarray, progress: bool = False, chunk: int = 
 
     Returns:
         ``(counts, info)``: output spike counts ``(N, C)`` and facts of the run
-        (``steps``, ``synapses_per_layer`` counted from the ``Sparse`` processes, ``seconds``).
+        (``steps``, ``synapses_per_layer`` counted from the ``Sparse`` processes, ``seconds``,
+        ``output_spikes`` ``(T, N, C)``: the output population's spikes per sample and step).
 
     Raises:
         ExportValidationError: the input's ``T`` or ``F`` differ from the network's.
@@ -168,8 +175,10 @@ def run(ir: NetworkIR, spikes: np.ndarray, progress: bool = False, chunk: int = 
         sink.stop()
         bar.close()
     t2 = time.perf_counter()
-    counts = output_counts(raster, T, N, L)
-    return counts, {"steps": steps, "synapses_per_layer": synapses, "seconds": {"build": t1 - t0, "run": t2 - t1}}
+    out = output_spikes(raster, T, N, L)
+    counts = out.sum(axis=0).astype(np.int64)
+    return counts, {"steps": steps, "synapses_per_layer": synapses, "seconds": {"build": t1 - t0, "run": t2 - t1},
+                    "output_spikes": out}
 
 
 @register_target("loihi-sim")

@@ -1,0 +1,98 @@
+"""A batched torch emulator of Lava's fixed-point ``Sparse``/``Dense`` + ``LIF`` (Loihi's integers).
+
+Lava's CPU simulator is the ground truth, but it runs about a thousand time steps per second
+(``shared/specs/deployment.md`` sec. 2). This module runs the same integer equations on
+whole batches of samples at once, on CPU, so fixed-point accuracy can be measured during
+training and on whole test sets. Per layer and time step (``lava/proc/lif/models.py``,
+``AbstractPyLifModelFixed``; ``lava/proc/sparse/models.py``, ``PySparseModelBitAcc``)::
+
+    a   = (W s) << weight_exp            # >> -weight_exp for negative exponents (floor)
+    u   = sign(u*(4096-(du+1))) * (|u*(4096-(du+1))| >> 12) + (a << 6)   # wraps into (-2^23, 2^23]
+    v   = sign(v*(4096-dv)) * (|v*(4096-dv)| >> 12) + u                 # clipped to +-(2^23 - 1)
+    s'  = v > (vth << 6);  v[s'] = 0
+
+Each sample starts from zero state, which is what the exported Lava network does with its
+``LIFReset`` processes (their offsets absorb the one-step delay of every ``Sparse``; see
+``export/lava_sim.py``), so the emulator's step ``j`` of sample ``k`` is Lava's step
+``k*T + L + j`` for the output population. Integers are exact: the matrix product runs in
+float64, exact for sums below 2^53 (8-bit weights times at most 2^44 inputs).
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from dpap_deploy.errors import ExportValidationError
+from dpap_deploy.ir import NetworkIR
+
+U_LIM = 2 ** 23
+
+
+def _decay(x: torch.Tensor, d: int) -> torch.Tensor:
+    """``sign(x*(4096-d)) * (|x*(4096-d)| >> 12)`` on int64."""
+    p = x * (4096 - d)
+    return torch.sign(p) * torch.div(p.abs(), 4096, rounding_mode="floor")
+
+
+def _layer_params(ir: NetworkIR) -> List[dict]:
+    params = []
+    for l in ir.layers:
+        if l.fixed is None:
+            raise ExportValidationError(f'layer "{l.name}" is not quantised; run export.quantize.quantize first')
+        w = np.where(l.mask, l.fixed.weight, 0).astype(np.float64)
+        params.append({"w": torch.from_numpy(w.T.copy()), "exp": int(l.fixed.weight_exp), "du": int(l.fixed.du),
+                       "dv": int(l.fixed.dv), "vth64": int(l.fixed.vth) * 64})
+    return params
+
+
+@torch.no_grad()
+def emulate(ir: NetworkIR, spikes: np.ndarray, batch_size: int = 512,
+            record: bool = False) -> Tuple[np.ndarray, Optional[List[np.ndarray]]]:
+    """Run input spikes through the quantised network exactly as Lava's fixed-point models do.
+
+    Args:
+        ir: a quantised network (``FCLayer.fixed`` set, e.g. ``network.npz`` of ``loihi-sim``).
+        spikes: ``(T, N, F)`` 0/1 input spikes, time first.
+        batch_size: samples per batch.
+        record: also return every population's spikes.
+
+    Returns:
+        ``(counts, rasters)``: output spike counts ``(N, C)`` int64, and with ``record`` a list
+        of ``(T, N, n_l)`` uint8 spike rasters per layer (else None).
+
+    Raises:
+        ExportValidationError: unquantised layers, or input ``T``/``F`` unlike the network's.
+    """
+    spikes = np.asarray(spikes)
+    T, N, F = spikes.shape
+    if T != ir.time_steps or F != ir.input_size:
+        raise ExportValidationError(
+            f"input spikes have T={T}, F={F}; network {ir.name!r} expects T={ir.time_steps}, F={ir.input_size}")
+    params = _layer_params(ir)
+    counts = np.zeros((N, ir.layers[-1].n_out), dtype=np.int64)
+    rasters = [np.zeros((T, N, l.n_out), dtype=np.uint8) for l in ir.layers] if record else None
+    for b0 in range(0, N, batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(spikes[:, b0:b0 + batch_size])).to(torch.float64)
+        B = x.shape[1]
+        u = [torch.zeros(B, l.n_out, dtype=torch.int64) for l in ir.layers]
+        v = [torch.zeros(B, l.n_out, dtype=torch.int64) for l in ir.layers]
+        total = torch.zeros(B, ir.layers[-1].n_out, dtype=torch.int64)
+        for t in range(T):
+            s = x[t]
+            for i, p in enumerate(params):
+                a = torch.round(s @ p["w"]).to(torch.int64)
+                a = a * (1 << p["exp"]) if p["exp"] >= 0 else torch.div(a, 1 << -p["exp"], rounding_mode="floor")
+                uu = _decay(u[i], p["du"] + 1) + a * 64
+                uu = torch.where(uu > U_LIM, uu - 2 * U_LIM, uu)
+                u[i] = torch.where(uu <= -U_LIM, uu + 2 * U_LIM, uu)
+                vv = torch.clamp(_decay(v[i], p["dv"]) + u[i], -(U_LIM - 1), U_LIM - 1)
+                fired = vv > p["vth64"]
+                v[i] = torch.where(fired, torch.zeros_like(vv), vv)
+                s = fired.to(torch.float64)
+                if record:
+                    rasters[i][t, b0:b0 + B] = fired.numpy()
+            total += fired.to(torch.int64)
+        counts[b0:b0 + B] = total.numpy()
+    return counts, rasters

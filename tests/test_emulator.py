@@ -1,0 +1,32 @@
+"""The torch fixed-point emulator against Lava itself and the numpy reference simulation."""
+import numpy as np
+import pytest
+
+from dpap_deploy.data import rate_encode
+from dpap_deploy.errors import ExportValidationError
+from dpap_deploy.export import lava_sim
+from dpap_deploy.export.emulator import emulate
+from test_lava import _network, _reference
+
+
+@pytest.mark.parametrize("density", [1.0, 0.3])  # dense and pruned
+def test_emulator_equals_lava_spike_for_spike(digits, density):
+    ir = _network([64, 24, 16, 10], T=12, gains=[12.0, 10.0, 10.0], density=density, seed=5)
+    x = rate_encode(digits.x_test[:24], 12, seed=4)
+    counts, rasters = emulate(ir, x, batch_size=7, record=True)  # batches that do not divide N
+    lava_counts, info = lava_sim.run(ir, x)
+    assert lava_counts.sum() > 20, "the test needs output spikes"
+    np.testing.assert_array_equal(rasters[-1], info["output_spikes"])  # every spike, every step
+    np.testing.assert_array_equal(counts, lava_counts)
+    np.testing.assert_array_equal(counts, _reference(ir, x))
+
+
+def test_emulator_rejects_unquantised_networks_and_wrong_inputs(digits):
+    ir = _network([64, 8, 10], T=6, gains=[8.0, 8.0], density=1.0)
+    with pytest.raises(ExportValidationError, match="expects T=6, F=64"):
+        emulate(ir, np.zeros((5, 2, 64)))
+    from dataclasses import replace
+
+    raw = ir.with_layers([replace(l, fixed=None) for l in ir.layers])
+    with pytest.raises(ExportValidationError, match='layer "fc1" is not quantised'):
+        emulate(raw, np.zeros((6, 2, 64)))
