@@ -236,28 +236,40 @@ def _split_layer(conn: sp.csr_matrix, routes: np.ndarray, profile: Profile, name
     lim = profile.core
     n = conn.shape[0]
     chunks: List[Chunk] = []
-    start = 0
+    start, guess = 0, 0
     while start < n:
-        hi = int(min(n, start + lim.neurons)) if math.isfinite(lim.neurons) else n
-        best = _chunk(conn, start, hi, profile, name, index, routes)
-        if _over(best, profile):
-            one = _chunk(conn, start, start + 1, profile, name, index, routes)
-            if _over(one, profile):
-                r = _over(one, profile)[0]
-                raise MappingError(
-                    f'layer "{name}" needs {getattr(one, r)} {r.replace("_", " ")} per core '
-                    f"(neuron {start}); {profile.name} allows {getattr(lim, r)}"
-                )
-            lo, best = start + 1, one  # lo fits, hi does not
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                c = _chunk(conn, start, mid, profile, name, index, routes)
-                if _over(c, profile):
-                    hi = mid
+        cap = int(min(n, start + lim.neurons)) if math.isfinite(lim.neurons) else n
+        made: Dict[int, Chunk] = {}
+
+        def fits(stop: int) -> bool:
+            if stop not in made:
+                made[stop] = _chunk(conn, start, stop, profile, name, index, routes)
+            return not _over(made[stop], profile)
+
+        if not fits(start + 1):
+            one = made[start + 1]
+            r = _over(one, profile)[0]
+            raise MappingError(
+                f'layer "{name}" needs {getattr(one, r)} {r.replace("_", " ")} per core '
+                f"(neuron {start}); {profile.name} allows {getattr(lim, r)}"
+            )
+        lo, hi = start + 1, cap + 1  # lo fits; hi is the first stop known not to (cap + 1: none)
+        # chunks of a layer tend to be alike: try the last chunk's size and one more, then the cap
+        for probe in (start + guess, start + guess + 1, cap):
+            if lo < probe < hi:
+                if fits(probe):
+                    lo = probe
                 else:
-                    lo, best = mid, c
-        chunks.append(best)
-        start = best.first_neuron + best.neurons
+                    hi = probe
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if fits(mid):
+                lo = mid
+            else:
+                hi = mid
+        chunks.append(made[lo])
+        guess = lo - start
+        start = lo
     return chunks
 
 
@@ -276,22 +288,22 @@ def _routes(next_conn: sp.csr_matrix, next_chunks: List[Chunk], n: int) -> np.nd
 
 def _pack(chunks: List[Chunk], profile: Profile) -> List[List[Chunk]]:
     """First fit, in layer order: a chunk joins the first core that has room for its neurons,
-    axons and synaptic memory and holds no other chunk of the same layer."""
-    lim = profile.core
+    axons and synaptic memory and holds no other chunk of the same layer (vectorised over cores)."""
+    lim = np.array([float(getattr(profile.core, r)) for r in _ADDITIVE])
+    n_layers = max((ch.layer_index for ch in chunks), default=0) + 1
+    used = np.zeros((len(chunks), len(_ADDITIVE)))
+    has_layer = np.zeros((len(chunks), n_layers), dtype=bool)
     bins: List[List[Chunk]] = []
-    used: List[Dict[str, int]] = []
     for ch in chunks:
-        for b, u in zip(bins, used):
-            if any(o.layer_index == ch.layer_index for o in b):
-                continue
-            if all(u[r] + getattr(ch, r) <= getattr(lim, r) for r in _ADDITIVE):
-                b.append(ch)
-                for r in _ADDITIVE:
-                    u[r] += getattr(ch, r)
-                break
-        else:
-            bins.append([ch])
-            used.append({r: getattr(ch, r) for r in _ADDITIVE})
+        need = np.array([getattr(ch, r) for r in _ADDITIVE], dtype=float)
+        k = len(bins)
+        ok = np.flatnonzero(~has_layer[:k, ch.layer_index] & np.all(used[:k] + need <= lim, axis=1))
+        j = int(ok[0]) if ok.size else k
+        if j == k:
+            bins.append([])
+        bins[j].append(ch)
+        used[j] += need
+        has_layer[j, ch.layer_index] = True
     return bins
 
 
@@ -382,8 +394,8 @@ def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
         bits = weight_bits_needed(l.fixed.weight[l.mask])
         if bits > num.weight_bits:
             violations.append(f'layer "{l.name}": weights need {bits} bits; {profile.name} stores {num.weight_bits}')
-    # lower bounds on cores: neurons; synaptic memory with every layer unsplit (splitting only
-    # adds group headers); input axons with every layer unsplit (splitting repeats sources);
+    # lower bounds on cores: neurons; synaptic memory (below); input axons with every layer
+    # unsplit (splitting repeats sources);
     # output axons (every neuron with a synapse onward needs at least one route)
     unsplit = [_chunk(c, 0, c.shape[0], profile, l.name, i) for i, (l, c) in enumerate(zip(ir.layers, conns))]
     senders = sum(int((r > 0).sum()) for r in routes_per_layer)
@@ -391,8 +403,13 @@ def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
     def bound(used, limit):
         return 0 if math.isinf(limit) else math.ceil(used / limit)
 
+    # memory: every surviving synapse costs at least weight_bits, every active input axon at
+    # least one group header (word rounding and indices only add, and they can shrink when a
+    # layer is split, so the unsplit cost is not a bound)
+    min_bits = sum(c.nnz * profile.numerics.weight_bits + u.input_axons * profile.synapse_cost.group_header_bits
+                   for c, u in zip(conns, unsplit))
     bounds = {"neurons": bound(total["neurons"], lim.neurons),
-              "synaptic_memory_bits": bound(sum(c.synaptic_memory_bits for c in unsplit), lim.synaptic_memory_bits),
+              "synaptic_memory_bits": bound(min_bits, lim.synaptic_memory_bits),
               "input_axons": bound(sum(c.input_axons for c in unsplit), lim.input_axons),
               "output_axons": bound(senders, lim.output_axons)}
     lower = max(1, *bounds.values())
