@@ -49,6 +49,6 @@ if __name__ == "__main__":
                 best = min(best, time.perf_counter() - t)
             shape = "-".join(map(str, sizes))
             if isinstance(m, Exception):
-                print(f"| {shape} @ {density} | {ir.synapses:,} | {name} | - | - | {type(m).__name__}: {str(m)[:60]} | {best:.3f} |")
+                print(f"| {shape} @ {density} | {ir.synapses:,} | {name} | - | - | {type(m).__name__}: {m} | {best:.3f} |")
             else:
                 print(f"| {shape} @ {density} | {ir.synapses:,} | {name} | {len(m.cores)} | {m.lower_bound} | {m.fits} | {best:.3f} |")

@@ -58,6 +58,33 @@ def _finite(x):
     return None if isinstance(x, float) and math.isinf(x) else x
 
 
+def _decay_violations(layer: FCLayer, profile: Profile, notes: List[str]) -> List[str]:
+    """Check a quantised layer's decays (Lava's ``du``, ``dv``: the state keeps
+    ``1 - (du+1)/4096`` and ``1 - dv/4096`` per step) against the profile's decay format.
+    Approximations that fit (a bit shift for a fraction) go to ``notes``."""
+    num, f = profile.numerics, layer.fixed
+    fractions = {"du": (f.du + 1) / 4096.0, "dv": f.dv / 4096.0}
+    if num.decay == "fraction":
+        return [f'layer "{layer.name}": {k} = {v} needs more than the {num.decay_bits} bits {profile.name} has '
+                f"(0..{2 ** num.decay_bits - 1})" for k, v in (("du", f.du), ("dv", f.dv))
+                if not 0 <= int(v) < 2 ** num.decay_bits]
+    if num.decay == "linear":
+        return [f'layer "{layer.name}": {profile.name} has only a linear leak; the exponential decays of this '
+                f"CUBA LIF (du {f.du}, dv {f.dv}) cannot be represented"]
+    out = []
+    for k, frac in fractions.items():  # "shift": the state loses 2**-shift per step
+        if frac <= 0:
+            continue
+        shift = int(round(-math.log2(frac)))
+        if not 0 <= shift < 2 ** num.decay_bits:
+            out.append(f'layer "{layer.name}": {k} decay {frac:.4f} per step needs shift {shift}; '
+                       f"{profile.name} has {num.decay_bits}-bit shifts")
+        elif abs(2.0 ** -shift - frac) > 1e-9:
+            notes.append(f'layer "{layer.name}": {profile.name} approximates the {k} decay {frac:.4f} per step by '
+                         f"2**-{shift} = {2.0 ** -shift:.4f}")
+    return out
+
+
 def weight_bits_needed(w: np.ndarray) -> int:
     """Signed mantissa bits of integer weights once their common power of two is taken out
     (that factor is a weight exponent, which Loihi applies per synapse group for free).
@@ -151,6 +178,7 @@ class Mapping:
     lower_bound: int
     violations: List[str] = field(default_factory=list)
     bounds: Dict[str, int] = field(default_factory=dict)
+    notes: List[str] = field(default_factory=list)
 
     @property
     def fits(self) -> bool:
@@ -200,6 +228,7 @@ class Mapping:
             "synapses": sum(c.synapses for c in self.cores),
             "fits": self.fits,
             "violations": list(self.violations),
+            "notes": list(self.notes),
             "per_layer": per_layer,
             "per_core": per_core,
         }
@@ -380,17 +409,17 @@ def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
         if total[r] > cap:
             violations.append(f"{total[r]} {r} in the network; {profile.name} x{chips} holds {cap}")
     num = profile.numerics
+    notes: List[str] = []
     for l in ir.layers:
         if l.fixed is None:
             continue
         if not (num.weight_exp_min <= l.fixed.weight_exp <= num.weight_exp_max):
             violations.append(f'layer "{l.name}": weight_exp {l.fixed.weight_exp} outside '
                               f"[{num.weight_exp_min}, {num.weight_exp_max}] of {profile.name}")
-        for what, value, nbits in (("du", l.fixed.du, num.decay_bits), ("dv", l.fixed.dv, num.decay_bits),
-                                   ("vth", l.fixed.vth, num.threshold_bits)):
-            if not 0 <= int(value) < 2 ** nbits:
-                violations.append(f'layer "{l.name}": {what} = {int(value)} needs more than the {nbits} bits '
-                                  f"{profile.name} has (0..{2 ** nbits - 1})")
+        violations += _decay_violations(l, profile, notes)
+        if not 0 <= int(l.fixed.vth) < 2 ** num.threshold_bits:
+            violations.append(f'layer "{l.name}": vth = {int(l.fixed.vth)} needs more than the {num.threshold_bits} '
+                              f"bits {profile.name} has (0..{2 ** num.threshold_bits - 1})")
         bits = weight_bits_needed(l.fixed.weight[l.mask])
         if bits > num.weight_bits:
             violations.append(f'layer "{l.name}": weights need {bits} bits; {profile.name} stores {num.weight_bits}')
@@ -413,4 +442,4 @@ def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
               "input_axons": bound(sum(c.input_axons for c in unsplit), lim.input_axons),
               "output_axons": bound(senders, lim.output_axons)}
     lower = max(1, *bounds.values())
-    return Mapping(profile, cores, lower, violations, bounds)
+    return Mapping(profile, cores, lower, violations, bounds, notes)

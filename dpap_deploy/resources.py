@@ -40,6 +40,8 @@ def resources_text(res: dict, max_cores: int = 16) -> str:
         lines.append(f"  ... {len(cores) - len(shown)} more cores (all in report.json)")
     for v in res["violations"]:
         lines.append(f"  ! {v}")
+    for n in res.get("notes", []):
+        lines.append(f"  note: {n}")
     return "\n".join(lines)
 
 

@@ -53,7 +53,13 @@ class CoreLimits:
 @dataclass(frozen=True)
 class Numerics:
     """Integer ranges: weight bits, weight exponent range, decay and threshold bits, and the
-    longest synaptic delay in time steps (``max_delay``)."""
+    longest synaptic delay in time steps (``max_delay``).
+
+    ``decay`` says how the chip stores a decay in ``decay_bits``: ``"fraction"`` (Loihi: the
+    state keeps ``1 - d/4096`` per step, ``d`` an integer), ``"shift"`` (Xylo: it keeps
+    ``1 - 2**-k``, ``k`` a bit shift) or ``"linear"`` (TrueNorth: a constant leak, no
+    exponential decay at all).
+    """
 
     weight_bits: int
     weight_exp_min: int
@@ -61,6 +67,7 @@ class Numerics:
     decay_bits: int
     threshold_bits: int
     max_delay: Limit = math.inf
+    decay: str = "fraction"
 
 
 @dataclass(frozen=True)
@@ -120,6 +127,7 @@ class Profile:
 
 _SECTIONS = {"chip": ChipLimits, "core": CoreLimits, "numerics": Numerics, "synapse_cost": SynapseCost}
 _SIGNED = {("numerics", "weight_exp_min"), ("numerics", "weight_exp_max")}
+_CHOICES = {("numerics", "decay"): ("fraction", "shift", "linear")}
 _ZERO_OK = {("synapse_cost", "index_bits"), ("synapse_cost", "group_header_bits")}
 _LIMITS = {(k, f.name) for k, cls in (("chip", ChipLimits), ("core", CoreLimits)) for f in fields(cls)
            if f.name != "chips"} | {("numerics", "max_delay")}
@@ -149,6 +157,12 @@ def _section(path: str, data: dict, key: str, cls) -> object:
                 raise ProfileError(f"{path}: missing key {key}.{name} (expected {expected})")
             continue
         v = sec[name]
+        if (key, name) in _CHOICES:
+            if v not in _CHOICES[(key, name)]:
+                raise ProfileError(f"{path}: {key}.{name} = {v!r}; expected one of "
+                                   f"{', '.join(repr(c) for c in _CHOICES[(key, name)])}")
+            values[name] = v
+            continue
         if (key, name) in _LIMITS and isinstance(v, float) and math.isinf(v) and v > 0:
             values[name] = math.inf
             continue

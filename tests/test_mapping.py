@@ -73,6 +73,9 @@ VALID = open(os.path.join(os.path.dirname(__file__), "..", "hardware_profiles", 
     (lambda t: "extra = 1\n" + t, "unknown key 'extra'"),
     (lambda t: t[: len(t) // 2] + "\n[[[ = \n", "not valid TOML"),
     (lambda t: t.replace("[synapse_cost]", "[other]"), "unknown key 'other'"),
+    (lambda t: t.replace('decay = "fraction"', 'decay = "log"'), "numerics.decay = 'log'; expected one of 'fraction', 'shift', 'linear'"),
+    (lambda t: t.replace("neurons = 1024", "neurons = inf").replace("weight_bits = 8", "weight_bits = inf"),
+     "numerics.weight_bits = inf has type float; expected integer"),
 ])
 def test_bad_profiles_name_file_and_key(edit, message):
     with pytest.raises(ProfileError, match=message.replace("(", r"\(").replace(")", r"\)")) as e:
@@ -215,8 +218,16 @@ def test_fixed_point_ranges_are_checked_against_the_profile():
         w = np.where(l.mask, 100, 0).astype(np.int32)
         l.fixed = FixedPoint(w, 0, 818, 410, 5000, 1.0)
     assert map_network(ir, load_profile("loihi1")).fits
-    xylo = map_network(ir, load_profile("xylo-audio2"))  # 4-bit decays, 16-bit thresholds
-    assert 'layer "fc1": du = 818 needs more than the 4 bits xylo-audio2 has (0..15)' in xylo.violations
+    # Xylo keeps 1 - 2**-k per step: du 818 (loses 819/4096 = 0.2000 per step) -> k = 2 (0.25),
+    # dv 410 (0.1001) -> k = 3 (0.125): they fit, as approximations
+    xylo = map_network(ir, load_profile("xylo-audio2"))
+    assert not [v for v in xylo.violations if "decay" in v or "du" in v]
+    assert 'layer "fc1": xylo-audio2 approximates the du decay 0.2000 per step by 2**-2 = 0.2500' in xylo.notes
+    assert 'layer "fc1": xylo-audio2 approximates the dv decay 0.1001 per step by 2**-3 = 0.1250' in xylo.notes
+    tn = map_network(ir, load_profile("truenorth"))
+    assert any("truenorth has only a linear leak" in v for v in tn.violations)
+    eight = parse_profile("e.toml", VALID.replace("decay_bits = 12", "decay_bits = 8"))
+    assert 'layer "fc1": du = 818 needs more than the 8 bits loihi1 has (0..255)' in map_network(ir, eight).violations
     ir.layers[0].fixed = FixedPoint(ir.layers[0].fixed.weight, 0, 818, 410, 200_000, 1.0)
     assert 'layer "fc1": vth = 200000 needs more than the 17 bits loihi1 has (0..131071)' in \
         map_network(ir, load_profile("loihi1")).violations
