@@ -2,6 +2,8 @@ import copy
 
 import pytest
 
+from dpap_deploy.hardware_profiles import load_profile
+from dpap_deploy.mapping import map_network
 from dpap_deploy.report import model_section, summary_text, validate
 from dpap_deploy.ir import FCLayer, LIFNeurons, NetworkIR
 import numpy as np
@@ -16,8 +18,7 @@ def _report():
     return {"target": "loihi-sim", "profile": "loihi2",
             "dataset": {"name": "d", "n_train": 1, "n_test": 1, "time_steps": 8},
             "model": model, "accuracy": {"norse": 0.5, "lava": 0.5}, "agreement": {"predictions": 1.0},
-            "resources": {"cores_used": 1, "cores_lower_bound": 1, "cores_available": 128, "fits": True,
-                          "per_layer": [], "per_core": [], "violations": []},
+            "resources": map_network(ir, load_profile("loihi2")).to_report(),
             "timing_s": {"train": 1.0, "export": 0.1, "lava_sim": 2.0}}
 
 
