@@ -214,9 +214,23 @@ def run(args: argparse.Namespace) -> int:
     result = exporter(ir, args.out, spikes=x_test, progress=progress)
     timing["export"] = time.perf_counter() - t0 - result.seconds.get("run", 0.0)
     timing["lava_sim"] = result.seconds.get("run", 0.0)
-    pred_lava = classify(result.counts)
-    exported = NetworkIR.load(os.path.join(args.out, "network.npz"))
+    sim_key = result.extra.get("accuracy_key", "lava")
+    pred_lava = classify(result.counts) if result.counts is not None else None
+    exported = result.network if result.network is not None else ir
     mapping = map_network(exported, profile, pack=not args.no_pack)
+    accuracy_extra, agreement_extra = {}, {}
+    if exported.quantized and pred_lava is not None:
+        # the batched fixed-point emulator on the same input: what training can use per epoch
+        from dpap_deploy.export.emulator import emulate
+
+        t0 = time.perf_counter()
+        emu_counts, emu_rasters = emulate(exported, x_test, record=result.output_spikes is not None)
+        timing["emulator"] = time.perf_counter() - t0
+        pred_emu = classify(emu_counts)
+        accuracy_extra["emulator"] = float((pred_emu == y_test).mean())
+        agreement_extra["emulator_predictions"] = float((pred_emu == pred_lava).mean())
+        if result.output_spikes is not None:
+            agreement_extra["spikes"] = float((emu_rasters[-1] == result.output_spikes).mean())
     from dpap_deploy.resources import plot_resources
 
     plot = plot_resources(mapping.to_report(), os.path.join(args.out, "resources.png"))
@@ -227,9 +241,13 @@ def run(args: argparse.Namespace) -> int:
         "dataset": {"name": ds.name, "n_train": int(len(ds.y_train)), "n_test": int(len(y_test)),
                     "time_steps": int(cfg["time_steps"]), "n_features": ds.n_features, "n_classes": ds.n_classes,
                     "seed": cfg["seed"]},
-        "model": model_section(exported, result.synapses_per_layer, "lava Sparse process weights (non-zero)"),
-        "accuracy": {"norse": float((pred_norse == y_test).mean()), "lava": float((pred_lava == y_test).mean())},
-        "agreement": {"predictions": float((pred_norse == pred_lava).mean())},
+        "model": model_section(exported, result.synapses_per_layer,
+                               result.extra.get("synapses_counted_from", f"the {args.target} export")),
+        "accuracy": {"norse": float((pred_norse == y_test).mean()),
+                     **({sim_key: float((pred_lava == y_test).mean())} if pred_lava is not None else {}),
+                     **accuracy_extra},
+        "agreement": {"predictions": float((pred_norse == pred_lava).mean()) if pred_lava is not None else None,
+                      "compared": f"norse vs {sim_key}", **agreement_extra},
         "resources": mapping.to_report(),
         "budget": budget.to_report() if budget is not None else None,
         "timing_s": {k: round(v, 3) for k, v in timing.items()},

@@ -7,7 +7,8 @@ Schema (every run writes at least these keys)::
      "model":    {"layers": [{"name", "kind", "n_in", "n_out", "synapses", "synapses_dense"}],
                   "neurons", "neurons_dense", "synapses", "synapses_dense", "sparsity",
                   "compression_ratio", "synapses_counted_from"},
-     "accuracy": {"norse", "lava"}, "agreement": {"predictions"},
+     "accuracy": {"norse", <target>: "lava" | "nir_in_norse", "emulator"},
+     "agreement": {"predictions", "compared", "spikes", "emulator_predictions"},
      "resources": {"cores_used", "cores_available", "fits", "per_layer", "per_core", ...},
      "timing_s": {"train", "export", "lava_sim"},
      "files": [{"path", "verified_by"}]}
@@ -26,7 +27,7 @@ REQUIRED = {
     "target": None, "profile": None,
     "dataset": ("name", "n_train", "n_test", "time_steps"),
     "model": ("layers", "neurons", "synapses", "synapses_dense", "sparsity"),
-    "accuracy": ("norse", "lava"),
+    "accuracy": ("norse",),
     "agreement": ("predictions",),
     "resources": ("cores_used", "cores_available", "fits", "per_layer", "per_core"),
     "timing_s": ("train", "export", "lava_sim"),
@@ -79,8 +80,10 @@ def summary_text(report: dict) -> str:
     ]
     for l in m["layers"]:
         lines.append(f"  {l['name']:<6} {l['n_in']:>5} -> {l['n_out']:<5} synapses {l['synapses']:>7} / {l['synapses_dense']}")
-    lines.append(f"accuracy  Norse (float) {_pct(a.get('norse'))}   Lava fixed point {_pct(a.get('lava'))}   "
-                 f"prediction agreement {_pct(report['agreement'].get('predictions'))}")
+    names = {"norse": "Norse (float)", "lava": "Lava fixed point", "nir_in_norse": "NIR file in Norse",
+             "emulator": "emulator (fixed point)"}
+    lines.append("accuracy  " + "   ".join(f"{names.get(k, k)} {_pct(v)}" for k, v in a.items())
+                 + f"   prediction agreement {_pct(report['agreement'].get('predictions'))}")
     lines.append("resources " + resources_text(r))
     b = report.get("budget")
     if b:
@@ -88,7 +91,14 @@ def summary_text(report: dict) -> str:
         boost = ", ".join(f"{k} +{v:.2f}" for k, v in b["c_boost"].items())
         lines.append(f"budget    {b['profile']}: {met}; knob c raised per layer: {boost or 'none'}")
     t = report["timing_s"]
-    lines.append(f"time      train {t['train']:.1f} s, export {t['export']:.1f} s, Lava simulation {t['lava_sim']:.1f} s")
+    line = f"time      train {t['train']:.1f} s, export {t['export']:.1f} s, simulation {t['lava_sim']:.1f} s"
+    if "emulator" in t:
+        line += f", emulator {t['emulator']:.2f} s"
+    lines.append(line)
+    ag = report["agreement"]
+    if ag.get("spikes") is not None:
+        lines.append(f"emulator  output spikes equal to Lava's: {_pct(ag['spikes'])}, predictions "
+                     f"{_pct(ag.get('emulator_predictions'))}")
     return "\n".join(lines)
 
 

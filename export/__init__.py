@@ -25,6 +25,9 @@ class ExportResult:
         counts: output spike counts ``(N, C)`` from running the exported network, if it was run.
         seconds: wall time of building and running, s: ``{"build", "run"}``.
         extra: target-specific facts for the report.
+        network: the network as exported (e.g. the fixed-point IR Lava ran), for the mapper;
+            None when the target exports the float network as it is.
+        output_spikes: the output population's spikes ``(T, N, C)``, if the target ran them.
     """
 
     target: str
@@ -33,6 +36,8 @@ class ExportResult:
     counts: Optional[np.ndarray] = None
     seconds: Dict[str, float] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    network: Optional[object] = None
+    output_spikes: Optional[np.ndarray] = None
 
 
 Exporter = Callable[..., ExportResult]
@@ -53,6 +58,7 @@ def register_target(name: str) -> Callable[[Exporter], Exporter]:
 
 def _load_builtin() -> None:
     from dpap_deploy.export import lava_sim  # noqa: F401  (registers "loihi-sim")
+    from dpap_deploy.export import nir_export  # noqa: F401  (registers "nir")
 
 
 def targets() -> List[str]:

@@ -194,13 +194,15 @@ def export_loihi_sim(ir: NetworkIR, out_dir: str, spikes: Optional[np.ndarray] =
     path = os.path.join(out_dir, "network.npz")
     q.save(path)
     q = NetworkIR.load(path)
-    result = ExportResult(target="loihi-sim")
+    result = ExportResult(target="loihi-sim", network=q)
+    result.extra["synapses_counted_from"] = "lava Sparse process weights (non-zero)"
     if spikes is not None:
         counts, info = run(q, spikes, progress=progress)
         result.counts = counts
         result.synapses_per_layer = info["synapses_per_layer"]
         result.seconds = info["seconds"]
         result.extra["lava_steps"] = info["steps"]
+        result.output_spikes = info["output_spikes"]
         result.files.append({"path": path, "verified_by": "lava-nc Loihi2SimCfg(select_tag='fixed_pt')"})
     else:
         result.synapses_per_layer = {l.name: int(w.nnz) for l, w in zip(q.layers, sparse_weights(q))}

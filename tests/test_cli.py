@@ -45,6 +45,8 @@ def test_end_to_end_report_and_files(run_dir):
     assert report["resources"]["cores_used"] == len(report["resources"]["per_core"]) >= 1
     assert report["resources"]["cores_used"] == report["resources"]["cores_lower_bound"]  # small layers share a core
     assert (out / "resources.png").read_bytes()[:4] == b"\x89PNG"
+    # the batched emulator agrees with Lava on every output spike of the run
+    assert report["agreement"]["spikes"] == 1.0 and report["accuracy"]["emulator"] == report["accuracy"]["lava"]
     assert len((out / "train_log.jsonl").read_text().splitlines()) == 8
 
 
@@ -153,3 +155,14 @@ def test_budget_cores_drive_pruning_until_the_network_fits(tmp_path):
     assert report["model"]["neurons"] <= 80 < report["model"]["neurons_dense"]  # 106 dense neurons do not fit
     assert any(v > 0 for v in b["c_boost"].values())
     assert "budget    small (2 cores): met after epoch" in r.stdout
+
+
+def test_nir_target_through_the_cli(run_dir, tmp_path):
+    out, _ = run_dir
+    r = cli("--target", "nir", "--from", str(out), "--out", str(tmp_path / "nir"), "--max-test", "40", "--quiet")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "nir" / "report.json").read_text())
+    assert (tmp_path / "nir" / "network.nir").is_file()
+    # the file, as norse.torch.from_nir imports it, predicts exactly what our Norse model does
+    assert report["agreement"]["predictions"] == 1.0
+    assert report["accuracy"]["nir_in_norse"] == report["accuracy"]["norse"]

@@ -28,7 +28,7 @@ def test_model_section_counts_from_the_given_export():
     assert m["sparsity"] == pytest.approx(1 - 2 / 24) and m["compression_ratio"] == 12.0
 
 
-@pytest.mark.parametrize("path", [("accuracy", "lava"), ("resources", "fits"), ("timing_s", "lava_sim"), ("target",)])
+@pytest.mark.parametrize("path", [("accuracy", "norse"), ("resources", "fits"), ("timing_s", "lava_sim"), ("target",)])
 def test_validate_names_the_missing_key(path):
     r = copy.deepcopy(_report())
     validate(r)
