@@ -81,6 +81,7 @@ def summary_text(report: dict) -> str:
     for l in m["layers"]:
         lines.append(f"  {l['name']:<6} {l['n_in']:>5} -> {l['n_out']:<5} synapses {l['synapses']:>7} / {l['synapses_dense']}")
     names = {"norse": "Norse (float)", "lava": "Lava fixed point", "nir_in_norse": "NIR file in Norse",
+             "netx_in_lava": "netx file in Lava (lava-dl)",
              "emulator": "emulator (fixed point)"}
     lines.append("accuracy  " + "   ".join(f"{names.get(k, k)} {_pct(v)}" for k, v in a.items())
                  + f"   prediction agreement {_pct(report['agreement'].get('predictions'))}")

@@ -58,6 +58,7 @@ def register_target(name: str) -> Callable[[Exporter], Exporter]:
 
 def _load_builtin() -> None:
     from dpap_deploy.export import lava_sim  # noqa: F401  (registers "loihi-sim")
+    from dpap_deploy.export import netx  # noqa: F401  (registers "netx")
     from dpap_deploy.export import nir_export  # noqa: F401  (registers "nir")
 
 

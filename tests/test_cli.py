@@ -166,3 +166,15 @@ def test_nir_target_through_the_cli(run_dir, tmp_path):
     # the file, as norse.torch.from_nir imports it, predicts exactly what our Norse model does
     assert report["agreement"]["predictions"] == 1.0
     assert report["accuracy"]["nir_in_norse"] == report["accuracy"]["norse"]
+
+
+def test_netx_target_through_the_cli(run_dir, tmp_path):
+    out, _ = run_dir
+    r = cli("--target", "netx", "--from", str(out), "--out", str(tmp_path / "netx"), "--max-test", "40", "--quiet")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "netx" / "report.json").read_text())
+    lava = json.loads((out / "report.json").read_text())
+    assert (tmp_path / "netx" / "network.net").is_file()
+    # the file lava-dl loads gives loihi-sim's accuracy, and the emulator agrees with it spike for spike
+    assert report["accuracy"]["netx_in_lava"] == lava["accuracy"]["lava"]
+    assert report["agreement"]["spikes"] == 1.0

@@ -1,0 +1,142 @@
+"""Target ``netx``: a lava-dl netx HDF5 file (``DIR/network.net``) that lava-dl loads unchanged.
+
+Layout (``lava/lib/dl/netx/hdf5.py``, ``utils.py``; ``shared/specs/deployment.md`` sec. 3):
+group ``layer/`` with children ``"0"`` (``type = input``, ``shape = [F]``, no neuron: it only
+documents the input size) and ``"1"``, ``"2"``, ... one per fully connected layer
+(``type = dense``, ``shape = [n_out]``, integer ``weight (n_out, n_in)`` with pruned synapses 0,
+and ``neuron/``: ``type = CUBA``, ``iDecay = du + 1``, ``vDecay = dv``, ``vThMant = vth``,
+``refDelay = 1``, ``gradedSpike = 0``).
+
+``lava.lib.dl.netx.hdf5.Network(net_config, reset_interval=T, reset_offset=1,
+sparse_fc_layer=True)`` rebuilds it as ``Sparse`` + ``LIFReset`` blocks: it sets
+``du = iDecay - 1``, ``dv = vDecay``, ``vth = vThMant`` and staggers the blocks' reset
+offsets by one per layer starting at ``reset_offset + 1`` (``Network._create``), which with
+``reset_offset = 1`` are exactly the offsets ``(l + 2) % T`` of our own ``loihi-sim``
+processes, so the same input schedule gives the same output spikes. netx derives each
+layer's weight exponent from the weights (``netx/utils.py: optimize_weight_bits``); it
+reproduces ours only when our ``weight_exp`` is 0, so other layers are rejected by name.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Optional
+
+import numpy as np
+
+from dpap_deploy.errors import IRError, UnsupportedLayerError
+from dpap_deploy.export import ExportResult, register_target
+from dpap_deploy.export.lava_sim import input_schedule, output_spikes
+from dpap_deploy.export.quantize import quantize
+from dpap_deploy.fileio import atomic_path
+from dpap_deploy.ir import NetworkIR
+
+SUPPORTED_KINDS = ("fc",)
+
+
+def check_supported(ir: NetworkIR) -> None:
+    """Raise :class:`UnsupportedLayerError` for layers netx cannot express (named)."""
+    bad = [f"{l.name} ({l.kind})" for l in ir.layers if l.kind not in SUPPORTED_KINDS]
+    if bad:
+        raise UnsupportedLayerError(f"target netx supports layer kinds {SUPPORTED_KINDS}; unsupported: {', '.join(bad)}")
+    for l in ir.layers:
+        if l.fixed.weight_exp != 0:
+            raise UnsupportedLayerError(
+                f'target netx: layer "{l.name}" needs weight_exp {l.fixed.weight_exp}; netx derives the exponent '
+                "from the weights and reproduces only weight_exp 0 (use target loihi-sim)")
+
+
+def write_netx(ir: NetworkIR, path: str) -> None:
+    """Write the quantised ``ir`` as a netx HDF5 file at ``path`` (atomically)."""
+    import h5py
+
+    def text(group, key, value):
+        group.create_dataset(key, (1,), "S10", [value.encode("ascii")])
+
+    with atomic_path(path, suffix=".net") as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["producer"] = "dpap-deploy"
+            f.attrs["time_steps"] = int(ir.time_steps)
+            f.attrs["dt_s"] = float(ir.dt_s)
+            layers = f.create_group("layer")
+            g = layers.create_group("0")
+            text(g, "type", "input")
+            g.create_dataset("shape", data=np.array([ir.input_size], dtype=np.int64))
+            for i, l in enumerate(ir.layers, start=1):
+                g = layers.create_group(str(i))
+                text(g, "type", "dense")
+                g.create_dataset("shape", data=np.array([l.n_out], dtype=np.int64))
+                g.create_dataset("weight", data=np.where(l.mask, l.fixed.weight, 0).astype(np.int32))
+                n = g.create_group("neuron")
+                text(n, "type", "CUBA")
+                n.create_dataset("iDecay", data=np.int64(l.fixed.du + 1))
+                n.create_dataset("vDecay", data=np.int64(l.fixed.dv))
+                n.create_dataset("vThMant", data=np.int64(l.fixed.vth))
+                n.create_dataset("refDelay", data=np.int64(1))
+                n.create_dataset("gradedSpike", data=np.int64(0))
+
+
+def load_network(path: str, time_steps: int):
+    """``lava.lib.dl.netx.hdf5.Network`` for ``path`` with our reset schedule.
+
+    Raises:
+        IRError: the file is missing, truncated, or not a netx network (names the file).
+    """
+    from lava.lib.dl.netx import hdf5
+
+    try:
+        return hdf5.Network(net_config=path, reset_interval=int(time_steps), reset_offset=1, sparse_fc_layer=True)
+    except Exception as exc:  # h5py OSError/KeyError from a truncated or foreign file
+        raise IRError(f"{path}: lava-dl netx cannot load it ({type(exc).__name__}: {exc})") from None
+
+
+def run_netx(path: str, spikes: np.ndarray, time_steps: int) -> np.ndarray:
+    """Run input spikes ``(T, N, F)`` through the netx network in Lava's fixed-point simulator.
+
+    Returns:
+        The output population's spikes ``(T, N, C)``, aligned like ``loihi-sim``'s.
+    """
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.io.sink import RingBuffer as SpikeOut
+    from lava.proc.io.source import RingBuffer as SpikeIn
+
+    net = load_network(path, time_steps)
+    L = len(net.layers)
+    T, N, _ = spikes.shape
+    data = input_schedule(spikes, L)
+    source = SpikeIn(data=data)
+    sink = SpikeOut(shape=net.out.shape, buffer=data.shape[1])
+    source.s_out.connect(net.inp)
+    net.out.connect(sink.a_in)
+    try:
+        sink.run(condition=RunSteps(num_steps=data.shape[1]), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        raster = np.asarray(sink.data.get())
+    finally:
+        sink.stop()
+    return output_spikes(raster, T, N, L)
+
+
+@register_target("netx")
+def export_netx(ir: NetworkIR, out_dir: str, spikes: Optional[np.ndarray] = None, **_) -> ExportResult:
+    """Quantise ``ir``, write ``out_dir/network.net``, load it with lava-dl netx and, with
+    ``spikes`` ``(T, N, F)``, run it in Lava's fixed-point simulator (``counts``)."""
+    q = quantize(ir) if not ir.quantized else ir
+    check_supported(q)
+    path = os.path.join(out_dir, "network.net")
+    write_netx(q, path)
+    result = ExportResult(target="netx", network=q)
+    result.extra["synapses_counted_from"] = "netx HDF5 weights (non-zero)"
+    result.extra["accuracy_key"] = "netx_in_lava"
+    result.synapses_per_layer = {l.name: int(np.count_nonzero(np.where(l.mask, l.fixed.weight, 0))) for l in q.layers}
+    if spikes is not None:
+        t0 = time.perf_counter()
+        out = run_netx(path, spikes, q.time_steps)
+        result.seconds["run"] = time.perf_counter() - t0
+        result.output_spikes = out
+        result.counts = out.sum(axis=0).astype(np.int64)
+        result.files.append({"path": path, "verified_by": "lava.lib.dl.netx.hdf5.Network, Loihi2SimCfg fixed_pt run"})
+    else:
+        load_network(path, q.time_steps)
+        result.files.append({"path": path, "verified_by": "lava.lib.dl.netx.hdf5.Network (loaded)"})
+    return result
