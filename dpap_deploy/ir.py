@@ -21,6 +21,7 @@ from dpap_deploy.errors import IRError
 from dpap_deploy.fileio import atomic_path
 
 IR_FORMAT = "dpap-deploy-ir/1"
+ACTIVATIONS = ("lif", "relu", "identity")  # "lif": a spiking population; relu/identity: ANN layers
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,8 @@ class FCLayer:
         name: layer name (``fc1`` ...), used in every error and report line.
         weight: float weights ``(n_out, n_in)``, Norse units, zero where pruned.
         mask: surviving synapses ``(n_out, n_in)`` bool.
-        neurons: LIF parameters of the population.
+        neurons: LIF parameters of the population (None for ANN layers).
+        activation: ``"lif"`` (SNN) or, for ANNs, ``"relu"`` / ``"identity"`` (the logits).
         dense_shape: ``(n_out, n_in)`` of the unpruned layer this one came from.
         fixed: fixed-point parameters, set by quantisation.
     """
@@ -83,10 +85,11 @@ class FCLayer:
     name: str
     weight: np.ndarray
     mask: np.ndarray
-    neurons: LIFNeurons
+    neurons: Optional[LIFNeurons]
     dense_shape: tuple
     fixed: Optional[FixedPoint] = None
     kind: str = "fc"
+    activation: str = "lif"
 
     def __post_init__(self):
         self.weight = np.asarray(self.weight, dtype=np.float32)
@@ -96,6 +99,10 @@ class FCLayer:
                 f"layer {self.name!r}: weight {self.weight.shape} and mask {self.mask.shape} must be the same 2-D shape"
             )
         self.dense_shape = tuple(int(s) for s in self.dense_shape)
+        if self.activation not in ACTIVATIONS:
+            raise IRError(f"layer {self.name!r}: activation {self.activation!r} is not one of {ACTIVATIONS}")
+        if (self.activation == "lif") != (self.neurons is not None):
+            raise IRError(f"layer {self.name!r}: LIF layers need neuron parameters, ANN layers ({self.activation}) none")
 
     @property
     def n_in(self) -> int:
@@ -126,7 +133,8 @@ class NetworkIR:
         time_steps: ``T`` per sample.
         dt_s: time step, s.
         layers: the chain; ``layers[-1]`` is the output population (one neuron per class).
-        readout: ``"spike_count"``: class = argmax of output spike counts (first on ties).
+        readout: ``"spike_count"``: class = argmax of output spike counts (first on ties);
+            ``"logits"`` for ANNs (``time_steps = 1``, layers with ``activation`` relu / identity).
         metadata: free-form facts (training, data set) kept with the network.
     """
 
@@ -164,6 +172,11 @@ class NetworkIR:
         return sum(l.synapses_dense for l in self.layers)
 
     @property
+    def spiking(self) -> bool:
+        """True when every layer is a LIF population (an SNN); False for ANNs."""
+        return all(l.activation == "lif" for l in self.layers)
+
+    @property
     def quantized(self) -> bool:
         return all(l.fixed is not None for l in self.layers)
 
@@ -180,8 +193,8 @@ class NetworkIR:
         for i, l in enumerate(self.layers):
             arrays[f"l{i}_weight"] = l.weight
             arrays[f"l{i}_mask"] = l.mask
-            entry = {"name": l.name, "kind": l.kind, "neurons": asdict(l.neurons),
-                     "dense_shape": list(l.dense_shape), "fixed": None}
+            entry = {"name": l.name, "kind": l.kind, "neurons": asdict(l.neurons) if l.neurons else None,
+                     "activation": l.activation, "dense_shape": list(l.dense_shape), "fixed": None}
             if l.fixed is not None:
                 arrays[f"l{i}_fixed_weight"] = l.fixed.weight
                 entry["fixed"] = {k: v for k, v in asdict(l.fixed).items() if k != "weight"}
@@ -208,8 +221,9 @@ class NetworkIR:
                     if e["fixed"] is not None:
                         fixed = FixedPoint(weight=f[f"l{i}_fixed_weight"].astype(np.int32), **e["fixed"])
                     layers.append(FCLayer(name=e["name"], weight=f[f"l{i}_weight"], mask=f[f"l{i}_mask"],
-                                          neurons=LIFNeurons(**e["neurons"]), dense_shape=tuple(e["dense_shape"]),
-                                          fixed=fixed, kind=e["kind"]))
+                                          neurons=LIFNeurons(**e["neurons"]) if e["neurons"] else None,
+                                          dense_shape=tuple(e["dense_shape"]), fixed=fixed, kind=e["kind"],
+                                          activation=e.get("activation", "lif")))
         except IRError:
             raise
         except FileNotFoundError:

@@ -44,12 +44,18 @@ Exporter = Callable[..., ExportResult]
 _TARGETS: Dict[str, Exporter] = {}
 
 
-def register_target(name: str) -> Callable[[Exporter], Exporter]:
-    """Decorator registering an exporter under its CLI name."""
+def register_target(name: str, takes: str = "snn") -> Callable[[Exporter], Exporter]:
+    """Decorator registering an exporter under its CLI name.
+
+    Args:
+        takes: ``"snn"`` (spiking IR; inputs ``(T, N, F)`` spikes) or ``"ann"`` (ANN IR;
+            inputs ``(N, F)``); kept on the function as ``fn.takes``.
+    """
 
     def deco(fn: Exporter) -> Exporter:
         if name in _TARGETS:
             raise ValueError(f"export target {name!r} is registered twice")
+        fn.takes = takes
         _TARGETS[name] = fn
         return fn
 
@@ -60,6 +66,7 @@ def _load_builtin() -> None:
     from dpap_deploy.export import lava_sim  # noqa: F401  (registers "loihi-sim")
     from dpap_deploy.export import netx  # noqa: F401  (registers "netx")
     from dpap_deploy.export import nir_export  # noqa: F401  (registers "nir")
+    from dpap_deploy.export import onnx_export  # noqa: F401  (registers "onnx")
 
 
 def targets() -> List[str]:

@@ -34,7 +34,8 @@ SUPPORTED_KINDS = ("fc",)
 
 def check_supported(ir: NetworkIR) -> None:
     """Raise :class:`UnsupportedLayerError` listing every layer this target cannot export."""
-    bad = [f"{l.name} ({l.kind})" for l in ir.layers if l.kind not in SUPPORTED_KINDS]
+    bad = [f"{l.name} ({l.kind}, {l.activation})" for l in ir.layers
+           if l.kind not in SUPPORTED_KINDS or l.activation != "lif"]
     if bad:
         raise UnsupportedLayerError(f"target loihi-sim supports layer kinds {SUPPORTED_KINDS}; unsupported: {', '.join(bad)}")
 
@@ -189,8 +190,8 @@ def export_loihi_sim(ir: NetworkIR, out_dir: str, spikes: Optional[np.ndarray] =
 
     The processes are built from the saved file's contents, so what is verified is what was written.
     """
+    check_supported(ir)
     q = quantize(ir)
-    check_supported(q)
     path = os.path.join(out_dir, "network.npz")
     q.save(path)
     q = NetworkIR.load(path)

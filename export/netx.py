@@ -36,14 +36,20 @@ SUPPORTED_KINDS = ("fc",)
 
 def check_supported(ir: NetworkIR) -> None:
     """Raise :class:`UnsupportedLayerError` for layers netx cannot express (named)."""
-    bad = [f"{l.name} ({l.kind})" for l in ir.layers if l.kind not in SUPPORTED_KINDS]
-    if bad:
-        raise UnsupportedLayerError(f"target netx supports layer kinds {SUPPORTED_KINDS}; unsupported: {', '.join(bad)}")
+    check_kinds(ir)
     for l in ir.layers:
         if l.fixed.weight_exp != 0:
             raise UnsupportedLayerError(
                 f'target netx: layer "{l.name}" needs weight_exp {l.fixed.weight_exp}; netx derives the exponent '
                 "from the weights and reproduces only weight_exp 0 (use target loihi-sim)")
+
+
+def check_kinds(ir: NetworkIR) -> None:
+    """Raise :class:`UnsupportedLayerError` for layer kinds netx has no block for (named)."""
+    bad = [f"{l.name} ({l.kind}, {l.activation})" for l in ir.layers
+           if l.kind not in SUPPORTED_KINDS or l.activation != "lif"]
+    if bad:
+        raise UnsupportedLayerError(f"target netx supports layer kinds {SUPPORTED_KINDS}; unsupported: {', '.join(bad)}")
 
 
 def write_netx(ir: NetworkIR, path: str) -> None:
@@ -121,6 +127,7 @@ def run_netx(path: str, spikes: np.ndarray, time_steps: int) -> np.ndarray:
 def export_netx(ir: NetworkIR, out_dir: str, spikes: Optional[np.ndarray] = None, **_) -> ExportResult:
     """Quantise ``ir``, write ``out_dir/network.net``, load it with lava-dl netx and, with
     ``spikes`` ``(T, N, F)``, run it in Lava's fixed-point simulator (``counts``)."""
+    check_kinds(ir)
     q = quantize(ir) if not ir.quantized else ir
     check_supported(q)
     path = os.path.join(out_dir, "network.net")

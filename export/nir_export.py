@@ -39,7 +39,8 @@ def to_nir(ir: NetworkIR):
     """
     import nir
 
-    bad = [f"{l.name} ({l.kind})" for l in ir.layers if l.kind not in SUPPORTED_KINDS]
+    bad = [f"{l.name} ({l.kind}, {l.activation})" for l in ir.layers
+           if l.kind not in SUPPORTED_KINDS or l.activation != "lif"]
     if bad:
         raise UnsupportedLayerError(f"target nir supports layer kinds {SUPPORTED_KINDS}; unsupported: {', '.join(bad)}")
     nodes = {"input": nir.Input(input_type={"input": np.array([ir.input_size])})}

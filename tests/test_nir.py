@@ -71,5 +71,5 @@ def test_truncated_or_foreign_files_are_named(tmp_path):
 def test_unsupported_layers_are_rejected_by_name():
     ir = to_ir(_pruned_model(), 8)
     conv = replace(ir, layers=[replace(ir.layers[0], kind="conv")] + ir.layers[1:])
-    with pytest.raises(UnsupportedLayerError, match=r"target nir supports .*unsupported: fc1 \(conv\)"):
+    with pytest.raises(UnsupportedLayerError, match=r"target nir supports .*unsupported: fc1 \(conv, lif\)"):
         to_nir(conv)

@@ -17,11 +17,22 @@ def _tiny():
                                           FCLayer("fc2", rng.normal(1, 1, (3, 6)), np.ones((3, 6), bool), n, (3, 6))])
 
 
+def _tiny_ann():
+    from dataclasses import replace
+
+    ir = _tiny()
+    layers = [replace(l, neurons=None, activation=a) for l, a in zip(ir.layers, ("relu", "identity"))]
+    return replace(ir, layers=layers, time_steps=1, readout="logits")
+
+
 @pytest.mark.parametrize("name", targets())
 def test_every_target_exports_and_verifies(name, tmp_path):
-    ir = _tiny()
-    x = (np.random.default_rng(1).random((6, 3, 8)) < 0.5).astype(np.float32)
-    res = get_target(name)(ir, str(tmp_path), spikes=x)
+    target = get_target(name)
+    if target.takes == "ann":
+        ir, x = _tiny_ann(), np.random.default_rng(1).random((3, 8)).astype(np.float32)
+    else:
+        ir, x = _tiny(), (np.random.default_rng(1).random((6, 3, 8)) < 0.5).astype(np.float32)
+    res = target(ir, str(tmp_path), spikes=x)
     assert res.target == name
     assert res.files and all(os.path.isfile(f["path"]) and f["verified_by"] for f in res.files)
     assert set(res.synapses_per_layer) == {"fc1", "fc2"}
@@ -32,3 +43,11 @@ def test_every_target_exports_and_verifies(name, tmp_path):
 def test_unknown_target():
     with pytest.raises(UnknownTargetError, match="known targets: loihi-sim"):
         get_target("loihi3")
+
+
+def test_spiking_targets_reject_an_ann_by_layer_name(tmp_path):
+    from dpap_deploy.errors import UnsupportedLayerError
+
+    for name in ("loihi-sim", "netx", "nir"):
+        with pytest.raises(UnsupportedLayerError, match=rf"target {name}.*fc1 \(fc, relu\)"):
+            get_target(name)(_tiny_ann(), str(tmp_path))

@@ -96,3 +96,25 @@ def to_ir(model: SpikingMLP, time_steps: int, name: str = "snn", metadata: dict 
         layers.append(FCLayer(nm, w, m.cpu().numpy(), neurons, dense_shape=(dense[l + 1], dense[l])))
     return NetworkIR(name=name, input_size=model.sizes[0], time_steps=int(time_steps), dt_s=float(lif.dt),
                      layers=layers, metadata=dict(metadata or {}))
+
+
+def ann_to_ir(model, name: str = "ann", metadata: dict | None = None) -> NetworkIR:
+    """The IR of a (compacted) :class:`~dpap_deploy.train.models.ANNMLP`: ReLU hidden layers,
+    identity (logits) output, ``time_steps = 1``, readout ``"logits"``.
+
+    Raises:
+        TypeError: not an ANNMLP (conv ANNs are not in the IR yet).
+    """
+    from dpap_deploy.train.models import ANNMLP
+
+    if not isinstance(model, ANNMLP):
+        raise TypeError(f"ann_to_ir supports ANNMLP, got {type(model).__name__}")
+    dense = [model.sizes[0], *model.dense_widths]
+    layers = []
+    n = len(model.layers)
+    for l, (fc, m, nm) in enumerate(zip(model.layers, model.masks, model.layer_names())):
+        w = (fc.weight * m).detach().cpu().numpy()
+        layers.append(FCLayer(nm, w, m.cpu().numpy(), None, dense_shape=(dense[l + 1], dense[l]),
+                              activation="relu" if l < n - 1 else "identity"))
+    return NetworkIR(name=name, input_size=model.sizes[0], time_steps=1, dt_s=0.0, layers=layers,
+                     readout="logits", metadata=dict(metadata or {}))
