@@ -52,11 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of weights, split, batches and spike encoding")
     p.add_argument("--time-steps", type=int, default=32, help="time steps T per sample (default 32)")
     p.add_argument("--hidden", default="256,128", help="hidden layer sizes (default 256,128)")
+    p.add_argument("--model", default="snn-mlp", choices=("snn-mlp", "ann-mlp"),
+                   help="snn-mlp (Norse LIF, default) or ann-mlp (PyTorch ReLU MLP, DPAP's ANN variant; target onnx)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--no-prune", action="store_true", help="train dense (baseline), no DPAP")
-    p.add_argument("--dpap-preset", default="mnist-snn",
-                   help="DPAP constants: mnist-snn (default; the author's MNIST SNN script) or cifar-snn (spec defaults)")
+    p.add_argument("--dpap-preset", default=None,
+                   help="DPAP constants: mnist-snn (default for snn-mlp; the author's MNIST SNN script), mnist-ann "
+                   "(default for ann-mlp) or cifar-snn (the spec's defaults)")
     p.add_argument("--max-test", type=int, default=None, help="simulate only the first N test samples")
     p.add_argument("--require-fit", action="store_true", help="exit with 3 when the network does not fit the profile")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -137,12 +140,15 @@ def run(args: argparse.Namespace) -> int:
     _positive("batch-size", args.batch_size)
     _positive("max-test", args.max_test)
     hidden = _hidden(args.hidden)
+    if args.dpap_preset is None:
+        args.dpap_preset = "mnist-ann" if args.model == "ann-mlp" else "mnist-snn"
     if args.dpap_preset not in PRESETS:
         raise DpapError(f"unknown --dpap-preset {args.dpap_preset!r}; known: {', '.join(sorted(PRESETS))}")
     progress = not args.quiet and sys.stderr.isatty()
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
-    cfg = {"seed": args.seed, "time_steps": args.time_steps, "data": args.data, "test_fraction": 0.2}
+    cfg = {"seed": args.seed, "time_steps": args.time_steps, "data": args.data, "test_fraction": 0.2,
+           "model": args.model}
     if args.from_dir:
         src = args.from_dir
         need = [os.path.join(src, f) for f in ("config.json", "ir.npz", "model.pt")]
@@ -151,13 +157,20 @@ def run(args: argparse.Namespace) -> int:
             raise IRError(f"--from {src!r} holds no exported network (missing {', '.join(os.path.basename(m) for m in missing)})")
         with open(need[0]) as f:
             saved = json.load(f)
-        cfg.update({k: saved[k] for k in ("seed", "time_steps", "data", "test_fraction") if k in saved})
+        cfg.update({k: saved[k] for k in ("seed", "time_steps", "data", "test_fraction", "model") if k in saved})
         if args.data:
             cfg["data"] = args.data
     if cfg["data"]:
         ds = load_npz(cfg["data"], cfg["test_fraction"], cfg["seed"])
     else:
         ds = load_digits(cfg["test_fraction"], cfg["seed"])
+    ann = cfg["model"] == "ann-mlp"
+    if exporter.takes == "ann" and not ann:
+        raise DpapError(f"target {args.target} exports ANNs; train one with --model ann-mlp")
+    if exporter.takes == "snn" and ann:
+        raise DpapError(f"target {args.target} needs a spiking network; --model ann-mlp goes to target onnx")
+    if budget is not None and ann:
+        raise DpapError("--budget-cores/--fit drive the spiking MLP (--model snn-mlp)")
     if budget is not None:  # an impossible budget stops before anything is written
         budget.check_feasible([ds.n_features, *hidden, ds.n_classes], prunable=len(hidden))
     _prepare_out(args.out, args.force)
@@ -189,13 +202,26 @@ def run(args: argparse.Namespace) -> int:
             log.flush()
 
         try:
-            res = train(ds, train_cfg, PRESETS[args.dpap_preset], progress=progress, on_epoch=on_epoch, budget=budget)
+            if ann:
+                from dpap_deploy.train.models import ANNMLP
+
+                torch.manual_seed(args.seed)
+                res = train(ds, train_cfg, PRESETS[args.dpap_preset], progress=progress, on_epoch=on_epoch,
+                            model=ANNMLP([ds.n_features, *hidden, ds.n_classes]), input_kind="static")
+            else:
+                res = train(ds, train_cfg, PRESETS[args.dpap_preset], progress=progress, on_epoch=on_epoch,
+                            budget=budget)
         finally:
             log.close()
         model, history = res.model, res.history
         timing["train"] = res.seconds
-        ir = to_ir(model, args.time_steps, name="digits-snn" if not cfg["data"] else "snn",
-                   metadata={"trained_with": "dpap" if train_cfg.prune else "dense", "seed": args.seed})
+        meta = {"trained_with": "dpap" if train_cfg.prune else "dense", "seed": args.seed}
+        if ann:
+            from dpap_deploy.train.compact import ann_to_ir
+
+            ir = ann_to_ir(model, name="digits-ann" if not cfg["data"] else "ann", metadata=meta)
+        else:
+            ir = to_ir(model, args.time_steps, name="digits-snn" if not cfg["data"] else "snn", metadata=meta)
         ir.save(os.path.join(args.out, "ir.npz"))
         with atomic_path(os.path.join(args.out, "model.pt")) as tmp:
             torch.save({"model_config": model.config(), "state_dict": model.state_dict(),
@@ -205,10 +231,15 @@ def run(args: argparse.Namespace) -> int:
                                                            "profile": args.profile})
 
     # -- evaluate in Norse, export, simulate ---------------------------------------------
-    x_test = test_spikes(ds, cfg["time_steps"], cfg["seed"])
     y_test = ds.y_test
-    if args.max_test:
-        x_test, y_test = x_test[:, : args.max_test], y_test[: args.max_test]
+    if ann:
+        x_test = ds.x_test.astype("float32")
+        if args.max_test:
+            x_test, y_test = x_test[: args.max_test], y_test[: args.max_test]
+    else:
+        x_test = test_spikes(ds, cfg["time_steps"], cfg["seed"])
+        if args.max_test:
+            x_test, y_test = x_test[:, : args.max_test], y_test[: args.max_test]
     pred_norse = classify(predict(model, x_test))
     t0 = time.perf_counter()
     result = exporter(ir, args.out, spikes=x_test, progress=progress)
@@ -239,15 +270,15 @@ def run(args: argparse.Namespace) -> int:
         "target": args.target,
         "profile": profile.name,
         "dataset": {"name": ds.name, "n_train": int(len(ds.y_train)), "n_test": int(len(y_test)),
-                    "time_steps": int(cfg["time_steps"]), "n_features": ds.n_features, "n_classes": ds.n_classes,
+                    "time_steps": 1 if ann else int(cfg["time_steps"]), "n_features": ds.n_features, "n_classes": ds.n_classes,
                     "seed": cfg["seed"]},
         "model": model_section(exported, result.synapses_per_layer,
                                result.extra.get("synapses_counted_from", f"the {args.target} export")),
-        "accuracy": {"norse": float((pred_norse == y_test).mean()),
+        "accuracy": {("torch" if ann else "norse"): float((pred_norse == y_test).mean()),
                      **({sim_key: float((pred_lava == y_test).mean())} if pred_lava is not None else {}),
                      **accuracy_extra},
         "agreement": {"predictions": float((pred_norse == pred_lava).mean()) if pred_lava is not None else None,
-                      "compared": f"norse vs {sim_key}", **agreement_extra},
+                      "compared": f"{'torch' if ann else 'norse'} vs {sim_key}", **agreement_extra},
         "resources": mapping.to_report(),
         "budget": budget.to_report() if budget is not None else None,
         "timing_s": {k: round(v, 3) for k, v in timing.items()},

@@ -27,7 +27,7 @@ REQUIRED = {
     "target": None, "profile": None,
     "dataset": ("name", "n_train", "n_test", "time_steps"),
     "model": ("layers", "neurons", "synapses", "synapses_dense", "sparsity"),
-    "accuracy": ("norse",),
+    "accuracy": (),
     "agreement": ("predictions",),
     "resources": ("cores_used", "cores_available", "fits", "per_layer", "per_core"),
     "timing_s": ("train", "export", "lava_sim"),
@@ -62,6 +62,8 @@ def validate(report: dict) -> None:
         for s in sub or ():
             if s not in report[key]:
                 raise ValueError(f"report misses {key}.{s}")
+    if not {"norse", "torch"} & set(report["accuracy"]):
+        raise ValueError("report misses accuracy.norse (accuracy.torch for an ANN)")
     for i, layer in enumerate(report["model"]["layers"]):
         for k in LAYER_KEYS:
             if k not in layer:
@@ -80,7 +82,7 @@ def summary_text(report: dict) -> str:
     ]
     for l in m["layers"]:
         lines.append(f"  {l['name']:<6} {l['n_in']:>5} -> {l['n_out']:<5} synapses {l['synapses']:>7} / {l['synapses_dense']}")
-    names = {"norse": "Norse (float)", "lava": "Lava fixed point", "nir_in_norse": "NIR file in Norse",
+    names = {"norse": "Norse (float)", "torch": "torch (float)", "onnxruntime": "ONNX in onnxruntime", "lava": "Lava fixed point", "nir_in_norse": "NIR file in Norse",
              "netx_in_lava": "netx file in Lava (lava-dl)",
              "emulator": "emulator (fixed point)"}
     lines.append("accuracy  " + "   ".join(f"{names.get(k, k)} {_pct(v)}" for k, v in a.items())

@@ -94,6 +94,8 @@ def test_existing_run_is_not_overwritten_without_force(run_dir):
     (["--target", "loihi-sim", "--budget-cores", "0"], "--budget-cores must be a positive integer"),
     (["--target", "loihi-sim", "--profile", "loihi1", "--budget-cores", "129"], "loihi1 has only 128 cores"),
     (["--target", "loihi-sim", "--chips", "-1"], "--chips must be a positive integer"),
+    (["--target", "onnx"], "target onnx exports ANNs; train one with --model ann-mlp"),
+    (["--target", "netx", "--model", "ann-mlp"], "target netx needs a spiking network"),
 ])
 def test_bad_arguments_get_a_clear_error_and_no_traceback(tmp_path, args, message):
     r = cli(*args, "--out", str(tmp_path / "o"), "--quiet")
@@ -178,3 +180,16 @@ def test_netx_target_through_the_cli(run_dir, tmp_path):
     # the file lava-dl loads gives loihi-sim's accuracy, and the emulator agrees with it spike for spike
     assert report["accuracy"]["netx_in_lava"] == lava["accuracy"]["lava"]
     assert report["agreement"]["spikes"] == 1.0
+
+
+def test_onnx_target_trains_and_exports_a_pruned_ann(tmp_path):
+    out = tmp_path / "ann"
+    r = cli("--target", "onnx", "--model", "ann-mlp", "--dpap-preset", "cifar-snn", "--epochs", "30", "--lr", "1e-2",
+            "--hidden", "64,32", "--out", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((out / "report.json").read_text())
+    validate(report)
+    assert (out / "network.onnx").is_file() and report["dataset"]["time_steps"] == 1
+    assert report["accuracy"]["torch"] > 0.9 and report["accuracy"]["onnxruntime"] == report["accuracy"]["torch"]
+    assert report["model"]["neurons"] < report["model"]["neurons_dense"]  # DPAP removed neurons, gone from the graph
+    assert "onnxruntime run" in next(f["verified_by"] for f in report["files"] if f["path"].endswith(".onnx"))
