@@ -246,6 +246,8 @@ def run(args: argparse.Namespace) -> int:
     timing["export"] = time.perf_counter() - t0 - result.seconds.get("run", 0.0)
     timing["lava_sim"] = result.seconds.get("run", 0.0)
     sim_key = result.extra.get("accuracy_key", "lava")
+    if result.extra.get("message"):
+        print(f"note      {result.extra['message']}", file=sys.stderr)
     pred_lava = classify(result.counts) if result.counts is not None else None
     exported = result.network if result.network is not None else ir
     mapping = map_network(exported, profile, pack=not args.no_pack)
@@ -283,6 +285,7 @@ def run(args: argparse.Namespace) -> int:
         "budget": budget.to_report() if budget is not None else None,
         "timing_s": {k: round(v, 3) for k, v in timing.items()},
         "fixed_point": result.extra.get("fixed_point"),
+        "target_notes": [result.extra["message"]] if result.extra.get("message") else [],
         "training": {"config": train_cfg.to_dict() if train_cfg else None, "epochs": len(history),
                      "from": args.from_dir},
         "files": result.files + [{"path": os.path.join(args.out, f), "verified_by": None}

@@ -64,6 +64,7 @@ def register_target(name: str, takes: str = "snn") -> Callable[[Exporter], Expor
 
 def _load_builtin() -> None:
     from dpap_deploy.export import lava_sim  # noqa: F401  (registers "loihi-sim")
+    from dpap_deploy.export import loihi2_hw  # noqa: F401  (registers "loihi2")
     from dpap_deploy.export import netx  # noqa: F401  (registers "netx")
     from dpap_deploy.export import nir_export  # noqa: F401  (registers "nir")
     from dpap_deploy.export import onnx_export  # noqa: F401  (registers "onnx")

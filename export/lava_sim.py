@@ -129,11 +129,12 @@ def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed"):
 
 
 def run(ir: NetworkIR, spikes: np.ndarray, progress: bool = False, chunk: int = 2000,
-        precision: str = "fixed") -> Tuple[np.ndarray, dict]:
+        precision: str = "fixed", run_cfg: str = "sim") -> Tuple[np.ndarray, dict]:
     """Run input spikes ``(T, N, F)`` through the exported network in Lava's simulator.
 
     ``precision="fixed"`` (default) runs the quantised network with ``select_tag="fixed_pt"``
     (Loihi's integers); ``"float"`` runs Norse's float parameters with ``"floating_pt"``.
+    ``run_cfg="hw"`` runs on a Loihi 2 chip (``Loihi2HwCfg``; needs Intel's lava-loihi).
 
     Returns:
         ``(counts, info)``: output spike counts ``(N, C)`` and facts of the run
@@ -162,7 +163,12 @@ def run(ir: NetworkIR, spikes: np.ndarray, progress: bool = False, chunk: int = 
     synapses = {l.name: int(syn.weights.init.nnz) for l, (syn, _) in zip(ir.layers, chain)}
     t1 = time.perf_counter()
     steps = data.shape[1]
-    cfg = Loihi2SimCfg(select_tag="fixed_pt" if precision == "fixed" else "floating_pt")
+    if run_cfg == "hw":  # pragma: no cover - Intel's lava-loihi only
+        from lava.magma.core.run_configs import Loihi2HwCfg
+
+        cfg = Loihi2HwCfg()
+    else:
+        cfg = Loihi2SimCfg(select_tag="fixed_pt" if precision == "fixed" else "floating_pt")
     bar = tqdm(total=steps, desc="lava", unit="step", disable=not progress, leave=False)
     done = 0
     try:

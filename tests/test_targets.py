@@ -51,3 +51,16 @@ def test_spiking_targets_reject_an_ann_by_layer_name(tmp_path):
     for name in ("loihi-sim", "netx", "nir"):
         with pytest.raises(UnsupportedLayerError, match=rf"target {name}.*fc1 \(fc, relu\)"):
             get_target(name)(_tiny_ann(), str(tmp_path))
+
+
+def test_loihi2_target_without_lava_loihi_writes_and_says_why(tmp_path):
+    from dpap_deploy.export.loihi2_hw import lava_loihi_available
+
+    assert not lava_loihi_available()  # Intel's lava-loihi is not on PyPI
+    x = (np.random.default_rng(1).random((6, 3, 8)) < 0.5).astype(np.float32)
+    res = get_target("loihi2")(_tiny(), str(tmp_path), spikes=x)
+    assert res.extra["hardware"] is False and "lava-loihi" in res.extra["message"]
+    assert (tmp_path / "network.npz").is_file() and res.counts.shape == (3, 3)
+    (tmp_path / "sim").mkdir()
+    sim = get_target("loihi-sim")(_tiny(), str(tmp_path / "sim"), spikes=x)
+    np.testing.assert_array_equal(res.counts, sim.counts)
