@@ -14,8 +14,9 @@ training and on whole test sets. Per layer and time step (``lava/proc/lif/models
 Each sample starts from zero state, which is what the exported Lava network does with its
 ``LIFReset`` processes (their offsets absorb the one-step delay of every ``Sparse``; see
 ``export/lava_sim.py``), so the emulator's step ``j`` of sample ``k`` is Lava's step
-``k*T + L + j`` for the output population. Integers are exact: the matrix product runs in
-float64, exact for sums below 2^53 (8-bit weights times at most 2^44 inputs).
+``k*T + L + j`` for the output population. All state is integer-valued float64, which is
+exact below 2^53: ``|u|, |v| < 2^23`` times a 12-bit decay stays below 2^36, and the matrix
+product of 9-bit weights with 0/1 spikes below 2^53 for any realistic fan-in.
 """
 from __future__ import annotations
 
@@ -31,9 +32,9 @@ U_LIM = 2 ** 23
 
 
 def _decay(x: torch.Tensor, d: int) -> torch.Tensor:
-    """``sign(x*(4096-d)) * (|x*(4096-d)| >> 12)`` on int64."""
-    p = x * (4096 - d)
-    return torch.sign(p) * torch.div(p.abs(), 4096, rounding_mode="floor")
+    """``sign(x*(4096-d)) * (|x*(4096-d)| >> 12)`` = ``trunc(x * (4096-d)/4096)`` on integer-valued
+    float64: the factor is an exact binary fraction and the product stays below 2^53, so exact."""
+    return torch.trunc(x * ((4096 - d) / 4096.0))
 
 
 def _layer_params(ir: NetworkIR) -> List[dict]:
@@ -42,7 +43,9 @@ def _layer_params(ir: NetworkIR) -> List[dict]:
         if l.fixed is None:
             raise ExportValidationError(f'layer "{l.name}" is not quantised; run export.quantize.quantize first')
         w = np.where(l.mask, l.fixed.weight, 0).astype(np.float64)
-        params.append({"w": torch.from_numpy(w.T.copy()), "exp": int(l.fixed.weight_exp), "du": int(l.fixed.du),
+        exp = int(l.fixed.weight_exp)
+        params.append({"w": torch.from_numpy(w.T.copy()), "w64": torch.from_numpy(np.ascontiguousarray(w.T * 64.0 * 2.0 ** max(exp, 0))),
+                       "exp": exp, "du": int(l.fixed.du),
                        "dv": int(l.fixed.dv), "vth64": int(l.fixed.vth) * 64})
     return params
 
@@ -73,26 +76,32 @@ def emulate(ir: NetworkIR, spikes: np.ndarray, batch_size: int = 512,
     params = _layer_params(ir)
     counts = np.zeros((N, ir.layers[-1].n_out), dtype=np.int64)
     rasters = [np.zeros((T, N, l.n_out), dtype=np.uint8) for l in ir.layers] if record else None
+    lim, two = float(U_LIM), float(2 * U_LIM)
     for b0 in range(0, N, batch_size):
         x = torch.from_numpy(np.ascontiguousarray(spikes[:, b0:b0 + batch_size])).to(torch.float64)
         B = x.shape[1]
-        u = [torch.zeros(B, l.n_out, dtype=torch.int64) for l in ir.layers]
-        v = [torch.zeros(B, l.n_out, dtype=torch.int64) for l in ir.layers]
-        total = torch.zeros(B, ir.layers[-1].n_out, dtype=torch.int64)
+        u = [torch.zeros(B, l.n_out, dtype=torch.float64) for l in ir.layers]
+        v = [torch.zeros(B, l.n_out, dtype=torch.float64) for l in ir.layers]
+        rec = [torch.zeros(T, B, l.n_out, dtype=torch.bool) for l in ir.layers] if record else None
+        total = torch.zeros(B, ir.layers[-1].n_out, dtype=torch.float64)
         for t in range(T):
             s = x[t]
             for i, p in enumerate(params):
-                a = torch.round(s @ p["w"]).to(torch.int64)
-                a = a * (1 << p["exp"]) if p["exp"] >= 0 else torch.div(a, 1 << -p["exp"], rounding_mode="floor")
-                uu = _decay(u[i], p["du"] + 1) + a * 64
-                uu = torch.where(uu > U_LIM, uu - 2 * U_LIM, uu)
-                u[i] = torch.where(uu <= -U_LIM, uu + 2 * U_LIM, uu)
-                vv = torch.clamp(_decay(v[i], p["dv"]) + u[i], -(U_LIM - 1), U_LIM - 1)
+                if p["exp"] >= 0:  # (a << exp) << 6 folded into the weights: one addmm
+                    uu = torch.addmm(_decay(u[i], p["du"] + 1), s, p["w64"])
+                else:  # a >> -exp rounds down before the << 6
+                    a = torch.floor((s @ p["w"]) * (1.0 / (1 << -p["exp"])))
+                    uu = _decay(u[i], p["du"] + 1) + a * 64.0
+                u[i] = lim - torch.remainder(lim - uu, two)  # wrap into (-2^23, 2^23]
+                vv = torch.clamp(_decay(v[i], p["dv"]) + u[i], -(lim - 1), lim - 1)
                 fired = vv > p["vth64"]
-                v[i] = torch.where(fired, torch.zeros_like(vv), vv)
+                v[i] = vv.masked_fill(fired, 0.0)
                 s = fired.to(torch.float64)
                 if record:
-                    rasters[i][t, b0:b0 + B] = fired.numpy()
-            total += fired.to(torch.int64)
-        counts[b0:b0 + B] = total.numpy()
+                    rec[i][t] = fired
+            total += s
+        counts[b0:b0 + B] = total.numpy().astype(np.int64)
+        if record:
+            for i in range(len(params)):
+                rasters[i][:, b0:b0 + B] = rec[i].numpy()
     return counts, rasters

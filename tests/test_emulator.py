@@ -30,3 +30,21 @@ def test_emulator_rejects_unquantised_networks_and_wrong_inputs(digits):
     raw = ir.with_layers([replace(l, fixed=None) for l in ir.layers])
     with pytest.raises(ExportValidationError, match='layer "fc1" is not quantised'):
         emulate(raw, np.zeros((6, 2, 64)))
+
+
+def test_training_reports_the_deployed_fixed_point_accuracy_each_epoch(digits):
+    from dpap_deploy.export.quantize import quantize
+    from dpap_deploy.train.compact import to_ir
+    from dpap_deploy.train.loop import TEST_ENCODING_SEED_OFFSET, TrainConfig, train
+
+    cfg = TrainConfig(epochs=3, time_steps=12, hidden=(48, 24), lr=1e-2, seed=1)
+    res = train(digits, cfg, progress=False)
+    last = res.history[-1]
+    assert all("fixed_point_accuracy" in h for h in res.history)
+    # the figure is what Lava gives for the exported network on the same test encoding
+    x = rate_encode(digits.x_test, 12, seed=1 + TEST_ENCODING_SEED_OFFSET)
+    lava_counts, _ = lava_sim.run(quantize(to_ir(res.model, 12)), x[:, :40])
+    emu_counts, _ = emulate(quantize(to_ir(res.model, 12)), x)
+    np.testing.assert_array_equal(emu_counts[:40], lava_counts)
+    assert last["fixed_point_accuracy"] == float((emu_counts.argmax(1) == digits.y_test).mean())
+    assert abs(last["fixed_point_accuracy"] - last["test_accuracy"]) < 0.1

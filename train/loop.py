@@ -40,6 +40,9 @@ class TrainConfig:
         prune: run DPAP (False trains the same network dense, as a baseline).
         count_scale: SNN loss is ``cross_entropy(count_scale * spike_counts)``.
         compact_every_epoch: physically shrink the network whenever DPAP removed units.
+        fixed_point_eval: for spiking MLPs, also measure the deployed accuracy each epoch: the
+            network quantised as ``loihi-sim`` exports it, run by the fixed-point emulator
+            (``export/emulator.py``, equal to Lava spike for spike) on the test split.
     """
 
     hidden: Sequence[int] = (256, 128)
@@ -51,6 +54,7 @@ class TrainConfig:
     prune: bool = True
     count_scale: float = 0.5
     compact_every_epoch: bool = True
+    fixed_point_eval: bool = True
     lif: LIFConfig = field(default_factory=LIFConfig)
 
     def to_dict(self) -> dict:
@@ -89,6 +93,22 @@ def encode(x: np.ndarray, kind: str, time_steps: int, seed: int) -> np.ndarray:
 def test_spikes(ds: Dataset, time_steps: int, seed: int) -> np.ndarray:
     """The fixed spike encoding of the test split, ``(T, N_test, F)``, shared by Norse and Lava."""
     return rate_encode(ds.x_test, time_steps, seed + TEST_ENCODING_SEED_OFFSET)
+
+
+def fixed_point_accuracy(model: SpikingMLP, x_test: np.ndarray, y_test: np.ndarray, time_steps: int) -> Optional[float]:
+    """Accuracy of ``model`` as deployed: quantised like the ``loihi-sim`` export and run by the
+    batched fixed-point emulator (equal to Lava's simulator spike for spike) on ``x_test`` ``(T, N, F)``."""
+    from dpap_deploy.export.emulator import emulate
+    from dpap_deploy.export.quantize import quantize
+    from dpap_deploy.train.compact import to_ir
+
+    from dpap_deploy.errors import DpapError
+
+    try:
+        counts, _ = emulate(quantize(to_ir(compact(model)[0], time_steps)), x_test)
+    except DpapError:  # e.g. a layer no fixed point can hold yet: no deployed figure this epoch
+        return None
+    return float((classify(counts) == y_test).mean())
 
 
 def _batch_axis(model: MaskedNet) -> int:
@@ -263,6 +283,8 @@ def train(
 
             rec["budget"] = budget.step_epoch(to_ir(compact(model)[0], cfg.time_steps), state, epoch)
         rec["test_accuracy"] = float((classify(predict(model, x_test)) == ds.y_test).mean())
+        if cfg.fixed_point_eval and isinstance(model, SpikingMLP) and input_kind == "rate":
+            rec["fixed_point_accuracy"] = fixed_point_accuracy(model, x_test, ds.y_test, cfg.time_steps)
         rec["layers"] = {nm: {"neurons": int(w), "synapses": int(m.sum())}
                          for nm, w, m in zip(model.layer_names(), model.widths(), model.masks)}
         rec["synapses"] = int(sum(int(m.sum()) for m in model.masks))
