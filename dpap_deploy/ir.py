@@ -104,6 +104,9 @@ class FCLayer:
         if (self.activation == "lif") != (self.neurons is not None):
             raise IRError(f"layer {self.name!r}: LIF layers need neuron parameters, ANN layers ({self.activation}) none")
 
+    def masked_weight(self) -> np.ndarray:
+        return np.where(self.mask, self.weight, 0.0)
+
     @property
     def n_in(self) -> int:
         return int(self.weight.shape[1])
@@ -121,6 +124,83 @@ class FCLayer:
     def synapses_dense(self) -> int:
         """Synapses of the unpruned layer."""
         return int(self.dense_shape[0] * self.dense_shape[1])
+
+
+@dataclass
+class ConvLayer:
+    """2-D convolution synapses into a ``(C_out, H_out, W_out)`` LIF population.
+
+    Average pooling in front of a layer is folded into its weights when the IR is made
+    (``train/compact.py: cnn_to_ir``), so a conv layer here is one convolution: correlation
+    (as ``torch.nn.functional.conv2d``), zero padding, equal stride in both directions.
+
+    Attributes:
+        weight: float kernel ``(C_out, C_in, kH, kW)``, Norse units.
+        mask: surviving channel-to-channel connections ``(C_out, C_in)`` (DPAP's conv granularity).
+        in_shape: ``(C_in, H, W)`` of the input.
+        stride, padding: of the convolution, pixels.
+        dense_shape: ``(C_out, C_in)`` of the unpruned layer.
+        fixed: fixed-point parameters (``weight_exp`` is 0: Lava's fixed-point ``Conv`` has none).
+
+    ``n_in``/``n_out`` count neurons (``C*H*W``); ``synapses`` counts surviving kernel weights,
+    ``synapses_dense`` those of the unpruned kernel (the mapper unrolls the convolution itself).
+    """
+
+    name: str
+    weight: np.ndarray
+    mask: np.ndarray
+    neurons: Optional[LIFNeurons]
+    in_shape: tuple
+    dense_shape: tuple
+    stride: int = 1
+    padding: int = 0
+    fixed: Optional[FixedPoint] = None
+    kind: str = "conv"
+    activation: str = "lif"
+
+    def __post_init__(self):
+        self.weight = np.asarray(self.weight, dtype=np.float32)
+        self.mask = np.asarray(self.mask, dtype=bool)
+        self.in_shape = tuple(int(x) for x in self.in_shape)
+        self.dense_shape = tuple(int(x) for x in self.dense_shape)
+        if self.weight.ndim != 4 or self.mask.shape != self.weight.shape[:2]:
+            raise IRError(f"layer {self.name!r}: conv weight {self.weight.shape} needs 4 dims and mask (C_out, C_in), "
+                          f"got mask {self.mask.shape}")
+        if self.weight.shape[1] != self.in_shape[0]:
+            raise IRError(f"layer {self.name!r}: kernel takes {self.weight.shape[1]} channels, input has {self.in_shape[0]}")
+        if min(self.out_shape) < 1:
+            raise IRError(f"layer {self.name!r}: input {self.in_shape} too small for the kernel")
+
+    @property
+    def kernel(self) -> tuple:
+        return tuple(int(k) for k in self.weight.shape[2:])
+
+    @property
+    def out_shape(self) -> tuple:
+        """``(C_out, H_out, W_out)``."""
+        _, h, w = self.in_shape
+        kh, kw = self.kernel
+        return (int(self.weight.shape[0]), (h + 2 * self.padding - kh) // self.stride + 1,
+                (w + 2 * self.padding - kw) // self.stride + 1)
+
+    def masked_weight(self) -> np.ndarray:
+        return np.where(self.mask[:, :, None, None], self.weight, 0.0)
+
+    @property
+    def n_in(self) -> int:
+        return int(np.prod(self.in_shape))
+
+    @property
+    def n_out(self) -> int:
+        return int(np.prod(self.out_shape))
+
+    @property
+    def synapses(self) -> int:
+        return int(np.count_nonzero(self.masked_weight()))
+
+    @property
+    def synapses_dense(self) -> int:
+        return int(self.dense_shape[0] * self.dense_shape[1] * self.kernel[0] * self.kernel[1])
 
 
 @dataclass
@@ -145,6 +225,7 @@ class NetworkIR:
     layers: List[FCLayer]
     readout: str = "spike_count"
     metadata: dict = field(default_factory=dict)
+    input_shape: Optional[tuple] = None  # (C, H, W) when the first layer is a convolution
 
     def __post_init__(self):
         if not self.layers:
@@ -189,12 +270,15 @@ class NetworkIR:
         arrays = {}
         header = {"format": IR_FORMAT, "name": self.name, "input_size": self.input_size,
                   "time_steps": self.time_steps, "dt_s": self.dt_s, "readout": self.readout,
-                  "metadata": self.metadata, "layers": []}
+                  "metadata": self.metadata, "layers": [],
+                  "input_shape": list(self.input_shape) if self.input_shape else None}
         for i, l in enumerate(self.layers):
             arrays[f"l{i}_weight"] = l.weight
             arrays[f"l{i}_mask"] = l.mask
             entry = {"name": l.name, "kind": l.kind, "neurons": asdict(l.neurons) if l.neurons else None,
                      "activation": l.activation, "dense_shape": list(l.dense_shape), "fixed": None}
+            if l.kind == "conv":
+                entry["conv"] = {"in_shape": list(l.in_shape), "stride": l.stride, "padding": l.padding}
             if l.fixed is not None:
                 arrays[f"l{i}_fixed_weight"] = l.fixed.weight
                 entry["fixed"] = {k: v for k, v in asdict(l.fixed).items() if k != "weight"}
@@ -220,10 +304,14 @@ class NetworkIR:
                     fixed = None
                     if e["fixed"] is not None:
                         fixed = FixedPoint(weight=f[f"l{i}_fixed_weight"].astype(np.int32), **e["fixed"])
-                    layers.append(FCLayer(name=e["name"], weight=f[f"l{i}_weight"], mask=f[f"l{i}_mask"],
-                                          neurons=LIFNeurons(**e["neurons"]) if e["neurons"] else None,
-                                          dense_shape=tuple(e["dense_shape"]), fixed=fixed, kind=e["kind"],
-                                          activation=e.get("activation", "lif")))
+                    common = dict(name=e["name"], weight=f[f"l{i}_weight"], mask=f[f"l{i}_mask"],
+                                  neurons=LIFNeurons(**e["neurons"]) if e["neurons"] else None,
+                                  dense_shape=tuple(e["dense_shape"]), fixed=fixed,
+                                  activation=e.get("activation", "lif"))
+                    if e["kind"] == "conv":
+                        layers.append(ConvLayer(**common, **e["conv"]))
+                    else:
+                        layers.append(FCLayer(**common, kind=e["kind"]))
         except IRError:
             raise
         except FileNotFoundError:
@@ -231,4 +319,5 @@ class NetworkIR:
         except Exception as exc:
             raise IRError(f"network file {path!r} is unreadable or not ours ({type(exc).__name__}: {exc})") from None
         return cls(name=header["name"], input_size=header["input_size"], time_steps=header["time_steps"],
-                   dt_s=header["dt_s"], layers=layers, readout=header["readout"], metadata=header["metadata"])
+                   dt_s=header["dt_s"], layers=layers, readout=header["readout"], metadata=header["metadata"],
+                   input_shape=tuple(header["input_shape"]) if header.get("input_shape") else None)

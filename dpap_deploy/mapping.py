@@ -33,9 +33,34 @@ from dpap_deploy.ir import FCLayer, NetworkIR
 
 
 def surviving(layer: FCLayer) -> sp.csr_matrix:
-    """Surviving synapses of a layer ``(n_out, n_in)``: the mask, and a non-zero integer weight once quantised."""
+    """Surviving synapses of a layer ``(n_out, n_in)``: the mask, and a non-zero integer weight once
+    quantised. A convolution is unrolled: one synapse per (output neuron, input neuron) pair that a
+    surviving kernel weight connects (neurons in torch's ``(C, H, W)`` order)."""
+    if layer.kind == "conv":
+        return conv_connectivity(layer)
     keep = layer.mask if layer.fixed is None else layer.mask & (layer.fixed.weight != 0)
     return sp.csr_matrix(keep)
+
+
+def conv_connectivity(layer) -> sp.csr_matrix:
+    """The unrolled connectivity ``(C_out*H_out*W_out, C_in*H*W)`` of a :class:`~dpap_deploy.ir.ConvLayer`."""
+    w = layer.fixed.weight if layer.fixed is not None else layer.weight
+    live = (w != 0) & layer.mask[:, :, None, None]
+    c_in, h, wd = layer.in_shape
+    c_out, ho, wo = layer.out_shape
+    oy, ox = np.meshgrid(np.arange(ho), np.arange(wo), indexing="ij")
+    rows, cols = [], []
+    for o, i, a, b in zip(*np.nonzero(live)):
+        iy = oy * layer.stride - layer.padding + a
+        ix = ox * layer.stride - layer.padding + b
+        ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < wd)
+        rows.append((o * ho * wo + oy * wo + ox)[ok])
+        cols.append((i * h * wd + iy * wd + ix)[ok])
+    r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    c = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+    m = sp.csr_matrix((np.ones(len(r), dtype=bool), (r, c)), shape=(c_out * ho * wo, c_in * h * wd))
+    m.sum_duplicates()
+    return m
 
 
 def axon_memory_bits(counts: np.ndarray, bits_per_synapse: int, profile: Profile) -> np.ndarray:
@@ -420,7 +445,9 @@ def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
         if not 0 <= int(l.fixed.vth) < 2 ** num.threshold_bits:
             violations.append(f'layer "{l.name}": vth = {int(l.fixed.vth)} needs more than the {num.threshold_bits} '
                               f"bits {profile.name} has (0..{2 ** num.threshold_bits - 1})")
-        bits = weight_bits_needed(l.fixed.weight[l.mask])
+        live = l.fixed.weight[l.mask] if l.kind != "conv" else l.fixed.weight[l.mask[:, :, None, None]
+                                                                                & (l.fixed.weight != 0)]
+        bits = weight_bits_needed(live)
         if bits > num.weight_bits:
             violations.append(f'layer "{l.name}": weights need {bits} bits; {profile.name} stores {num.weight_bits}')
     # lower bounds on cores: neurons; synaptic memory (below); input axons with every layer

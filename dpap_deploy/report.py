@@ -35,18 +35,25 @@ REQUIRED = {
 LAYER_KEYS = ("name", "kind", "n_in", "n_out", "synapses", "synapses_dense")
 
 
+def _neurons_dense(layer) -> int:
+    """Neurons of the unpruned layer (conv: channels x output pixels)."""
+    if layer.kind == "conv":
+        return int(layer.dense_shape[0] * layer.out_shape[1] * layer.out_shape[2])
+    return int(layer.dense_shape[0])
+
+
 def model_section(ir: NetworkIR, synapses_per_layer: Dict[str, int], counted_from: str) -> dict:
     """The ``model`` section; synapse counts come from the exported network."""
     layers = []
     for l in ir.layers:
         layers.append({"name": l.name, "kind": l.kind, "n_in": l.n_in, "n_out": l.n_out,
-                       "neurons_dense": l.dense_shape[0], "synapses": int(synapses_per_layer[l.name]),
+                       "neurons_dense": _neurons_dense(l), "synapses": int(synapses_per_layer[l.name]),
                        "synapses_dense": l.synapses_dense})
     syn = sum(x["synapses"] for x in layers)
     dense = sum(x["synapses_dense"] for x in layers)
     return {
         "name": ir.name, "layers": layers,
-        "neurons": ir.neurons, "neurons_dense": sum(l.dense_shape[0] for l in ir.layers),
+        "neurons": ir.neurons, "neurons_dense": sum(_neurons_dense(l) for l in ir.layers),
         "synapses": syn, "synapses_dense": dense,
         "sparsity": round(1.0 - syn / dense, 6) if dense else 0.0,
         "compression_ratio": round(dense / syn, 4) if syn else None,

@@ -42,11 +42,16 @@ def _layer_params(ir: NetworkIR) -> List[dict]:
     for l in ir.layers:
         if l.fixed is None:
             raise ExportValidationError(f'layer "{l.name}" is not quantised; run export.quantize.quantize first')
-        w = np.where(l.mask, l.fixed.weight, 0).astype(np.float64)
         exp = int(l.fixed.weight_exp)
-        params.append({"w": torch.from_numpy(w.T.copy()), "w64": torch.from_numpy(np.ascontiguousarray(w.T * 64.0 * 2.0 ** max(exp, 0))),
-                       "exp": exp, "du": int(l.fixed.du),
-                       "dv": int(l.fixed.dv), "vth64": int(l.fixed.vth) * 64})
+        common = {"exp": exp, "du": int(l.fixed.du), "dv": int(l.fixed.dv), "vth64": int(l.fixed.vth) * 64}
+        if l.kind == "conv":  # torch layout (C_out, C_in, kH, kW), correlation as in the model
+            w = np.where(l.mask[:, :, None, None], l.fixed.weight, 0).astype(np.float64)
+            params.append({**common, "conv": True, "w64": torch.from_numpy(w * 64.0), "in_shape": l.in_shape,
+                           "stride": l.stride, "padding": l.padding})
+            continue
+        w = np.where(l.mask, l.fixed.weight, 0).astype(np.float64)
+        params.append({**common, "conv": False, "w": torch.from_numpy(w.T.copy()),
+                       "w64": torch.from_numpy(np.ascontiguousarray(w.T * 64.0 * 2.0 ** max(exp, 0)))})
     return params
 
 
@@ -57,7 +62,8 @@ def emulate(ir: NetworkIR, spikes: np.ndarray, batch_size: int = 512,
 
     Args:
         ir: a quantised network (``FCLayer.fixed`` set, e.g. ``network.npz`` of ``loihi-sim``).
-        spikes: ``(T, N, F)`` 0/1 input spikes, time first.
+        spikes: ``(T, N, F)`` 0/1 input spikes, time first (``(T, N, C, H, W)`` for a network
+            whose first layer is a convolution).
         batch_size: samples per batch.
         record: also return every population's spikes.
 
@@ -69,6 +75,8 @@ def emulate(ir: NetworkIR, spikes: np.ndarray, batch_size: int = 512,
         ExportValidationError: unquantised layers, or input ``T``/``F`` unlike the network's.
     """
     spikes = np.asarray(spikes)
+    if spikes.ndim == 5:
+        spikes = spikes.reshape(spikes.shape[0], spikes.shape[1], -1)
     T, N, F = spikes.shape
     if T != ir.time_steps or F != ir.input_size:
         raise ExportValidationError(
@@ -87,7 +95,12 @@ def emulate(ir: NetworkIR, spikes: np.ndarray, batch_size: int = 512,
         for t in range(T):
             s = x[t]
             for i, p in enumerate(params):
-                if p["exp"] >= 0:  # (a << exp) << 6 folded into the weights: one addmm
+                if p["conv"]:  # Lava's Conv: 24-bit integer sum, no weight exponent
+                    a64 = torch.nn.functional.conv2d(s.reshape(B, *p["in_shape"]), p["w64"], stride=p["stride"],
+                                                     padding=p["padding"]).reshape(B, -1)
+                    a64 = torch.clamp(a64, -64.0 * lim, 64.0 * (lim - 1))  # lava conv utils.signed_clamp(24 bits)
+                    uu = _decay(u[i], p["du"] + 1) + a64
+                elif p["exp"] >= 0:  # (a << exp) << 6 folded into the weights: one addmm
                     uu = torch.addmm(_decay(u[i], p["du"] + 1), s, p["w64"])
                 else:  # a >> -exp rounds down before the << 6
                     a = torch.floor((s @ p["w"]) * (1.0 / (1 << -p["exp"])))

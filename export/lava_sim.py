@@ -29,7 +29,7 @@ from dpap_deploy.export import ExportResult, register_target
 from dpap_deploy.export.quantize import quantize
 from dpap_deploy.ir import NetworkIR
 
-SUPPORTED_KINDS = ("fc",)
+SUPPORTED_KINDS = ("fc", "conv")
 
 
 def check_supported(ir: NetworkIR) -> None:
@@ -40,26 +40,49 @@ def check_supported(ir: NetworkIR) -> None:
         raise UnsupportedLayerError(f"target loihi-sim supports layer kinds {SUPPORTED_KINDS}; unsupported: {', '.join(bad)}")
 
 
-def sparse_weights(ir: NetworkIR) -> List[sp.csr_matrix]:
-    """Per layer the CSR weight matrix ``(n_out, n_in)`` handed to Lava: surviving, non-zero integers only."""
+def sparse_weights(ir: NetworkIR) -> List[Optional[sp.csr_matrix]]:
+    """Per fully connected layer the CSR weight matrix ``(n_out, n_in)`` handed to Lava:
+    surviving, non-zero integers only (None for conv layers)."""
     mats = []
     for l in ir.layers:
+        if l.kind == "conv":
+            mats.append(None)
+            continue
         w = sp.csr_matrix(np.where(l.mask, l.fixed.weight, 0).astype(np.int32))
         w.eliminate_zeros()
         mats.append(w)
     return mats
 
 
+def lava_conv_weight(kernel: np.ndarray) -> np.ndarray:
+    """A torch-layout correlation kernel ``(C_out, C_in, kH, kW)`` as Lava's ``Conv`` weight
+    ``(C_out, kW, kH, C_in)``: Lava flips the kernel (it convolves; ``lava/proc/conv/utils.py: conv``)."""
+    return np.ascontiguousarray(np.transpose(kernel, (0, 3, 2, 1))[:, ::-1, ::-1])
+
+
+def layer_synapses(l, w: Optional[sp.csr_matrix]) -> int:
+    """Surviving synapses of a layer as handed to Lava: CSR entries, or a conv kernel's non-zero weights."""
+    if l.kind == "conv":
+        return int(np.count_nonzero(np.where(l.mask[:, :, None, None], l.fixed.weight, 0)))
+    return int(w.nnz)
+
+
 def input_schedule(spikes: np.ndarray, n_layers: int) -> np.ndarray:
     """Lay a batch of spike trains end to end for one long run.
 
     Args:
-        spikes: ``(T, N, F)`` 0/1.
+        spikes: ``(T, N, F)`` 0/1, or ``(T, N, C, H, W)`` for a network starting with a convolution.
         n_layers: ``L``, the synaptic delays to flush at the end.
 
     Returns:
-        ``(F, N*T + L)`` int32, column ``k*T + j`` = sample ``k`` at step ``j``.
+        ``(F, N*T + L)`` int32 (``(W, H, C, N*T + L)``: Lava's conv layout), column ``k*T + j`` =
+        sample ``k`` at step ``j``.
     """
+    if spikes.ndim == 5:  # (T, N, C, H, W) -> Lava's (W, H, C, steps)
+        T, N, C, H, W = spikes.shape
+        data = np.zeros((W, H, C, N * T + n_layers), dtype=np.int32)
+        data[..., : N * T] = spikes.transpose(4, 3, 2, 1, 0).reshape(W, H, C, N * T)
+        return data
     T, N, F = spikes.shape
     data = np.zeros((F, N * T + n_layers), dtype=np.int32)
     data[:, : N * T] = spikes.transpose(2, 1, 0).reshape(F, N * T)
@@ -96,6 +119,7 @@ def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed"):
     """
     from lava.proc.io.sink import RingBuffer as SpikeOut
     from lava.proc.io.source import RingBuffer as SpikeIn
+    from lava.proc.conv.process import Conv
     from lava.proc.lif.process import LIFReset
     from lava.proc.sparse.process import Sparse
 
@@ -107,23 +131,40 @@ def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed"):
     chain = []
     weights = sparse_weights(ir) if precision == "fixed" else [None] * len(ir.layers)
     for i, (layer, w) in enumerate(zip(ir.layers, weights)):
-        common = dict(shape=(layer.n_out,), bias_mant=0, reset_interval=T, reset_offset=(i + 2) % T,
-                      name=f"{layer.name}_neurons")
-        if precision == "fixed":
-            f = layer.fixed
-            syn = Sparse(weights=w, weight_exp=int(f.weight_exp), num_weight_bits=8, name=f"{layer.name}_synapses")
-            lif = LIFReset(du=int(f.du), dv=int(f.dv), vth=int(f.vth), **common)
+        conv = layer.kind == "conv"
+        if conv:
+            c_out, h_out, w_out = layer.out_shape
+            shape = (w_out, h_out, c_out)  # Lava's (W, H, C)
         else:
-            n = layer.neurons
-            a_v = ir.dt_s / n.tau_mem_s
+            shape = (layer.n_out,)
+            if i > 0 and ir.layers[i - 1].kind == "conv":  # flatten in torch's (C, H, W) order
+                port = port.transpose([2, 1, 0]).flatten()
+        common = dict(shape=shape, bias_mant=0, reset_interval=T, reset_offset=(i + 2) % T,
+                      name=f"{layer.name}_neurons")
+        n = layer.neurons
+        a_v = ir.dt_s / n.tau_mem_s
+        if conv:
+            c_in, h_in, w_in = layer.in_shape
+            kernel = layer.fixed.weight if precision == "fixed" else a_v * layer.weight.astype(np.float64)
+            kernel = np.where(layer.mask[:, :, None, None], kernel, 0)
+            syn = Conv(weight=lava_conv_weight(kernel), input_shape=(w_in, h_in, c_in), padding=layer.padding,
+                       stride=layer.stride, name=f"{layer.name}_synapses")
+        elif precision == "fixed":
+            syn = Sparse(weights=w, weight_exp=int(layer.fixed.weight_exp), num_weight_bits=8,
+                         name=f"{layer.name}_synapses")
+        else:
             wf = sp.csr_matrix(np.where(layer.mask, a_v * layer.weight.astype(np.float64), 0.0))
             syn = Sparse(weights=wf, name=f"{layer.name}_synapses")
+        if precision == "fixed":
+            f = layer.fixed
+            lif = LIFReset(du=int(f.du), dv=int(f.dv), vth=int(f.vth), **common)
+        else:
             lif = LIFReset(du=ir.dt_s / n.tau_syn_s, dv=a_v, vth=float(n.v_th), **common)
         port.connect(syn.s_in)
         syn.a_out.connect(lif.a_in)
         port = lif.s_out
         chain.append((syn, lif))
-    sink = SpikeOut(shape=(ir.layers[-1].n_out,), buffer=data.shape[1])
+    sink = SpikeOut(shape=(ir.layers[-1].n_out,), buffer=data.shape[-1])
     port.connect(sink.a_in)
     return source, chain, sink
 
@@ -151,7 +192,11 @@ def run(ir: NetworkIR, spikes: np.ndarray, progress: bool = False, chunk: int = 
     if precision == "fixed" and not ir.quantized:
         ir = quantize(ir)
     check_supported(ir)
-    T, N, F = spikes.shape
+    T, N = spikes.shape[:2]
+    F = int(np.prod(spikes.shape[2:]))
+    if ir.layers[0].kind == "conv" and spikes.ndim != 5:
+        raise ExportValidationError(f"network {ir.name!r} starts with a convolution: input spikes must be "
+                                    f"(T, N, C, H, W), got {spikes.shape}")
     if T != ir.time_steps or F != ir.input_size:
         raise ExportValidationError(
             f"input spikes have T={T}, F={F}; network {ir.name!r} expects T={ir.time_steps}, F={ir.input_size}"
@@ -160,9 +205,10 @@ def run(ir: NetworkIR, spikes: np.ndarray, progress: bool = False, chunk: int = 
     t0 = time.perf_counter()
     data = input_schedule(spikes, L)
     source, chain, sink = build(ir, data, precision)
-    synapses = {l.name: int(syn.weights.init.nnz) for l, (syn, _) in zip(ir.layers, chain)}
+    synapses = {l.name: (int(np.count_nonzero(syn.weight.init)) if l.kind == "conv" else int(syn.weights.init.nnz))
+                for l, (syn, _) in zip(ir.layers, chain)}
     t1 = time.perf_counter()
-    steps = data.shape[1]
+    steps = data.shape[-1]
     if run_cfg == "hw":  # pragma: no cover - Intel's lava-loihi only
         from lava.magma.core.run_configs import Loihi2HwCfg
 
@@ -212,7 +258,7 @@ def export_loihi_sim(ir: NetworkIR, out_dir: str, spikes: Optional[np.ndarray] =
         result.output_spikes = info["output_spikes"]
         result.files.append({"path": path, "verified_by": "lava-nc Loihi2SimCfg(select_tag='fixed_pt')"})
     else:
-        result.synapses_per_layer = {l.name: int(w.nnz) for l, w in zip(q.layers, sparse_weights(q))}
+        result.synapses_per_layer = {l.name: layer_synapses(l, w) for l, w in zip(q.layers, sparse_weights(q))}
         result.files.append({"path": path, "verified_by": None})
     result.extra["fixed_point"] = [
         {"layer": l.name, "weight_exp": l.fixed.weight_exp, "du": l.fixed.du, "dv": l.fixed.dv, "vth": l.fixed.vth}

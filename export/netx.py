@@ -112,11 +112,11 @@ def run_netx(path: str, spikes: np.ndarray, time_steps: int) -> np.ndarray:
     T, N, _ = spikes.shape
     data = input_schedule(spikes, L)
     source = SpikeIn(data=data)
-    sink = SpikeOut(shape=net.out.shape, buffer=data.shape[1])
+    sink = SpikeOut(shape=net.out.shape, buffer=data.shape[-1])
     source.s_out.connect(net.inp)
     net.out.connect(sink.a_in)
     try:
-        sink.run(condition=RunSteps(num_steps=data.shape[1]), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        sink.run(condition=RunSteps(num_steps=data.shape[-1]), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
         raster = np.asarray(sink.data.get())
     finally:
         sink.stop()

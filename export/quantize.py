@@ -76,6 +76,9 @@ def to_even_int(x: np.ndarray) -> np.ndarray:
 def quantize_layer(layer: FCLayer, dt_s: float, min_vth: int = 256) -> FCLayer:
     """Fixed-point parameters of one layer (see the module docstring for the formulas).
 
+    Conv layers (``ConvLayer``) get ``weight_exp = 0`` always: Lava's fixed-point ``Conv``
+    (``lava/proc/conv/models.py``) applies none.
+
     Raises:
         QuantizationError: decays out of range, or a threshold that no weight exponent
             in ``[-8, 7]`` fits into 17 bits.
@@ -87,7 +90,8 @@ def quantize_layer(layer: FCLayer, dt_s: float, min_vth: int = 256) -> FCLayer:
     if n.v_th <= 0:
         raise QuantizationError(f"layer {layer.name!r}: threshold v_th = {n.v_th:g} must be > 0")
     a_v = dt_s / n.tau_mem_s
-    w = a_v * np.where(layer.mask, layer.weight, 0.0).astype(np.float64)
+    w = a_v * layer.masked_weight().astype(np.float64)
+    conv = layer.kind == "conv"
     m = float(np.abs(w).max()) if w.size else 0.0
     if m == 0.0:
         fixed = FixedPoint(np.zeros(w.shape, np.int32), 0, du, dv, min(VTH_MAX, max(1, int(min_vth))), 0.0)
@@ -99,6 +103,11 @@ def quantize_layer(layer: FCLayer, dt_s: float, min_vth: int = 256) -> FCLayer:
     elif vth0 < min_vth:
         exp = int(math.ceil(math.log2(min_vth / vth0)))
     exp = int(np.clip(exp, *WEIGHT_EXP_RANGE))
+    if conv and exp > 0:  # Lava's fixed-point Conv has no weight exponent: keep a smaller vth instead
+        exp = 0
+    elif conv and exp < 0:
+        raise QuantizationError(f"layer {layer.name!r}: a convolution's threshold needs weight_exp {exp}, and "
+                                "Lava's fixed-point Conv applies no weight exponent")
     s = W_MAX_EVEN * 2.0**exp / m
     vth = int(round(s * n.v_th))
     if not (1 <= vth <= VTH_MAX):
@@ -107,7 +116,7 @@ def quantize_layer(layer: FCLayer, dt_s: float, min_vth: int = 256) -> FCLayer:
             f"with weight_exp in {list(WEIGHT_EXP_RANGE)} (largest |dt/tau_mem * w| = {m:g})"
         )
     w_int = to_even_int(s * w / 2.0**exp)
-    w_int[~layer.mask] = 0
+    w_int[~(layer.mask[:, :, None, None] if conv else layer.mask) & np.ones(w_int.shape, bool)] = 0
     return replace(layer, fixed=FixedPoint(w_int, exp, du, dv, vth, s))
 
 

@@ -118,3 +118,92 @@ def ann_to_ir(model, name: str = "ann", metadata: dict | None = None) -> Network
                               activation="relu" if l < n - 1 else "identity"))
     return NetworkIR(name=name, input_size=model.sizes[0], time_steps=1, dt_s=0.0, layers=layers,
                      readout="logits", metadata=dict(metadata or {}))
+
+
+def fold_pool_into_conv(weight: np.ndarray, pool: int, padding: int) -> Tuple[np.ndarray, int, int]:
+    """A convolution on the ``pool``-average-pooled input as one convolution on the unpooled input.
+
+    ``conv(avgpool_p(z), K, pad)`` equals ``conv(z, K', stride=p, pad=p*pad)`` with the kernel
+    ``K'[o, i, a*p + u, b*p + v] = K[o, i, a, b] / p**2`` (``u, v < p``), when the pooled input's
+    height and width are ``H // p`` exactly (checked by the caller: ``H % p == 0``).
+
+    Returns:
+        ``(K', stride, padding)``.
+    """
+    k_out = np.repeat(np.repeat(weight, pool, axis=2), pool, axis=3) / float(pool * pool)
+    return k_out, pool, padding * pool
+
+
+def fold_pool_into_fc(weight: np.ndarray, mask: np.ndarray, in_shape: Tuple[int, int, int], pool: int):
+    """An FC layer on ``flatten(avgpool_p(z))`` as one FC layer on ``flatten(z)``, ``z`` of
+    ``in_shape = (C, H, W)`` (torch's flatten order ``c, y, x``); pixels the pooling drops
+    (``y >= (H // p) * p``) get no synapse.
+
+    Returns:
+        ``(weight (n, C*H*W), mask (n, C*H*W))``.
+    """
+    c, h, w = in_shape
+    hp, wp = h // pool, w // pool
+    n = weight.shape[0]
+    wr = weight.reshape(n, c, hp, wp)
+    mr = mask.reshape(n, c, hp, wp)
+    big_w = np.zeros((n, c, h, w), dtype=np.float64)
+    big_m = np.zeros((n, c, h, w), dtype=bool)
+    big_w[:, :, : hp * pool, : wp * pool] = np.repeat(np.repeat(wr, pool, 2), pool, 3) / float(pool * pool)
+    big_m[:, :, : hp * pool, : wp * pool] = np.repeat(np.repeat(mr, pool, 2), pool, 3)
+    return big_w.reshape(n, -1), big_m.reshape(n, -1)
+
+
+def cnn_to_ir(model, time_steps: int, name: str = "snn-cnn", metadata: dict | None = None) -> NetworkIR:
+    """The IR of a (compacted) :class:`~dpap_deploy.train.models.SpikingCNN`, input ``(C, H, W)``.
+
+    Every ``AvgPool2d`` of the model is folded into the weights of the layer after it
+    (:func:`fold_pool_into_conv`, :func:`fold_pool_into_fc`): pooling is linear, so the IR
+    computes exactly what the model does, with only convolutions and fully connected layers
+    (what Lava's ``Conv`` and ``Sparse`` synapses provide).
+
+    Raises:
+        UnsupportedLayerError: a pooled feature map whose size is not a multiple of the pool
+            factor feeds a convolution (the fold would read pixels the pooling drops).
+    """
+    from dpap_deploy.errors import UnsupportedLayerError
+    from dpap_deploy.ir import ConvLayer
+    from dpap_deploy.train.models import SpikingCNN
+
+    if not isinstance(model, SpikingCNN):
+        raise TypeError(f"cnn_to_ir supports SpikingCNN, got {type(model).__name__}")
+    lif = model.lif
+    neurons = LIFNeurons(tau_syn_s=1.0 / lif.tau_syn_inv, tau_mem_s=1.0 / lif.tau_mem_inv, v_th=lif.v_th)
+    names = model.layer_names()
+    dense = model.dense_widths
+    p, k = model.pool, model.kernel
+    layers = []
+    shape = model.in_shape  # (C, H, W) the next layer receives, before any pooling
+    pooled_in = False
+    c_prev_dense = model.in_shape[0]
+    for l, (layer, m) in enumerate(zip(model.layers, model.masks)):
+        w = (layer.weight * m).detach().cpu().numpy().astype(np.float64)
+        mk = m.cpu().numpy()
+        if l < model.n_conv:
+            ch_mask = mk.any(axis=(2, 3))
+            stride, pad = 1, k // 2
+            if pooled_in:
+                if shape[1] % p or shape[2] % p:
+                    raise UnsupportedLayerError(
+                        f'layer "{names[l]}": its input {shape} is pooled by {p} with a remainder; the pooling '
+                        "cannot be folded into the convolution")
+                w, stride, pad = fold_pool_into_conv(w, p, pad)
+            conv = ConvLayer(names[l], w, ch_mask, neurons, in_shape=shape, dense_shape=(dense[l], c_prev_dense),
+                             stride=stride, padding=pad)
+            layers.append(conv)
+            shape, pooled_in, c_prev_dense = conv.out_shape, True, dense[l]
+        else:
+            if l == model.n_conv:  # flatten(avgpool(conv output))
+                w, mk = fold_pool_into_fc(w, mk, shape, p)
+                n_in_dense = c_prev_dense * (shape[1] // p) * (shape[2] // p)
+            else:
+                n_in_dense = dense[l - 1]
+            layers.append(FCLayer(names[l], w, mk, neurons, dense_shape=(dense[l], n_in_dense)))
+    return NetworkIR(name=name, input_size=int(np.prod(model.in_shape)), time_steps=int(time_steps),
+                     dt_s=float(lif.dt), layers=layers, metadata=dict(metadata or {}),
+                     input_shape=tuple(model.in_shape))
