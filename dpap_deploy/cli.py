@@ -51,9 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=40, help="training epochs (default 40)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, split, batches and spike encoding")
     p.add_argument("--time-steps", type=int, default=32, help="time steps T per sample (default 32)")
-    p.add_argument("--hidden", default="256,128", help="hidden layer sizes (default 256,128)")
-    p.add_argument("--model", default="snn-mlp", choices=("snn-mlp", "ann-mlp"),
-                   help="snn-mlp (Norse LIF, default) or ann-mlp (PyTorch ReLU MLP, DPAP's ANN variant; target onnx)")
+    p.add_argument("--hidden", default=None,
+                   help="hidden fully connected sizes (default 256,128; 64 for snn-cnn)")
+    p.add_argument("--model", default="snn-mlp", choices=("snn-mlp", "snn-cnn", "ann-mlp"),
+                   help="snn-mlp (Norse LIF MLP on rate-coded digits, default), snn-cnn (Norse conv SNN on "
+                   "event-digits, 20x20 DVS frames) or ann-mlp (PyTorch ReLU MLP, DPAP's ANN variant; target onnx)")
+    p.add_argument("--channels", default="8,16", help="snn-cnn: conv channels per block (conv3x3-LIF-avgpool2)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--no-prune", action="store_true", help="train dense (baseline), no DPAP")
@@ -103,6 +106,7 @@ def preload_lava() -> None:
 
 def run(args: argparse.Namespace) -> int:
     preload_lava()
+    import numpy as np
     import torch
 
     from dpap_deploy.data import load_digits, load_npz
@@ -139,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
     _positive("epochs", args.epochs)
     _positive("batch-size", args.batch_size)
     _positive("max-test", args.max_test)
-    hidden = _hidden(args.hidden)
+    hidden = _hidden(args.hidden or ("64" if args.model == "snn-cnn" else "256,128"))
+    channels = _hidden(args.channels)
     if args.dpap_preset is None:
         args.dpap_preset = "mnist-ann" if args.model == "ann-mlp" else "mnist-snn"
     if args.dpap_preset not in PRESETS:
@@ -160,7 +165,14 @@ def run(args: argparse.Namespace) -> int:
         cfg.update({k: saved[k] for k in ("seed", "time_steps", "data", "test_fraction", "model") if k in saved})
         if args.data:
             cfg["data"] = args.data
-    if cfg["data"]:
+    cnn = cfg["model"] == "snn-cnn"
+    if cnn and cfg["data"]:
+        raise DpapError("--model snn-cnn trains on the bundled event-digits; --data is for the MLPs")
+    if cnn:
+        from dpap_deploy.events import load_event_digits
+
+        ds = load_event_digits(time_steps=cfg["time_steps"], test_fraction=cfg["test_fraction"], seed=cfg["seed"])
+    elif cfg["data"]:
         ds = load_npz(cfg["data"], cfg["test_fraction"], cfg["seed"])
     else:
         ds = load_digits(cfg["test_fraction"], cfg["seed"])
@@ -169,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
         raise DpapError(f"target {args.target} exports ANNs; train one with --model ann-mlp")
     if exporter.takes == "snn" and ann:
         raise DpapError(f"target {args.target} needs a spiking network; --model ann-mlp goes to target onnx")
-    if budget is not None and ann:
+    if budget is not None and cfg["model"] != "snn-mlp":
         raise DpapError("--budget-cores/--fit drive the spiking MLP (--model snn-mlp)")
     if budget is not None:  # an impossible budget stops before anything is written
         budget.check_feasible([ds.n_features, *hidden, ds.n_classes], prunable=len(hidden))
@@ -187,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
             model.dense_widths = ckpt.get("dense_widths") or model.widths()
         except Exception as exc:
             raise IRError(f"{args.from_dir}/model.pt is not a dpap-deploy checkpoint ({type(exc).__name__}: {exc})") from None
-        if ir.input_size != ds.n_features or ir.n_classes < ds.n_classes:
+        if not cnn and (ir.input_size != ds.n_features or ir.n_classes < ds.n_classes):
             raise DataError(f"data {ds.name!r} has {ds.n_features} features and {ds.n_classes} classes; the network "
                             f"in {args.from_dir!r} takes {ir.input_size} inputs and has {ir.n_classes} outputs")
         train_cfg = None
@@ -208,6 +220,13 @@ def run(args: argparse.Namespace) -> int:
                 torch.manual_seed(args.seed)
                 res = train(ds, train_cfg, PRESETS[args.dpap_preset], progress=progress, on_epoch=on_epoch,
                             model=ANNMLP([ds.n_features, *hidden, ds.n_classes]), input_kind="static")
+            elif cnn:
+                from dpap_deploy.train.models import SpikingCNN
+
+                torch.manual_seed(args.seed)
+                res = train(ds, train_cfg, PRESETS[args.dpap_preset], progress=progress, on_epoch=on_epoch,
+                            model=SpikingCNN(ds.x_train.shape[2:], channels, hidden, ds.n_classes),
+                            input_kind="frames")
             else:
                 res = train(ds, train_cfg, PRESETS[args.dpap_preset], progress=progress, on_epoch=on_epoch,
                             budget=budget)
@@ -220,6 +239,10 @@ def run(args: argparse.Namespace) -> int:
             from dpap_deploy.train.compact import ann_to_ir
 
             ir = ann_to_ir(model, name="digits-ann" if not cfg["data"] else "ann", metadata=meta)
+        elif cnn:
+            from dpap_deploy.train.compact import cnn_to_ir
+
+            ir = cnn_to_ir(model, args.time_steps, name="event-digits-cnn", metadata=meta)
         else:
             ir = to_ir(model, args.time_steps, name="digits-snn" if not cfg["data"] else "snn", metadata=meta)
         ir.save(os.path.join(args.out, "ir.npz"))
@@ -237,7 +260,12 @@ def run(args: argparse.Namespace) -> int:
         if args.max_test:
             x_test, y_test = x_test[: args.max_test], y_test[: args.max_test]
     else:
-        x_test = test_spikes(ds, cfg["time_steps"], cfg["seed"])
+        if cnn:
+            from dpap_deploy.train.loop import encode
+
+            x_test = encode(ds.x_test, "frames", cfg["time_steps"], cfg["seed"])
+        else:
+            x_test = test_spikes(ds, cfg["time_steps"], cfg["seed"])
         if args.max_test:
             x_test, y_test = x_test[:, : args.max_test], y_test[: args.max_test]
     pred_norse = classify(predict(model, x_test))
@@ -272,7 +300,8 @@ def run(args: argparse.Namespace) -> int:
         "target": args.target,
         "profile": profile.name,
         "dataset": {"name": ds.name, "n_train": int(len(ds.y_train)), "n_test": int(len(y_test)),
-                    "time_steps": 1 if ann else int(cfg["time_steps"]), "n_features": ds.n_features, "n_classes": ds.n_classes,
+                    "time_steps": 1 if ann else int(cfg["time_steps"]),
+                    "n_features": int(np.prod(ds.x_train.shape[2:])) if cnn else ds.n_features, "n_classes": ds.n_classes,
                     "seed": cfg["seed"]},
         "model": model_section(exported, result.synapses_per_layer,
                                result.extra.get("synapses_counted_from", f"the {args.target} export")),

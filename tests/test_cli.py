@@ -193,3 +193,17 @@ def test_onnx_target_trains_and_exports_a_pruned_ann(tmp_path):
     assert report["accuracy"]["torch"] > 0.9 and report["accuracy"]["onnxruntime"] == report["accuracy"]["torch"]
     assert report["model"]["neurons"] < report["model"]["neurons_dense"]  # DPAP removed neurons, gone from the graph
     assert "onnxruntime run" in next(f["verified_by"] for f in report["files"] if f["path"].endswith(".onnx"))
+
+
+def test_conv_snn_on_event_digits_through_lava(tmp_path):
+    out = tmp_path / "cnn"
+    r = cli("--target", "loihi-sim", "--model", "snn-cnn", "--channels", "4,8", "--hidden", "32", "--epochs", "3",
+            "--time-steps", "6", "--lr", "1e-2", "--max-test", "24", "--out", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert [l["kind"] for l in report["model"]["layers"]] == ["conv", "conv", "fc", "fc"]
+    assert report["dataset"]["name"] == "event-digits" and report["dataset"]["n_features"] == 2 * 20 * 20
+    assert report["accuracy"]["norse"] > 0.3  # 10 % is chance
+    # Lava's fixed-point Conv + Sparse network and the emulator agree on every output spike
+    assert report["agreement"]["spikes"] == 1.0 and report["accuracy"]["emulator"] == report["accuracy"]["lava"]
+    assert report["resources"]["fits"]
