@@ -1,11 +1,14 @@
 """Target ``netx``: a lava-dl netx HDF5 file (``DIR/network.net``) that lava-dl loads unchanged.
 
 Layout (``lava/lib/dl/netx/hdf5.py``, ``utils.py``; ``shared/specs/deployment.md`` sec. 3):
-group ``layer/`` with children ``"0"`` (``type = input``, ``shape = [F]``, no neuron: it only
-documents the input size) and ``"1"``, ``"2"``, ... one per fully connected layer
-(``type = dense``, ``shape = [n_out]``, integer ``weight (n_out, n_in)`` with pruned synapses 0,
-and ``neuron/``: ``type = CUBA``, ``iDecay = du + 1``, ``vDecay = dv``, ``vThMant = vth``,
-``refDelay = 1``, ``gradedSpike = 0``).
+group ``layer/`` with children ``"0"`` (``type = input``, ``shape = [F]`` or ``[C, H, W]``, no
+neuron: it gives netx the input size) and ``"1"``, ``"2"``, ... one per layer: ``type = dense``
+(``shape = [n_out]``, integer ``weight (n_out, n_in)``, pruned synapses 0) or ``type = conv``
+(``shape = [C, H, W]``, integer ``weight (out, in, kH, kW)`` in torch's layout, which netx flips
+and reorders for Lava's ``Conv``, ``stride``, ``padding``, ``dilation``, ``groups``), a
+``flatten`` group between the last conv and the first dense layer, and for each layer
+``neuron/``: ``type = CUBA``, ``iDecay = du + 1``, ``vDecay = dv``, ``vThMant = vth``,
+``refDelay = 1``, ``gradedSpike = 0``.
 
 ``lava.lib.dl.netx.hdf5.Network(net_config, reset_interval=T, reset_offset=1,
 sparse_fc_layer=True)`` rebuilds it as ``Sparse`` + ``LIFReset`` blocks: it sets
@@ -31,7 +34,7 @@ from dpap_deploy.export.quantize import quantize
 from dpap_deploy.fileio import atomic_path
 from dpap_deploy.ir import NetworkIR
 
-SUPPORTED_KINDS = ("fc",)
+SUPPORTED_KINDS = ("fc", "conv")
 
 
 def check_supported(ir: NetworkIR) -> None:
@@ -67,12 +70,27 @@ def write_netx(ir: NetworkIR, path: str) -> None:
             layers = f.create_group("layer")
             g = layers.create_group("0")
             text(g, "type", "input")
-            g.create_dataset("shape", data=np.array([ir.input_size], dtype=np.int64))
-            for i, l in enumerate(ir.layers, start=1):
-                g = layers.create_group(str(i))
-                text(g, "type", "dense")
-                g.create_dataset("shape", data=np.array([l.n_out], dtype=np.int64))
-                g.create_dataset("weight", data=np.where(l.mask, l.fixed.weight, 0).astype(np.int32))
+            g.create_dataset("shape", data=np.array(ir.input_shape or [ir.input_size], dtype=np.int64))  # CHW
+            k = 1
+            for i, l in enumerate(ir.layers):
+                if l.kind == "fc" and i > 0 and ir.layers[i - 1].kind == "conv":
+                    g = layers.create_group(str(k))
+                    text(g, "type", "flatten")
+                    k += 1
+                g = layers.create_group(str(k))
+                k += 1
+                if l.kind == "conv":  # netx flips the kernel and reorders it to Lava's (out, W, H, in)
+                    text(g, "type", "conv")
+                    g.create_dataset("shape", data=np.array(l.out_shape, dtype=np.int64))  # CHW
+                    g.create_dataset("weight", data=np.where(l.mask[:, :, None, None], l.fixed.weight, 0).astype(np.int32))
+                    g.create_dataset("stride", data=np.int64(l.stride))
+                    g.create_dataset("padding", data=np.int64(l.padding))
+                    g.create_dataset("dilation", data=np.int64(1))
+                    g.create_dataset("groups", data=np.int64(1))
+                else:
+                    text(g, "type", "dense")
+                    g.create_dataset("shape", data=np.array([l.n_out], dtype=np.int64))
+                    g.create_dataset("weight", data=np.where(l.mask, l.fixed.weight, 0).astype(np.int32))
                 n = g.create_group("neuron")
                 text(n, "type", "CUBA")
                 n.create_dataset("iDecay", data=np.int64(l.fixed.du + 1))
@@ -109,7 +127,7 @@ def run_netx(path: str, spikes: np.ndarray, time_steps: int) -> np.ndarray:
 
     net = load_network(path, time_steps)
     L = len(net.layers)
-    T, N, _ = spikes.shape
+    T, N = spikes.shape[:2]
     data = input_schedule(spikes, L)
     source = SpikeIn(data=data)
     sink = SpikeOut(shape=net.out.shape, buffer=data.shape[-1])
@@ -128,14 +146,17 @@ def export_netx(ir: NetworkIR, out_dir: str, spikes: Optional[np.ndarray] = None
     """Quantise ``ir``, write ``out_dir/network.net``, load it with lava-dl netx and, with
     ``spikes`` ``(T, N, F)``, run it in Lava's fixed-point simulator (``counts``)."""
     check_kinds(ir)
-    q = quantize(ir) if not ir.quantized else ir
+    # min_vth=1: keep weight_exp at 0 (netx cannot carry another) by accepting a smaller
+    # threshold mantissa where loihi-sim would shift the weights up instead
+    q = quantize(ir, min_vth=1) if not ir.quantized else ir
     check_supported(q)
     path = os.path.join(out_dir, "network.net")
     write_netx(q, path)
     result = ExportResult(target="netx", network=q)
     result.extra["synapses_counted_from"] = "netx HDF5 weights (non-zero)"
     result.extra["accuracy_key"] = "netx_in_lava"
-    result.synapses_per_layer = {l.name: int(np.count_nonzero(np.where(l.mask, l.fixed.weight, 0))) for l in q.layers}
+    result.synapses_per_layer = {l.name: l.synapses if l.kind == "conv" else
+                                 int(np.count_nonzero(np.where(l.mask, l.fixed.weight, 0))) for l in q.layers}
     if spikes is not None:
         t0 = time.perf_counter()
         out = run_netx(path, spikes, q.time_steps)
