@@ -2,9 +2,11 @@
 
 Norse 1.1.0's ``to_nir`` writes wrong time constants (norse issue 411) and size-1 layers
 (issue 412), so the graph is built here with the ``nir`` package (``shared/specs/deployment.md``
-sec. 4): ``Input -> Linear -> CubaLIF -> Linear -> CubaLIF ... -> Output``, numpy parameters
-of each layer's real shape after pruning (removed neurons are gone; removed synapses are 0
-in ``Linear.weight``, NIR having no sparse weight), time constants in **seconds**.
+sec. 4): ``Input -> Linear -> CubaLIF -> Linear -> CubaLIF ... -> Output``, with ``Conv2d ->
+CubaLIF`` for conv layers (average pooling already folded into the weights by the IR) and a
+``Flatten`` (NIR dims, no batch axis) before the first fully connected layer; numpy parameters
+of each layer's real shape after pruning (removed neurons and channels are gone; removed
+synapses are 0 in the weights, NIR having no sparse weight), time constants in **seconds**.
 
 NIR's ``CubaLIF`` (nir 1.0, ``nir/ir/neuron.py``)::
 
@@ -28,7 +30,8 @@ from dpap_deploy.export import ExportResult, register_target
 from dpap_deploy.fileio import atomic_path
 from dpap_deploy.ir import NetworkIR
 
-SUPPORTED_KINDS = ("fc",)
+SUPPORTED_KINDS = ("fc", "conv")
+FLATTEN_START_DIM = 0  # NIR: dims of the input type, which has no batch axis
 
 
 def to_nir(ir: NetworkIR):
@@ -43,28 +46,40 @@ def to_nir(ir: NetworkIR):
            if l.kind not in SUPPORTED_KINDS or l.activation != "lif"]
     if bad:
         raise UnsupportedLayerError(f"target nir supports layer kinds {SUPPORTED_KINDS}; unsupported: {', '.join(bad)}")
-    nodes = {"input": nir.Input(input_type={"input": np.array([ir.input_size])})}
+    in_shape = list(ir.input_shape) if ir.input_shape else [ir.input_size]
+    nodes = {"input": nir.Input(input_type={"input": np.array(in_shape)})}
     edges = []
     prev = "input"
-    for l in ir.layers:
-        n, p = l.n_out, l.neurons
-        w = np.where(l.mask, l.weight, 0.0).astype(np.float32)
-        nodes[l.name] = nir.Linear(weight=w)
+    for i, l in enumerate(ir.layers):
+        p = l.neurons
+        if l.kind == "conv":
+            shape = l.out_shape
+            nodes[l.name] = nir.Conv2d(input_shape=tuple(l.in_shape[1:]), weight=l.masked_weight().astype(np.float32),
+                                       stride=l.stride, padding=l.padding, dilation=1, groups=1,
+                                       bias=np.zeros(shape[0], dtype=np.float32))
+        else:
+            shape = (l.n_out,)
+            if i > 0 and ir.layers[i - 1].kind == "conv":
+                nodes[f"{l.name}_flatten"] = nir.Flatten(input_type={"input": np.array(ir.layers[i - 1].out_shape)},
+                                                         start_dim=FLATTEN_START_DIM)
+                edges.append((prev, f"{l.name}_flatten"))
+                prev = f"{l.name}_flatten"
+            nodes[l.name] = nir.Linear(weight=l.masked_weight().astype(np.float32))
         nodes[f"{l.name}_lif"] = nir.CubaLIF(
-            tau_syn=np.full(n, p.tau_syn_s, dtype=np.float32),
-            tau_mem=np.full(n, p.tau_mem_s, dtype=np.float32),
-            r=np.ones(n, dtype=np.float32),
-            v_leak=np.full(n, p.v_leak, dtype=np.float32),
-            v_threshold=np.full(n, p.v_th, dtype=np.float32),
-            v_reset=np.full(n, p.v_reset, dtype=np.float32),
-            w_in=np.full(n, p.tau_syn_s / ir.dt_s, dtype=np.float32),
+            tau_syn=np.full(shape, p.tau_syn_s, dtype=np.float32),
+            tau_mem=np.full(shape, p.tau_mem_s, dtype=np.float32),
+            r=np.ones(shape, dtype=np.float32),
+            v_leak=np.full(shape, p.v_leak, dtype=np.float32),
+            v_threshold=np.full(shape, p.v_th, dtype=np.float32),
+            v_reset=np.full(shape, p.v_reset, dtype=np.float32),
+            w_in=np.full(shape, p.tau_syn_s / ir.dt_s, dtype=np.float32),
         )
         edges += [(prev, l.name), (l.name, f"{l.name}_lif")]
         prev = f"{l.name}_lif"
     nodes["output"] = nir.Output(output_type={"output": np.array([ir.layers[-1].n_out])})
     edges.append((prev, "output"))
     meta = {"producer": "dpap-deploy", "dt_s": float(ir.dt_s), "time_steps": int(ir.time_steps), "name": ir.name}
-    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=False)
 
 
 def read_checked(path: str, ir: NetworkIR):
@@ -83,7 +98,7 @@ def read_checked(path: str, ir: NetworkIR):
         lin, lif = g.nodes.get(l.name), g.nodes.get(f"{l.name}_lif")
         if lin is None or lif is None:
             raise IRError(f"{path}: node {l.name!r} or {l.name + '_lif'!r} missing")
-        if lin.weight.shape != (l.n_out, l.n_in) or not np.allclose(lin.weight, np.where(l.mask, l.weight, 0.0)):
+        if lin.weight.shape != l.weight.shape or not np.allclose(lin.weight, l.masked_weight()):
             raise IRError(f"{path}: node {l.name!r} weight differs from the network's")
         if not np.allclose(lif.tau_mem, l.neurons.tau_mem_s) or not np.allclose(lif.tau_syn, l.neurons.tau_syn_s):
             raise IRError(f"{path}: node {l.name + '_lif'!r} time constants differ from the network's")
@@ -97,7 +112,12 @@ def run_in_norse(graph, spikes: np.ndarray, dt_s: float) -> np.ndarray:
     import torch
 
     module = norse.from_nir(graph, dt=dt_s)
-    x = torch.from_numpy(np.ascontiguousarray(spikes, dtype=np.float32))
+    # norse 1.1.0 turns nir.Flatten into torch.nn.Flatten(start_dim, end_dim) with NIR's dims,
+    # which count from the first non-batch axis; on batched tensors they are one further
+    for sub in module.modules():
+        if isinstance(sub, torch.nn.Flatten) and sub.start_dim >= 0:
+            sub.start_dim += 1
+    x = torch.from_numpy(np.ascontiguousarray(spikes, dtype=np.float32))  # (T, N, F) or (T, N, C, H, W)
     state, total = None, None
     with torch.no_grad():
         for t in range(x.shape[0]):
@@ -130,5 +150,5 @@ def export_nir(ir: NetworkIR, out_dir: str, spikes: Optional[np.ndarray] = None,
         result.extra["accuracy_key"] = "nir_in_norse"
         verified += "; norse.torch.from_nir run"
     result.files.append({"path": path, "verified_by": verified})
-    result.synapses_per_layer = {l.name: int(np.count_nonzero(np.where(l.mask, l.weight, 0.0))) for l in ir.layers}
+    result.synapses_per_layer = {l.name: int(np.count_nonzero(l.masked_weight())) for l in ir.layers}
     return result
