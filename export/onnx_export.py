@@ -1,8 +1,10 @@
 """Target ``onnx``: an ANN (DPAP's ANN variant) as an ONNX model (``DIR/network.onnx``).
 
-Built from the IR with ``onnx.helper`` (opset 13): per layer ``MatMul`` with the weight
-``(n_in, n_out)`` as an initializer, then ``Relu`` on hidden layers; input ``input``
-``(batch, F)`` and output ``logits`` ``(batch, C)`` with a dynamic batch axis. The weights
+Built from the IR with ``onnx.helper`` (opset 13): per fully connected layer ``MatMul`` with
+the weight ``(n_in, n_out)`` as an initializer, per conv layer ``Conv`` (average pooling is
+already folded into the weights by the IR, so pooled maps need no node), ``Flatten`` before
+the first fully connected layer, ``Relu`` on hidden layers; input ``input`` ``(batch, F)`` or
+``(batch, C, H, W)`` and output ``logits`` ``(batch, C)`` with a dynamic batch axis. The weights
 have the compacted shapes, so removed neurons are physically gone from the graph; removed
 synapses are zeros (ONNX ``MatMul`` takes dense weights). The file is checked with
 ``onnx.checker.check_model`` and, given inputs, run with onnxruntime on CPU; the tests compare
@@ -27,7 +29,7 @@ OPSET = 13
 def check_supported(ir: NetworkIR) -> None:
     """ONNX export takes ANN fully connected layers; spiking layers are rejected by name."""
     bad = [f"{l.name} ({l.kind}, {l.activation})" for l in ir.layers
-           if l.kind != "fc" or l.activation not in ("relu", "identity")]
+           if l.kind not in ("fc", "conv") or l.activation not in ("relu", "identity")]
     if bad:
         raise UnsupportedLayerError(
             "target onnx exports ANNs (fc layers with relu/identity); unsupported: " + ", ".join(bad)
@@ -43,20 +45,29 @@ def to_onnx(ir: NetworkIR):
     nodes, inits = [], []
     x = "input"
     for i, l in enumerate(ir.layers):
-        w = np.where(l.mask, l.weight, 0.0).astype(np.float32).T.copy()  # (n_in, n_out)
-        inits.append(numpy_helper.from_array(w, name=f"{l.name}.weight"))
-        y = f"{l.name}.out" if (l.activation == "relu" or i < len(ir.layers) - 1) else "logits"
-        nodes.append(helper.make_node("MatMul", [x, f"{l.name}.weight"], [y], name=f"{l.name}"))
-        x = y
+        last = i == len(ir.layers) - 1
+        if l.kind == "conv":
+            inits.append(numpy_helper.from_array(l.masked_weight().astype(np.float32), name=f"{l.name}.weight"))
+            p = int(l.padding)
+            nodes.append(helper.make_node("Conv", [x, f"{l.name}.weight"], [f"{l.name}.out"], name=l.name,
+                                          strides=[l.stride, l.stride], pads=[p, p, p, p], kernel_shape=list(l.kernel)))
+        else:
+            if i > 0 and ir.layers[i - 1].kind == "conv":
+                nodes.append(helper.make_node("Flatten", [x], [f"{l.name}.flat"], name=f"{l.name}_flatten", axis=1))
+                x = f"{l.name}.flat"
+            w = l.masked_weight().astype(np.float32).T.copy()  # (n_in, n_out)
+            inits.append(numpy_helper.from_array(w, name=f"{l.name}.weight"))
+            nodes.append(helper.make_node("MatMul", [x, f"{l.name}.weight"], [f"{l.name}.out"], name=l.name))
+        x = f"{l.name}.out"
         if l.activation == "relu":
-            out = f"{l.name}.relu" if i < len(ir.layers) - 1 else "logits"
-            nodes.append(helper.make_node("Relu", [x], [out], name=f"{l.name}_relu"))
-            x = out
-    if x != "logits":
-        nodes.append(helper.make_node("Identity", [x], ["logits"], name="logits"))
+            nodes.append(helper.make_node("Relu", [x], [f"{l.name}.relu"], name=f"{l.name}_relu"))
+            x = f"{l.name}.relu"
+        if last:
+            nodes.append(helper.make_node("Identity", [x], ["logits"], name="logits"))
+    in_dims = ["batch", *(ir.input_shape or [ir.input_size])]
     graph = helper.make_graph(
         nodes, ir.name,
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", ir.input_size])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, in_dims)],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", ir.layers[-1].n_out])],
         initializer=inits)
     model = helper.make_model(graph, producer_name="dpap-deploy", opset_imports=[helper.make_opsetid("", OPSET)])
@@ -80,6 +91,25 @@ def run_onnx(path: str, x: np.ndarray) -> np.ndarray:
     return sess.run(["logits"], {"input": np.ascontiguousarray(x, dtype=np.float32)})[0]
 
 
+def _reference_forward(ir: NetworkIR, x: np.ndarray) -> np.ndarray:
+    """The IR's logits in float64 with torch (independent of onnxruntime)."""
+    import torch
+
+    z = torch.from_numpy(x.astype(np.float64))
+    with torch.no_grad():
+        for i, l in enumerate(ir.layers):
+            w = torch.from_numpy(l.masked_weight().astype(np.float64))
+            if l.kind == "conv":
+                z = torch.nn.functional.conv2d(z, w, stride=l.stride, padding=l.padding)
+            else:
+                if z.dim() > 2:
+                    z = z.flatten(1)
+                z = z @ w.T
+            if l.activation == "relu":
+                z = torch.relu(z)
+    return z.numpy()
+
+
 @register_target("onnx", takes="ann")
 def export_onnx(ir: NetworkIR, out_dir: str, spikes: Optional[np.ndarray] = None, **_) -> ExportResult:
     """Write ``out_dir/network.onnx`` (checked with ``onnx.checker``); with inputs ``(N, F)``
@@ -93,22 +123,19 @@ def export_onnx(ir: NetworkIR, out_dir: str, spikes: Optional[np.ndarray] = None
         onnx.save(model, tmp)
     onnx.checker.check_model(path)
     result = ExportResult(target="onnx", network=ir)
-    result.extra["synapses_counted_from"] = "ONNX MatMul weights (non-zero)"
+    result.extra["synapses_counted_from"] = "ONNX MatMul and Conv weights (non-zero)"
     result.extra["accuracy_key"] = "onnxruntime"
-    result.synapses_per_layer = {l.name: int(np.count_nonzero(np.where(l.mask, l.weight, 0.0))) for l in ir.layers}
+    result.synapses_per_layer = {l.name: int(np.count_nonzero(l.masked_weight())) for l in ir.layers}
     verified = "onnx.checker.check_model"
     if spikes is not None:
         x = np.asarray(spikes, dtype=np.float32)
-        if x.ndim != 2 or x.shape[1] != ir.input_size:
-            raise ExportValidationError(f"inputs have shape {x.shape}; network {ir.name!r} takes (N, {ir.input_size})")
+        want = tuple(ir.input_shape or (ir.input_size,))
+        if tuple(x.shape[1:]) != want:
+            raise ExportValidationError(f"inputs have shape {x.shape}; network {ir.name!r} takes (N, {', '.join(map(str, want))})")
         t0 = time.perf_counter()
         result.counts = run_onnx(path, x)
         result.seconds["run"] = time.perf_counter() - t0
-        ref = x.astype(np.float64)
-        for l in ir.layers:
-            ref = ref @ np.where(l.mask, l.weight, 0.0).T.astype(np.float64)
-            if l.activation == "relu":
-                ref = np.maximum(ref, 0.0)
+        ref = _reference_forward(ir, x)
         err = float(np.abs(result.counts - ref).max()) if ref.size else 0.0
         result.extra["max_abs_error_vs_ir"] = err
         if err > 1e-4:

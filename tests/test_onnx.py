@@ -50,3 +50,26 @@ def test_onnx_rejects_spiking_networks_and_bad_files(tmp_path):
     bad.write_bytes(b"not a model")
     with pytest.raises(IRError, match="x.onnx: onnxruntime cannot load it"):
         run_onnx(str(bad), np.zeros((1, 64), np.float32))
+
+
+def test_onnx_of_a_channel_pruned_ann_cnn(tmp_path, digits):
+    from dpap_deploy.train.compact import cnn_to_ir, compact
+    from dpap_deploy.train.models import ANNCNN
+
+    torch.manual_seed(0)
+    m = ANNCNN((1, 8, 8), (4, 6), (16,), 10)
+    with torch.no_grad():  # channel 2 of conv1 removed, and filter 0 of conv2
+        m.masks[0][2] = False
+        m.masks[1][0] = False
+        m.apply_masks()
+    small, _ = compact(m)
+    assert small.widths()[:2] == [3, 5]
+    x = digits.x_test.reshape(-1, 1, 8, 8)
+    res = get_target("onnx")(cnn_to_ir(small), str(tmp_path), spikes=x)
+    with torch.no_grad():
+        ref, _ = m(torch.from_numpy(x))  # the uncompacted, masked model
+    assert np.abs(res.counts - ref.numpy()).max() < 1e-5
+    model = onnx.load(str(tmp_path / "network.onnx"))
+    shapes = {i.name: tuple(i.dims) for i in model.graph.initializer}
+    assert shapes["conv1.weight"] == (3, 1, 3, 3) and shapes["conv2.weight"][:2] == (5, 3)  # channels gone
+    assert [n.op_type for n in model.graph.node][:3] == ["Conv", "Relu", "Conv"]

@@ -154,8 +154,10 @@ def fold_pool_into_fc(weight: np.ndarray, mask: np.ndarray, in_shape: Tuple[int,
     return big_w.reshape(n, -1), big_m.reshape(n, -1)
 
 
-def cnn_to_ir(model, time_steps: int, name: str = "snn-cnn", metadata: dict | None = None) -> NetworkIR:
-    """The IR of a (compacted) :class:`~dpap_deploy.train.models.SpikingCNN`, input ``(C, H, W)``.
+def cnn_to_ir(model, time_steps: int = 1, name: str = "cnn", metadata: dict | None = None) -> NetworkIR:
+    """The IR of a (compacted) :class:`~dpap_deploy.train.models.SpikingCNN` (LIF layers) or
+    :class:`~dpap_deploy.train.models.ANNCNN` (ReLU layers, logits out; ``time_steps`` ignored),
+    input ``(C, H, W)``.
 
     Every ``AvgPool2d`` of the model is folded into the weights of the layer after it
     (:func:`fold_pool_into_conv`, :func:`fold_pool_into_fc`): pooling is linear, so the IR
@@ -168,12 +170,20 @@ def cnn_to_ir(model, time_steps: int, name: str = "snn-cnn", metadata: dict | No
     """
     from dpap_deploy.errors import UnsupportedLayerError
     from dpap_deploy.ir import ConvLayer
-    from dpap_deploy.train.models import SpikingCNN
+    from dpap_deploy.train.models import ANNCNN, SpikingCNN
 
-    if not isinstance(model, SpikingCNN):
-        raise TypeError(f"cnn_to_ir supports SpikingCNN, got {type(model).__name__}")
-    lif = model.lif
-    neurons = LIFNeurons(tau_syn_s=1.0 / lif.tau_syn_inv, tau_mem_s=1.0 / lif.tau_mem_inv, v_th=lif.v_th)
+    if not isinstance(model, (SpikingCNN, ANNCNN)):
+        raise TypeError(f"cnn_to_ir supports SpikingCNN and ANNCNN, got {type(model).__name__}")
+    spiking = isinstance(model, SpikingCNN)
+    if spiking:
+        lif = model.lif
+        neurons = LIFNeurons(tau_syn_s=1.0 / lif.tau_syn_inv, tau_mem_s=1.0 / lif.tau_mem_inv, v_th=lif.v_th)
+    else:
+        neurons = None
+    n_layers = len(model.layers)
+
+    def act(l):  # ANN: ReLU on hidden layers, logits out
+        return "lif" if spiking else ("relu" if l < n_layers - 1 else "identity")
     names = model.layer_names()
     dense = model.dense_widths
     p, k = model.pool, model.kernel
@@ -194,7 +204,7 @@ def cnn_to_ir(model, time_steps: int, name: str = "snn-cnn", metadata: dict | No
                         "cannot be folded into the convolution")
                 w, stride, pad = fold_pool_into_conv(w, p, pad)
             conv = ConvLayer(names[l], w, ch_mask, neurons, in_shape=shape, dense_shape=(dense[l], c_prev_dense),
-                             stride=stride, padding=pad)
+                             stride=stride, padding=pad, activation=act(l))
             layers.append(conv)
             shape, pooled_in, c_prev_dense = conv.out_shape, True, dense[l]
         else:
@@ -203,7 +213,7 @@ def cnn_to_ir(model, time_steps: int, name: str = "snn-cnn", metadata: dict | No
                 n_in_dense = c_prev_dense * (shape[1] // p) * (shape[2] // p)
             else:
                 n_in_dense = dense[l - 1]
-            layers.append(FCLayer(names[l], w, mk, neurons, dense_shape=(dense[l], n_in_dense)))
-    return NetworkIR(name=name, input_size=int(np.prod(model.in_shape)), time_steps=int(time_steps),
-                     dt_s=float(lif.dt), layers=layers, metadata=dict(metadata or {}),
-                     input_shape=tuple(model.in_shape))
+            layers.append(FCLayer(names[l], w, mk, neurons, dense_shape=(dense[l], n_in_dense), activation=act(l)))
+    return NetworkIR(name=name, input_size=int(np.prod(model.in_shape)), time_steps=int(time_steps) if spiking else 1,
+                     dt_s=float(model.lif.dt) if spiking else 0.0, layers=layers, metadata=dict(metadata or {}),
+                     input_shape=tuple(model.in_shape), readout="spike_count" if spiking else "logits")
