@@ -78,6 +78,7 @@ class FCLayer:
         mask: surviving synapses ``(n_out, n_in)`` bool.
         neurons: LIF parameters of the population (None for ANN layers).
         activation: ``"lif"`` (SNN) or, for ANNs, ``"relu"`` / ``"identity"`` (the logits).
+        pool_fold: the average-pooling factor folded into this layer's weights (1: none).
         dense_shape: ``(n_out, n_in)`` of the unpruned layer this one came from.
         fixed: fixed-point parameters, set by quantisation.
     """
@@ -90,6 +91,7 @@ class FCLayer:
     fixed: Optional[FixedPoint] = None
     kind: str = "fc"
     activation: str = "lif"
+    pool_fold: int = 1
 
     def __post_init__(self):
         self.weight = np.asarray(self.weight, dtype=np.float32)
@@ -117,8 +119,10 @@ class FCLayer:
 
     @property
     def synapses(self) -> int:
-        """Surviving synapses (mask entries)."""
-        return int(self.mask.sum())
+        """Surviving synapses of the trained model: mask entries, divided by ``pool_fold**2``
+        when an average pooling was folded into this layer (each synapse then appears once per
+        pooled pixel)."""
+        return int(self.mask.sum()) // (self.pool_fold ** 2)
 
     @property
     def synapses_dense(self) -> int:
@@ -141,6 +145,7 @@ class ConvLayer:
         stride, padding: of the convolution, pixels.
         dense_shape: ``(C_out, C_in)`` of the unpruned layer.
         fixed: fixed-point parameters (``weight_exp`` is 0: Lava's fixed-point ``Conv`` has none).
+        pool_fold: the pooling factor folded into this layer (1: none).
 
     ``n_in``/``n_out`` count neurons (``C*H*W``); ``synapses`` counts surviving kernel weights,
     ``synapses_dense`` those of the unpruned kernel (the mapper unrolls the convolution itself).
@@ -157,6 +162,7 @@ class ConvLayer:
     fixed: Optional[FixedPoint] = None
     kind: str = "conv"
     activation: str = "lif"
+    pool_fold: int = 1
 
     def __post_init__(self):
         self.weight = np.asarray(self.weight, dtype=np.float32)
@@ -196,11 +202,13 @@ class ConvLayer:
 
     @property
     def synapses(self) -> int:
-        return int(np.count_nonzero(self.masked_weight()))
+        """Surviving kernel weights of the trained model (a folded pooling repeats each ``pool_fold**2`` times)."""
+        return int(np.count_nonzero(self.masked_weight())) // (self.pool_fold ** 2)
 
     @property
     def synapses_dense(self) -> int:
-        return int(self.dense_shape[0] * self.dense_shape[1] * self.kernel[0] * self.kernel[1])
+        kh, kw = (k // self.pool_fold for k in self.kernel)
+        return int(self.dense_shape[0] * self.dense_shape[1] * kh * kw)
 
 
 @dataclass
@@ -276,7 +284,8 @@ class NetworkIR:
             arrays[f"l{i}_weight"] = l.weight
             arrays[f"l{i}_mask"] = l.mask
             entry = {"name": l.name, "kind": l.kind, "neurons": asdict(l.neurons) if l.neurons else None,
-                     "activation": l.activation, "dense_shape": list(l.dense_shape), "fixed": None}
+                     "activation": l.activation, "dense_shape": list(l.dense_shape), "fixed": None,
+                     "pool_fold": l.pool_fold}
             if l.kind == "conv":
                 entry["conv"] = {"in_shape": list(l.in_shape), "stride": l.stride, "padding": l.padding}
             if l.fixed is not None:
@@ -307,7 +316,7 @@ class NetworkIR:
                     common = dict(name=e["name"], weight=f[f"l{i}_weight"], mask=f[f"l{i}_mask"],
                                   neurons=LIFNeurons(**e["neurons"]) if e["neurons"] else None,
                                   dense_shape=tuple(e["dense_shape"]), fixed=fixed,
-                                  activation=e.get("activation", "lif"))
+                                  activation=e.get("activation", "lif"), pool_fold=e.get("pool_fold", 1))
                     if e["kind"] == "conv":
                         layers.append(ConvLayer(**common, **e["conv"]))
                     else:

@@ -61,10 +61,13 @@ def lava_conv_weight(kernel: np.ndarray) -> np.ndarray:
 
 
 def layer_synapses(l, w: Optional[sp.csr_matrix]) -> int:
-    """Surviving synapses of a layer as handed to Lava: CSR entries, or a conv kernel's non-zero weights."""
+    """Surviving synapses of a layer as handed to Lava (CSR entries, or a conv kernel's non-zero
+    weights), counted once each: a layer with a folded pooling holds every synapse ``pool_fold**2`` times."""
     if l.kind == "conv":
-        return int(np.count_nonzero(np.where(l.mask[:, :, None, None], l.fixed.weight, 0)))
-    return int(w.nnz)
+        n = int(np.count_nonzero(np.where(l.mask[:, :, None, None], l.fixed.weight, 0)))
+    else:
+        n = int(w.nnz)
+    return n // (l.pool_fold ** 2)
 
 
 def input_schedule(spikes: np.ndarray, n_layers: int) -> np.ndarray:
@@ -206,7 +209,7 @@ def run(ir: NetworkIR, spikes: np.ndarray, progress: bool = False, chunk: int = 
     data = input_schedule(spikes, L)
     source, chain, sink = build(ir, data, precision)
     synapses = {l.name: (int(np.count_nonzero(syn.weight.init)) if l.kind == "conv" else int(syn.weights.init.nnz))
-                for l, (syn, _) in zip(ir.layers, chain)}
+                // (l.pool_fold ** 2) for l, (syn, _) in zip(ir.layers, chain)}
     t1 = time.perf_counter()
     steps = data.shape[-1]
     if run_cfg == "hw":  # pragma: no cover - Intel's lava-loihi only

@@ -155,8 +155,9 @@ def export_netx(ir: NetworkIR, out_dir: str, spikes: Optional[np.ndarray] = None
     result = ExportResult(target="netx", network=q)
     result.extra["synapses_counted_from"] = "netx HDF5 weights (non-zero)"
     result.extra["accuracy_key"] = "netx_in_lava"
-    result.synapses_per_layer = {l.name: l.synapses if l.kind == "conv" else
-                                 int(np.count_nonzero(np.where(l.mask, l.fixed.weight, 0))) for l in q.layers}
+    result.synapses_per_layer = {l.name: (l.synapses if l.kind == "conv" else
+                                          int(np.count_nonzero(np.where(l.mask, l.fixed.weight, 0))) // (l.pool_fold ** 2))
+                                 for l in q.layers}
     if spikes is not None:
         t0 = time.perf_counter()
         out = run_netx(path, spikes, q.time_steps)

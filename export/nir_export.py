@@ -150,5 +150,6 @@ def export_nir(ir: NetworkIR, out_dir: str, spikes: Optional[np.ndarray] = None,
         result.extra["accuracy_key"] = "nir_in_norse"
         verified += "; norse.torch.from_nir run"
     result.files.append({"path": path, "verified_by": verified})
-    result.synapses_per_layer = {l.name: int(np.count_nonzero(l.masked_weight())) for l in ir.layers}
+    result.synapses_per_layer = {l.name: int(np.count_nonzero(l.masked_weight())) // (l.pool_fold ** 2)
+                                 for l in ir.layers}
     return result

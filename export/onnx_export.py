@@ -125,7 +125,8 @@ def export_onnx(ir: NetworkIR, out_dir: str, spikes: Optional[np.ndarray] = None
     result = ExportResult(target="onnx", network=ir)
     result.extra["synapses_counted_from"] = "ONNX MatMul and Conv weights (non-zero)"
     result.extra["accuracy_key"] = "onnxruntime"
-    result.synapses_per_layer = {l.name: int(np.count_nonzero(l.masked_weight())) for l in ir.layers}
+    result.synapses_per_layer = {l.name: int(np.count_nonzero(l.masked_weight())) // (l.pool_fold ** 2)
+                                 for l in ir.layers}
     verified = "onnx.checker.check_model"
     if spikes is not None:
         x = np.asarray(spikes, dtype=np.float32)

@@ -98,3 +98,15 @@ def test_odd_pooled_maps_before_a_conv_are_rejected(events):
     cnn_to_ir(m, 4)
     with pytest.raises(UnsupportedLayerError, match='layer "conv3": its input .* pooled by 2 with a remainder'):
         cnn_to_ir(m_odd, 4)
+
+
+def test_synapse_counts_are_the_models_not_the_folded_copies(events):
+    m = _model(events, prune=True)
+    ir = cnn_to_ir(m, 6)
+    # a folded pooling repeats every weight p*p times in the exported layer; counted once
+    for layer, w, mask in zip(ir.layers, m.layers, m.masks):
+        assert layer.synapses == int(torch.count_nonzero(w.weight * mask)), layer.name
+    assert ir.layers[1].pool_fold == 2 and ir.layers[2].pool_fold == 2 and ir.layers[0].pool_fold == 1
+    # dense sizes are those of the model before compaction (4-6-16-10 channels/neurons), on pooled inputs
+    d = m.dense_widths
+    assert [l.synapses_dense for l in ir.layers] == [d[0] * 2 * 9, d[1] * d[0] * 9, d[2] * d[1] * m.flat_hw, d[3] * d[2]]

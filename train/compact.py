@@ -204,16 +204,19 @@ def cnn_to_ir(model, time_steps: int = 1, name: str = "cnn", metadata: dict | No
                         "cannot be folded into the convolution")
                 w, stride, pad = fold_pool_into_conv(w, p, pad)
             conv = ConvLayer(names[l], w, ch_mask, neurons, in_shape=shape, dense_shape=(dense[l], c_prev_dense),
-                             stride=stride, padding=pad, activation=act(l))
+                             stride=stride, padding=pad, activation=act(l), pool_fold=p if pooled_in else 1)
             layers.append(conv)
             shape, pooled_in, c_prev_dense = conv.out_shape, True, dense[l]
         else:
+            fold = 1
             if l == model.n_conv:  # flatten(avgpool(conv output))
                 w, mk = fold_pool_into_fc(w, mk, shape, p)
                 n_in_dense = c_prev_dense * (shape[1] // p) * (shape[2] // p)
+                fold = p
             else:
                 n_in_dense = dense[l - 1]
-            layers.append(FCLayer(names[l], w, mk, neurons, dense_shape=(dense[l], n_in_dense), activation=act(l)))
+            layers.append(FCLayer(names[l], w, mk, neurons, dense_shape=(dense[l], n_in_dense), activation=act(l),
+                                  pool_fold=fold))
     return NetworkIR(name=name, input_size=int(np.prod(model.in_shape)), time_steps=int(time_steps) if spiking else 1,
                      dt_s=float(model.lif.dt) if spiking else 0.0, layers=layers, metadata=dict(metadata or {}),
                      input_shape=tuple(model.in_shape), readout="spike_count" if spiking else "logits")
