@@ -68,6 +68,13 @@ class FixedPoint:
     scale: float
 
 
+def _check_activation(layer) -> None:
+    if layer.activation not in ACTIVATIONS:
+        raise IRError(f"layer {layer.name!r}: activation {layer.activation!r} is not one of {ACTIVATIONS}")
+    if (layer.activation == "lif") != (layer.neurons is not None):
+        raise IRError(f"layer {layer.name!r}: LIF layers need neuron parameters, ANN layers ({layer.activation}) none")
+
+
 @dataclass
 class FCLayer:
     """Fully connected synapses ``(n_out, n_in)`` into ``n_out`` LIF neurons.
@@ -101,13 +108,15 @@ class FCLayer:
                 f"layer {self.name!r}: weight {self.weight.shape} and mask {self.mask.shape} must be the same 2-D shape"
             )
         self.dense_shape = tuple(int(s) for s in self.dense_shape)
-        if self.activation not in ACTIVATIONS:
-            raise IRError(f"layer {self.name!r}: activation {self.activation!r} is not one of {ACTIVATIONS}")
-        if (self.activation == "lif") != (self.neurons is not None):
-            raise IRError(f"layer {self.name!r}: LIF layers need neuron parameters, ANN layers ({self.activation}) none")
+        _check_activation(self)
 
-    def masked_weight(self) -> np.ndarray:
-        return np.where(self.mask, self.weight, 0.0)
+    def weight_mask(self) -> np.ndarray:
+        """The mask broadcast to the weight's shape ``(n_out, n_in)``."""
+        return self.mask
+
+    def masked_weight(self, fixed: bool = False) -> np.ndarray:
+        """Weights with pruned synapses 0: float (Norse units) or, with ``fixed``, the integers."""
+        return np.where(self.weight_mask(), self.fixed.weight if fixed else self.weight, 0)
 
     @property
     def n_in(self) -> int:
@@ -174,6 +183,7 @@ class ConvLayer:
                           f"got mask {self.mask.shape}")
         if self.weight.shape[1] != self.in_shape[0]:
             raise IRError(f"layer {self.name!r}: kernel takes {self.weight.shape[1]} channels, input has {self.in_shape[0]}")
+        _check_activation(self)
         if min(self.out_shape) < 1:
             raise IRError(f"layer {self.name!r}: input {self.in_shape} too small for the kernel")
 
@@ -189,8 +199,13 @@ class ConvLayer:
         return (int(self.weight.shape[0]), (h + 2 * self.padding - kh) // self.stride + 1,
                 (w + 2 * self.padding - kw) // self.stride + 1)
 
-    def masked_weight(self) -> np.ndarray:
-        return np.where(self.mask[:, :, None, None], self.weight, 0.0)
+    def weight_mask(self) -> np.ndarray:
+        """The channel mask broadcast over the kernel ``(C_out, C_in, kH, kW)``."""
+        return np.broadcast_to(self.mask[:, :, None, None], self.weight.shape)
+
+    def masked_weight(self, fixed: bool = False) -> np.ndarray:
+        """Kernel with pruned connections 0: float (Norse units) or, with ``fixed``, the integers."""
+        return np.where(self.weight_mask(), self.fixed.weight if fixed else self.weight, 0)
 
     @property
     def n_in(self) -> int:

@@ -44,8 +44,7 @@ def surviving(layer: FCLayer) -> sp.csr_matrix:
 
 def conv_connectivity(layer) -> sp.csr_matrix:
     """The unrolled connectivity ``(C_out*H_out*W_out, C_in*H*W)`` of a :class:`~dpap_deploy.ir.ConvLayer`."""
-    w = layer.fixed.weight if layer.fixed is not None else layer.weight
-    live = (w != 0) & layer.mask[:, :, None, None]
+    live = layer.masked_weight(fixed=layer.fixed is not None) != 0
     c_in, h, wd = layer.in_shape
     c_out, ho, wo = layer.out_shape
     oy, ox = np.meshgrid(np.arange(ho), np.arange(wo), indexing="ij")
@@ -88,7 +87,6 @@ def _decay_violations(layer: FCLayer, profile: Profile, notes: List[str]) -> Lis
     ``1 - (du+1)/4096`` and ``1 - dv/4096`` per step) against the profile's decay format.
     Approximations that fit (a bit shift for a fraction) go to ``notes``."""
     num, f = profile.numerics, layer.fixed
-    fractions = {"du": (f.du + 1) / 4096.0, "dv": f.dv / 4096.0}
     if num.decay == "fraction":
         return [f'layer "{layer.name}": {k} = {v} needs more than the {num.decay_bits} bits {profile.name} has '
                 f"(0..{2 ** num.decay_bits - 1})" for k, v in (("du", f.du), ("dv", f.dv))
@@ -97,7 +95,7 @@ def _decay_violations(layer: FCLayer, profile: Profile, notes: List[str]) -> Lis
         return [f'layer "{layer.name}": {profile.name} has only a linear leak; the exponential decays of this '
                 f"CUBA LIF (du {f.du}, dv {f.dv}) cannot be represented"]
     out = []
-    for k, frac in fractions.items():  # "shift": the state loses 2**-shift per step
+    for k, frac in (("du", (f.du + 1) / 4096.0), ("dv", f.dv / 4096.0)):  # "shift": loses 2**-shift per step
         if frac <= 0:
             continue
         shift = int(round(-math.log2(frac)))
@@ -445,9 +443,7 @@ def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
         if not 0 <= int(l.fixed.vth) < 2 ** num.threshold_bits:
             violations.append(f'layer "{l.name}": vth = {int(l.fixed.vth)} needs more than the {num.threshold_bits} '
                               f"bits {profile.name} has (0..{2 ** num.threshold_bits - 1})")
-        live = l.fixed.weight[l.mask] if l.kind != "conv" else l.fixed.weight[l.mask[:, :, None, None]
-                                                                                & (l.fixed.weight != 0)]
-        bits = weight_bits_needed(live)
+        bits = weight_bits_needed(l.masked_weight(fixed=True))  # zeros are ignored
         if bits > num.weight_bits:
             violations.append(f'layer "{l.name}": weights need {bits} bits; {profile.name} stores {num.weight_bits}')
     # lower bounds on cores: neurons; synaptic memory (below); input axons with every layer

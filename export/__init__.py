@@ -62,6 +62,18 @@ def register_target(name: str, takes: str = "snn") -> Callable[[Exporter], Expor
     return deco
 
 
+def check_layers(ir, target: str, kinds, activations, what: Optional[str] = None, hint: str = "") -> None:
+    """Raise :class:`UnsupportedLayerError` naming every layer of ``ir`` whose kind or
+    activation target ``target`` cannot export (``what``: how the message describes the target)."""
+    from dpap_deploy.errors import UnsupportedLayerError
+
+    bad = [f"{l.name} ({l.kind}, {l.activation})" for l in ir.layers
+           if l.kind not in kinds or l.activation not in activations]
+    if bad:
+        what = what or f"supports layer kinds {tuple(kinds)} with activations {tuple(activations)}"
+        raise UnsupportedLayerError(f"target {target} {what}; unsupported: {', '.join(bad)}{hint}")
+
+
 def _load_builtin() -> None:
     from dpap_deploy.export import lava_sim  # noqa: F401  (registers "loihi-sim")
     from dpap_deploy.export import loihi2_hw  # noqa: F401  (registers "loihi2")

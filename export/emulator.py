@@ -45,11 +45,11 @@ def _layer_params(ir: NetworkIR) -> List[dict]:
         exp = int(l.fixed.weight_exp)
         common = {"exp": exp, "du": int(l.fixed.du), "dv": int(l.fixed.dv), "vth64": int(l.fixed.vth) * 64}
         if l.kind == "conv":  # torch layout (C_out, C_in, kH, kW), correlation as in the model
-            w = np.where(l.mask[:, :, None, None], l.fixed.weight, 0).astype(np.float64)
+            w = l.masked_weight(fixed=True).astype(np.float64)
             params.append({**common, "conv": True, "w64": torch.from_numpy(w * 64.0), "in_shape": l.in_shape,
                            "stride": l.stride, "padding": l.padding})
             continue
-        w = np.where(l.mask, l.fixed.weight, 0).astype(np.float64)
+        w = l.masked_weight(fixed=True).astype(np.float64)
         params.append({**common, "conv": False, "w": torch.from_numpy(w.T.copy()),
                        "w64": torch.from_numpy(np.ascontiguousarray(w.T * 64.0 * 2.0 ** max(exp, 0)))})
     return params

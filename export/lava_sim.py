@@ -24,8 +24,8 @@ from typing import List, Optional, Tuple
 import numpy as np
 import scipy.sparse as sp
 
-from dpap_deploy.errors import ExportValidationError, UnsupportedLayerError
-from dpap_deploy.export import ExportResult, register_target
+from dpap_deploy.errors import ExportValidationError
+from dpap_deploy.export import ExportResult, check_layers, register_target
 from dpap_deploy.export.quantize import quantize
 from dpap_deploy.ir import NetworkIR
 
@@ -34,10 +34,7 @@ SUPPORTED_KINDS = ("fc", "conv")
 
 def check_supported(ir: NetworkIR) -> None:
     """Raise :class:`UnsupportedLayerError` listing every layer this target cannot export."""
-    bad = [f"{l.name} ({l.kind}, {l.activation})" for l in ir.layers
-           if l.kind not in SUPPORTED_KINDS or l.activation != "lif"]
-    if bad:
-        raise UnsupportedLayerError(f"target loihi-sim supports layer kinds {SUPPORTED_KINDS}; unsupported: {', '.join(bad)}")
+    check_layers(ir, "loihi-sim", SUPPORTED_KINDS, ("lif",))
 
 
 def sparse_weights(ir: NetworkIR) -> List[Optional[sp.csr_matrix]]:
@@ -48,7 +45,7 @@ def sparse_weights(ir: NetworkIR) -> List[Optional[sp.csr_matrix]]:
         if l.kind == "conv":
             mats.append(None)
             continue
-        w = sp.csr_matrix(np.where(l.mask, l.fixed.weight, 0).astype(np.int32))
+        w = sp.csr_matrix(l.masked_weight(fixed=True).astype(np.int32))
         w.eliminate_zeros()
         mats.append(w)
     return mats
@@ -60,14 +57,10 @@ def lava_conv_weight(kernel: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(kernel, (0, 3, 2, 1))[:, ::-1, ::-1])
 
 
-def layer_synapses(l, w: Optional[sp.csr_matrix]) -> int:
+def layer_synapses(l) -> int:
     """Surviving synapses of a layer as handed to Lava (CSR entries, or a conv kernel's non-zero
     weights), counted once each: a layer with a folded pooling holds every synapse ``pool_fold**2`` times."""
-    if l.kind == "conv":
-        n = int(np.count_nonzero(np.where(l.mask[:, :, None, None], l.fixed.weight, 0)))
-    else:
-        n = int(w.nnz)
-    return n // (l.pool_fold ** 2)
+    return int(np.count_nonzero(l.masked_weight(fixed=True))) // (l.pool_fold ** 2)
 
 
 def input_schedule(spikes: np.ndarray, n_layers: int) -> np.ndarray:
@@ -148,15 +141,14 @@ def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed"):
         a_v = ir.dt_s / n.tau_mem_s
         if conv:
             c_in, h_in, w_in = layer.in_shape
-            kernel = layer.fixed.weight if precision == "fixed" else a_v * layer.weight.astype(np.float64)
-            kernel = np.where(layer.mask[:, :, None, None], kernel, 0)
+            kernel = layer.masked_weight(fixed=True) if precision == "fixed" else a_v * layer.masked_weight()
             syn = Conv(weight=lava_conv_weight(kernel), input_shape=(w_in, h_in, c_in), padding=layer.padding,
                        stride=layer.stride, name=f"{layer.name}_synapses")
         elif precision == "fixed":
             syn = Sparse(weights=w, weight_exp=int(layer.fixed.weight_exp), num_weight_bits=8,
                          name=f"{layer.name}_synapses")
         else:
-            wf = sp.csr_matrix(np.where(layer.mask, a_v * layer.weight.astype(np.float64), 0.0))
+            wf = sp.csr_matrix(a_v * layer.masked_weight().astype(np.float64))
             syn = Sparse(weights=wf, name=f"{layer.name}_synapses")
         if precision == "fixed":
             f = layer.fixed
@@ -261,7 +253,7 @@ def export_loihi_sim(ir: NetworkIR, out_dir: str, spikes: Optional[np.ndarray] =
         result.output_spikes = info["output_spikes"]
         result.files.append({"path": path, "verified_by": "lava-nc Loihi2SimCfg(select_tag='fixed_pt')"})
     else:
-        result.synapses_per_layer = {l.name: layer_synapses(l, w) for l, w in zip(q.layers, sparse_weights(q))}
+        result.synapses_per_layer = {l.name: layer_synapses(l) for l in q.layers}
         result.files.append({"path": path, "verified_by": None})
     result.extra["fixed_point"] = [
         {"layer": l.name, "weight_exp": l.fixed.weight_exp, "du": l.fixed.du, "dv": l.fixed.dv, "vth": l.fixed.vth}

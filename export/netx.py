@@ -28,8 +28,8 @@ from typing import Optional
 import numpy as np
 
 from dpap_deploy.errors import IRError, UnsupportedLayerError
-from dpap_deploy.export import ExportResult, register_target
-from dpap_deploy.export.lava_sim import input_schedule, output_spikes
+from dpap_deploy.export import ExportResult, check_layers, register_target
+from dpap_deploy.export.lava_sim import input_schedule, layer_synapses, output_spikes
 from dpap_deploy.export.quantize import quantize
 from dpap_deploy.fileio import atomic_path
 from dpap_deploy.ir import NetworkIR
@@ -49,10 +49,7 @@ def check_supported(ir: NetworkIR) -> None:
 
 def check_kinds(ir: NetworkIR) -> None:
     """Raise :class:`UnsupportedLayerError` for layer kinds netx has no block for (named)."""
-    bad = [f"{l.name} ({l.kind}, {l.activation})" for l in ir.layers
-           if l.kind not in SUPPORTED_KINDS or l.activation != "lif"]
-    if bad:
-        raise UnsupportedLayerError(f"target netx supports layer kinds {SUPPORTED_KINDS}; unsupported: {', '.join(bad)}")
+    check_layers(ir, "netx", SUPPORTED_KINDS, ("lif",))
 
 
 def write_netx(ir: NetworkIR, path: str) -> None:
@@ -82,7 +79,7 @@ def write_netx(ir: NetworkIR, path: str) -> None:
                 if l.kind == "conv":  # netx flips the kernel and reorders it to Lava's (out, W, H, in)
                     text(g, "type", "conv")
                     g.create_dataset("shape", data=np.array(l.out_shape, dtype=np.int64))  # CHW
-                    g.create_dataset("weight", data=np.where(l.mask[:, :, None, None], l.fixed.weight, 0).astype(np.int32))
+                    g.create_dataset("weight", data=l.masked_weight(fixed=True).astype(np.int32))
                     g.create_dataset("stride", data=np.int64(l.stride))
                     g.create_dataset("padding", data=np.int64(l.padding))
                     g.create_dataset("dilation", data=np.int64(1))
@@ -90,7 +87,7 @@ def write_netx(ir: NetworkIR, path: str) -> None:
                 else:
                     text(g, "type", "dense")
                     g.create_dataset("shape", data=np.array([l.n_out], dtype=np.int64))
-                    g.create_dataset("weight", data=np.where(l.mask, l.fixed.weight, 0).astype(np.int32))
+                    g.create_dataset("weight", data=l.masked_weight(fixed=True).astype(np.int32))
                 n = g.create_group("neuron")
                 text(n, "type", "CUBA")
                 n.create_dataset("iDecay", data=np.int64(l.fixed.du + 1))
@@ -155,9 +152,7 @@ def export_netx(ir: NetworkIR, out_dir: str, spikes: Optional[np.ndarray] = None
     result = ExportResult(target="netx", network=q)
     result.extra["synapses_counted_from"] = "netx HDF5 weights (non-zero)"
     result.extra["accuracy_key"] = "netx_in_lava"
-    result.synapses_per_layer = {l.name: (l.synapses if l.kind == "conv" else
-                                          int(np.count_nonzero(np.where(l.mask, l.fixed.weight, 0))) // (l.pool_fold ** 2))
-                                 for l in q.layers}
+    result.synapses_per_layer = {l.name: layer_synapses(l) for l in q.layers}
     if spikes is not None:
         t0 = time.perf_counter()
         out = run_netx(path, spikes, q.time_steps)

@@ -25,8 +25,8 @@ from typing import Optional
 
 import numpy as np
 
-from dpap_deploy.errors import IRError, UnsupportedLayerError
-from dpap_deploy.export import ExportResult, register_target
+from dpap_deploy.errors import IRError
+from dpap_deploy.export import ExportResult, check_layers, register_target
 from dpap_deploy.fileio import atomic_path
 from dpap_deploy.ir import NetworkIR
 
@@ -42,10 +42,7 @@ def to_nir(ir: NetworkIR):
     """
     import nir
 
-    bad = [f"{l.name} ({l.kind}, {l.activation})" for l in ir.layers
-           if l.kind not in SUPPORTED_KINDS or l.activation != "lif"]
-    if bad:
-        raise UnsupportedLayerError(f"target nir supports layer kinds {SUPPORTED_KINDS}; unsupported: {', '.join(bad)}")
+    check_layers(ir, "nir", SUPPORTED_KINDS, ("lif",))
     in_shape = list(ir.input_shape) if ir.input_shape else [ir.input_size]
     nodes = {"input": nir.Input(input_type={"input": np.array(in_shape)})}
     edges = []

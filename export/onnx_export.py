@@ -18,8 +18,8 @@ from typing import Optional
 
 import numpy as np
 
-from dpap_deploy.errors import ExportValidationError, IRError, UnsupportedLayerError
-from dpap_deploy.export import ExportResult, register_target
+from dpap_deploy.errors import ExportValidationError, IRError
+from dpap_deploy.export import ExportResult, check_layers, register_target
 from dpap_deploy.fileio import atomic_path
 from dpap_deploy.ir import NetworkIR
 
@@ -28,12 +28,8 @@ OPSET = 13
 
 def check_supported(ir: NetworkIR) -> None:
     """ONNX export takes ANN fully connected layers; spiking layers are rejected by name."""
-    bad = [f"{l.name} ({l.kind}, {l.activation})" for l in ir.layers
-           if l.kind not in ("fc", "conv") or l.activation not in ("relu", "identity")]
-    if bad:
-        raise UnsupportedLayerError(
-            "target onnx exports ANNs (fc layers with relu/identity); unsupported: " + ", ".join(bad)
-            + " (spiking networks go to loihi-sim, netx or nir)")
+    check_layers(ir, "onnx", ("fc", "conv"), ("relu", "identity"), what="exports ANNs (fc/conv layers with relu/identity)",
+                 hint=" (spiking networks go to loihi-sim, netx or nir)")
 
 
 def to_onnx(ir: NetworkIR):

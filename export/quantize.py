@@ -116,7 +116,7 @@ def quantize_layer(layer: FCLayer, dt_s: float, min_vth: int = 256) -> FCLayer:
             f"with weight_exp in {list(WEIGHT_EXP_RANGE)} (largest |dt/tau_mem * w| = {m:g})"
         )
     w_int = to_even_int(s * w / 2.0**exp)
-    w_int[~(layer.mask[:, :, None, None] if conv else layer.mask) & np.ones(w_int.shape, bool)] = 0
+    w_int[~layer.weight_mask()] = 0
     return replace(layer, fixed=FixedPoint(w_int, exp, du, dv, vth, s))
 
 
