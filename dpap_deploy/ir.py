@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import List, Optional
 
 import numpy as np
+import scipy.sparse as sp
 
 from dpap_deploy.errors import IRError
 from dpap_deploy.fileio import atomic_path
@@ -206,6 +207,26 @@ class ConvLayer:
     def masked_weight(self, fixed: bool = False) -> np.ndarray:
         """Kernel with pruned connections 0: float (Norse units) or, with ``fixed``, the integers."""
         return np.where(self.weight_mask(), self.fixed.weight if fixed else self.weight, 0)
+
+    def unrolled(self, fixed: bool = False) -> sp.csr_matrix:
+        """The convolution as a sparse matrix ``(C_out*H_out*W_out, C_in*H*W)`` of its surviving
+        weights (float, or with ``fixed`` the integers), neurons in torch's ``(C, H, W)`` order:
+        ``unrolled() @ x.reshape(-1)`` equals ``conv2d(x, masked_weight()).reshape(-1)``."""
+        w = self.masked_weight(fixed=fixed)
+        c_in, h, wd = self.in_shape
+        c_out, ho, wo = self.out_shape
+        oy, ox = np.meshgrid(np.arange(ho), np.arange(wo), indexing="ij")
+        rows, cols, vals = [], [], []
+        for o, i, a, b in zip(*np.nonzero(w)):
+            iy = oy * self.stride - self.padding + a
+            ix = ox * self.stride - self.padding + b
+            ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < wd)
+            rows.append((o * ho * wo + oy * wo + ox)[ok])
+            cols.append((i * h * wd + iy * wd + ix)[ok])
+            vals.append(np.full(int(ok.sum()), w[o, i, a, b]))
+        cat = lambda parts, dt: np.concatenate(parts) if parts else np.zeros(0, dt)  # noqa: E731
+        return sp.csr_matrix((cat(vals, w.dtype), (cat(rows, np.int64), cat(cols, np.int64))),
+                             shape=(c_out * ho * wo, c_in * h * wd))
 
     @property
     def n_in(self) -> int:

@@ -43,23 +43,11 @@ def surviving(layer: FCLayer) -> sp.csr_matrix:
 
 
 def conv_connectivity(layer) -> sp.csr_matrix:
-    """The unrolled connectivity ``(C_out*H_out*W_out, C_in*H*W)`` of a :class:`~dpap_deploy.ir.ConvLayer`."""
-    live = layer.masked_weight(fixed=layer.fixed is not None) != 0
-    c_in, h, wd = layer.in_shape
-    c_out, ho, wo = layer.out_shape
-    oy, ox = np.meshgrid(np.arange(ho), np.arange(wo), indexing="ij")
-    rows, cols = [], []
-    for o, i, a, b in zip(*np.nonzero(live)):
-        iy = oy * layer.stride - layer.padding + a
-        ix = ox * layer.stride - layer.padding + b
-        ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < wd)
-        rows.append((o * ho * wo + oy * wo + ox)[ok])
-        cols.append((i * h * wd + iy * wd + ix)[ok])
-    r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-    c = np.concatenate(cols) if cols else np.zeros(0, np.int64)
-    m = sp.csr_matrix((np.ones(len(r), dtype=bool), (r, c)), shape=(c_out * ho * wo, c_in * h * wd))
-    m.sum_duplicates()
-    return m
+    """The unrolled connectivity ``(C_out*H_out*W_out, C_in*H*W)`` of a :class:`~dpap_deploy.ir.ConvLayer`
+    (True where a surviving weight, a non-zero integer once quantised, connects the two neurons)."""
+    m = layer.unrolled(fixed=layer.fixed is not None)
+    m.eliminate_zeros()
+    return m.astype(bool)
 
 
 def axon_memory_bits(counts: np.ndarray, bits_per_synapse: int, profile: Profile) -> np.ndarray:

@@ -14,13 +14,17 @@ def _decay(x, d):
     return np.sign(p) * (np.abs(p) // 4096)
 
 
-def simulate(layers, spikes):
+def simulate(layers, spikes, events=None):
     """Output spike counts ``(N, C)``.
 
     Args:
         layers: list of dicts with ``w`` (int ``(n_out, n_in)``), ``exp``, ``du``, ``dv``, ``vth``.
         spikes: ``(T, N, F)`` 0/1.
+        events: a dict that, when given, counts the ``"u_wraps"`` and ``"v_clips"`` that happened.
     """
+    events = {} if events is None else events
+    events.setdefault("u_wraps", 0)
+    events.setdefault("v_clips", 0)
     T, N, _ = spikes.shape
     counts = np.zeros((N, layers[-1]["w"].shape[0]), dtype=np.int64)
     for k in range(N):
@@ -32,10 +36,13 @@ def simulate(layers, spikes):
                 a = l["w"].astype(np.int64) @ s
                 a = a * 2 ** l["exp"] if l["exp"] >= 0 else a // 2 ** (-l["exp"])
                 uu = _decay(u[i], l["du"] + 1) + a * 64
+                events["u_wraps"] += int(((uu > U_LIM) | (uu <= -U_LIM)).sum())
                 uu = np.where(uu > U_LIM, uu - 2 * U_LIM, uu)
                 uu = np.where(uu <= -U_LIM, uu + 2 * U_LIM, uu)
                 u[i] = uu
-                v[i] = np.clip(_decay(v[i], l["dv"]) + u[i], -(U_LIM - 1), U_LIM - 1)
+                vv = _decay(v[i], l["dv"]) + u[i]
+                events["v_clips"] += int((np.abs(vv) > U_LIM - 1).sum())
+                v[i] = np.clip(vv, -(U_LIM - 1), U_LIM - 1)
                 s = (v[i] > l["vth"] * 64).astype(np.int64)
                 v[i][s == 1] = 0
             counts[k] += s

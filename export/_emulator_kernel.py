@@ -1,0 +1,104 @@
+"""The fused, event-driven CPU kernel behind ``emulate(..., engine="numba")``.
+
+One numba function runs whole samples: per sample (in parallel over samples), per time step,
+per layer it adds the weight row of every presynaptic neuron that spiked (dense rows for
+fully connected layers, an unrolled CSR matrix for convolutions), then updates the layer's
+neurons with Lava's fixed-point LIF equations. Only the weights and one sample's state are
+touched, so it stays in cache and does no work for silent neurons. The arithmetic is the same
+as ``export/emulator.py``'s torch engine; see that module for the equations and their sources.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+U_LIM = 2 ** 23
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def run_kernel(spikes, n_out, mode, scale, fu, fv, vth64, clamp,
+               wd16, wd32, wd_off, ip, ip_off, ix, wx, ix_off, neuron_off, rec, counts):  # pragma: no cover (numba)
+    """Run ``spikes`` ``(T, N, F)`` uint8 through ``L`` layers; fill ``counts`` ``(N, n_last)`` int64
+    and, when ``rec.shape[0] == T``, the spike raster ``rec`` ``(T, N, total neurons)`` uint8.
+
+    Per layer ``l``: ``n_out[l]`` neurons; ``mode[l]`` 0 or 1 selects the dense weight rows
+    ``wd16``/``wd32[wd_off[l] + i*n_out[l] : ... + n_out[l]]`` of presynaptic neuron ``i`` (int16 when
+    no partial sum can leave int16's range, which doubles the adds per vector instruction;
+    else int32); mode 2 the CSR row ``ip[ip_off[l] + i] .. ip[ip_off[l] + i + 1]`` into
+    ``ix``/``wx`` (offset ``ix_off[l]``);
+    ``scale[l]`` = 2^weight_exp (the product rounded down: Lava's right shift for negative exponents);
+    ``fu``/``fv`` = (4096 - du - 1)/4096 and (4096 - dv)/4096; ``vth64`` = vth << 6;
+    ``clamp[l]``: clamp the synaptic sum to 24 bits (Lava's ``Conv``).
+    """
+    T, N, F = spikes.shape
+    L = n_out.shape[0]
+    total = neuron_off[L]
+    maxn = F
+    for l in range(L):
+        maxn = max(maxn, n_out[l])
+    lim = float(U_LIM)
+    record = rec.shape[0] == T
+    for b in prange(N):
+        u = np.zeros(total, np.float64)
+        v = np.zeros(total, np.float64)
+        acc = np.zeros(maxn, np.int32)
+        acc16 = np.zeros(maxn, np.int16)
+        fired = np.zeros(maxn, np.bool_)
+        idx = np.zeros(maxn, np.int64)
+        for t in range(T):
+            ns = 0
+            for f in range(F):
+                if spikes[t, b, f]:
+                    idx[ns] = f
+                    ns += 1
+            for l in range(L):
+                m = n_out[l]
+                if mode[l] == 0:
+                    acc16[:m] = 0
+                    base = wd_off[l]
+                    for k in range(ns):
+                        r = base + idx[k] * m
+                        row16 = wd16[r:r + m]  # a slice: unit stride without wrap checks, so LLVM vectorises
+                        for j in range(m):
+                            acc16[j] += row16[j]
+                    for j in range(m):
+                        acc[j] = acc16[j]
+                elif mode[l] == 1:
+                    acc[:m] = 0
+                    base = wd_off[l]
+                    for k in range(ns):
+                        r = base + idx[k] * m
+                        row = wd32[r:r + m]
+                        for j in range(m):
+                            acc[j] += row[j]
+                else:
+                    acc[:m] = 0
+                    p0 = ip_off[l]
+                    d0 = ix_off[l]
+                    for k in range(ns):
+                        i = idx[k]
+                        for q in range(ip[p0 + i], ip[p0 + i + 1]):
+                            acc[ix[d0 + q]] += wx[d0 + q]
+                o = neuron_off[l]
+                ul, vl = u[o:o + m], v[o:o + m]
+                lo, hi = (-lim, lim - 1.0) if clamp[l] else (-np.inf, np.inf)
+                sc, du_f, dv_f, th = scale[l], fu[l], fv[l], vth64[l]
+                for j in range(m):  # Lava's AbstractPyLifModelFixed.subthr_dynamics, then spiking
+                    # floor: a right shift for negative weight exponents, exact (no-op) otherwise
+                    a = np.floor(min(max(float(acc[j]), lo), hi) * sc)
+                    uu = np.trunc(ul[j] * du_f) + a * 64.0
+                    uu = uu - 2.0 * lim if uu > lim else (uu + 2.0 * lim if uu <= -lim else uu)
+                    ul[j] = uu
+                    vv = min(max(np.trunc(vl[j] * dv_f) + uu, -(lim - 1.0)), lim - 1.0)
+                    s = vv > th
+                    fired[j] = s
+                    vl[j] = 0.0 if s else vv
+                ns = 0
+                for j in range(m):
+                    if fired[j]:
+                        idx[ns] = j
+                        ns += 1
+                        if record:
+                            rec[t, b, o + j] = 1
+            for k in range(ns):
+                counts[b, idx[k]] += 1
