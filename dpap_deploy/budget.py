@@ -155,6 +155,18 @@ class Budget:
         self.history.append(rec)
         return rec
 
+    def state_dict(self) -> dict:
+        """The targets, history and the epoch the budget was met: what a resumed run needs
+        (targets come from the dense network, which a checkpoint no longer holds)."""
+        return {"targets": {k: asdict(t) for k, t in self.targets.items()},
+                "history": list(self.history), "met_epoch": self.met_epoch}
+
+    def load_state_dict(self, d: dict) -> None:
+        """Restore what :meth:`state_dict` saved."""
+        self.targets = {k: LayerTarget(**t) for k, t in d["targets"].items()}
+        self.history = list(d["history"])
+        self.met_epoch = d["met_epoch"]
+
     def to_report(self) -> dict:
         """The ``budget`` section of ``report.json``."""
         last = self.history[-1] if self.history else {}

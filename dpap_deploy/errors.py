@@ -43,3 +43,20 @@ class MappingError(DpapError):
 
 class BudgetError(DpapError):
     """A hardware budget cannot be met by any pruning of the network (names the binding limit)."""
+
+
+class CheckpointError(DpapError):
+    """A checkpoint or run folder to resume is missing, corrupt, or not written by dpap-deploy."""
+
+
+class TrainingInterrupted(DpapError):
+    """Training stopped on SIGINT (Ctrl-C) after writing a checkpoint it can resume from.
+
+    Attributes:
+        path: the checkpoint written.
+        epoch, batch: where training will continue (0-based).
+    """
+
+    def __init__(self, path: str, epoch: int, batch: int):
+        super().__init__(f"interrupted at epoch {epoch} batch {batch}; checkpoint saved to {path}")
+        self.path, self.epoch, self.batch = path, epoch, batch

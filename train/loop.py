@@ -204,6 +204,9 @@ def train(
     method: Optional[str] = None,
     target_sparsity: float = 0.0,
     budget=None,
+    checkpoint: Optional[str] = None,
+    resume: Optional[dict] = None,
+    on_batch: Optional[Callable[[int, int], None]] = None,
 ) -> TrainResult:
     """Train ``model`` (default: a :class:`SpikingMLP` with ``cfg.hidden``) on ``ds``.
 
@@ -213,26 +216,64 @@ def train(
         input_kind: see :func:`encode`.
         budget: a :class:`dpap_deploy.budget.Budget` (SNN MLPs with DPAP): pruning is pushed on
             the layers over their targets until the mapped network fits, then stops.
+        checkpoint: write a checkpoint here after every epoch (``train/checkpoint.py``), and on
+            SIGINT (Ctrl-C) finish the current batch, write one and raise
+            :class:`~dpap_deploy.errors.TrainingInterrupted`.
+        resume: a checkpoint (``load_checkpoint``) to continue from instead of starting afresh;
+            ``model`` is then ignored (the checkpoint's is used). ``cfg``, ``dpap_cfg``,
+            ``method`` and the data must be the run's own: the result equals an uninterrupted run.
+        on_batch: called as ``on_batch(epoch, batch)`` after every optimiser step.
 
     Raises:
         BudgetError: the budget cannot be met by any pruning of this network.
+        TrainingInterrupted: SIGINT arrived while ``checkpoint`` was set.
+        CheckpointError: ``resume`` does not belong to this run (method or layer count differ).
 
     Returns:
         The compacted model, the DPAP state, one history record per epoch (loss, train/test
         accuracy, neurons and synapses alive per layer, wall time) and the wall time (s).
     """
+    import signal
+    import threading
+
     from tqdm.auto import tqdm
+
+    from dpap_deploy.errors import CheckpointError, TrainingInterrupted
+    from dpap_deploy.train.checkpoint import generator_state, restore_generator, save_checkpoint
 
     method = method or ("dpap" if cfg.prune else "dense")
     if method not in ("dpap", "dense", "magnitude"):
         raise ValueError(f"method must be dpap, dense or magnitude, got {method!r}")
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    if model is None:
-        model = SpikingMLP([ds.n_features, *cfg.hidden, ds.n_classes], cfg.lif)
-    model.dense_widths = model.widths()
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    state = DPAPState(model.specs(), dpap_cfg) if method == "dpap" else None
+    gen = torch.Generator().manual_seed(cfg.seed)
+    if resume is not None:
+        from dpap_deploy.train.models import model_from_config
+
+        if resume["method"] != method:
+            raise CheckpointError(f"checkpoint was trained with {resume['method']!r}, not {method!r}")
+        model = model_from_config(resume["model_config"])
+        model.load_state_dict(resume["state_dict"])
+        model.dense_widths = list(resume.get("dense_widths") or model.widths())
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        opt.load_state_dict(resume["optimizer"])
+        state = DPAPState.from_state_dict(resume["dpap_state"]) if resume.get("dpap_state") else None
+        if budget is not None and resume.get("budget"):
+            budget.load_state_dict(resume["budget"])
+        restore_generator(gen, resume["generator"])
+        history: List[dict] = list(resume["history"])
+        start_epoch, start_batch = int(resume["position"]["epoch"]), int(resume["position"]["batch"])
+        run_loss, run_correct = float(resume["position"]["loss_sum"]), int(resume["position"]["correct"])
+        if "torch_rng" in resume:
+            torch.set_rng_state(resume["torch_rng"])
+    else:
+        if model is None:
+            model = SpikingMLP([ds.n_features, *cfg.hidden, ds.n_classes], cfg.lif)
+        model.dense_widths = model.widths()
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        state = DPAPState(model.specs(), dpap_cfg) if method == "dpap" else None
+        history = []
+        start_epoch, start_batch, run_loss, run_correct = 0, 0, 0.0, 0
     prunable = list(range(len(model.layers) - 1))
     if budget is not None:
         if method != "dpap" or not isinstance(model, SpikingMLP):
@@ -240,59 +281,90 @@ def train(
                              f"{method!r} and {type(model).__name__}")
         from dpap_deploy.train.compact import to_ir
 
-        budget.check_feasible(model.sizes, len(prunable))
-        budget.derive_targets(to_ir(model, cfg.time_steps), len(prunable))
+        if resume is None:
+            budget.check_feasible(model.sizes, len(prunable))
+            budget.derive_targets(to_ir(model, cfg.time_steps), len(prunable))
     x_test = encode(ds.x_test, input_kind, cfg.time_steps, cfg.seed + TEST_ENCODING_SEED_OFFSET)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    history: List[dict] = []
-    t0 = time.perf_counter()
-    bar = tqdm(range(cfg.epochs), desc=f"train ({method})", unit="epoch", disable=not progress, leave=False)
+    t0 = time.perf_counter() - (float(resume.get("seconds", 0.0)) if resume is not None else 0.0)
     n = len(ds.y_train)
-    for epoch in bar:
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / max(1, cfg.epochs)))
-        model.train()
-        order = torch.randperm(n, generator=gen).numpy()
-        loss_sum, correct = 0.0, 0
-        for b, i in enumerate(range(0, n, cfg.batch_size)):
-            idx = order[i:i + cfg.batch_size]
-            x = torch.from_numpy(encode(ds.x_train[idx], input_kind, cfg.time_steps,
-                                        (cfg.seed * 1009 + epoch) * 100_003 + b))
-            y = torch.from_numpy(ds.y_train[idx])
-            scores, records = model(x)
-            logits = cfg.count_scale * scores if model.spiking else scores
-            loss = torch.nn.functional.cross_entropy(logits, y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            model.apply_masks()
-            if state is not None:
-                state.observe(records)
-            loss_sum += float(loss) * len(idx)
-            correct += int((scores.argmax(1) == y).sum())
-        rec = {"epoch": epoch, "method": method, "loss": loss_sum / n, "train_accuracy": correct / n}
-        if state is not None:
-            state.end_epoch(epoch)
-            state.apply(model, opt)
-        elif method == "magnitude":
-            _magnitude_step(model, prunable, target_sparsity, epoch, dpap_cfg.e0, cfg.epochs)
-        if cfg.compact_every_epoch and method != "dense":
-            model, opt = _compact_in_place(model, opt, state)
-        if budget is not None and epoch >= dpap_cfg.e0:
-            from dpap_deploy.train.compact import to_ir
 
-            rec["budget"] = budget.step_epoch(to_ir(compact(model)[0], cfg.time_steps), state, epoch)
-        rec["test_accuracy"] = float((classify(predict(model, x_test)) == ds.y_test).mean())
-        if cfg.fixed_point_eval and isinstance(model, SpikingMLP) and input_kind == "rate":
-            rec["fixed_point_accuracy"] = fixed_point_accuracy(model, x_test, ds.y_test, cfg.time_steps)
-        rec["layers"] = {nm: {"neurons": int(w), "synapses": int(m.sum())}
-                         for nm, w, m in zip(model.layer_names(), model.widths(), model.masks)}
-        rec["synapses"] = int(sum(int(m.sum()) for m in model.masks))
-        rec["seconds"] = time.perf_counter() - t0
-        history.append(rec)
-        bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['test_accuracy']:.3f}", synapses=rec["synapses"])
-        if on_epoch is not None:
-            on_epoch(rec)
+    def snapshot(epoch: int, batch: int, gen_at_epoch_start, loss_sum: float, correct: int) -> None:
+        save_checkpoint(checkpoint, {
+            "model_config": model.config(), "state_dict": model.state_dict(), "dense_widths": model.dense_widths,
+            "optimizer": opt.state_dict(), "dpap_state": state.state_dict() if state is not None else None,
+            "budget": budget.state_dict() if budget is not None else None, "generator": gen_at_epoch_start,
+            "position": {"epoch": epoch, "batch": batch, "loss_sum": loss_sum, "correct": correct},
+            "history": history, "train_config": cfg.to_dict(), "method": method, "dpap_config": dpap_cfg.to_dict(),
+            "seconds": time.perf_counter() - t0, "torch_rng": torch.get_rng_state()})
+
+    stop = threading.Event()  # set by SIGINT: finish the batch, checkpoint, stop
+    old_handler = None
+    if checkpoint is not None and threading.current_thread() is threading.main_thread():
+        old_handler = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        bar = tqdm(range(start_epoch, cfg.epochs), desc=f"train ({method})", unit="epoch", disable=None if progress else True,
+                   leave=False, initial=start_epoch, total=cfg.epochs)
+        for epoch in bar:
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / max(1, cfg.epochs)))
+            model.train()
+            gen_at_start = generator_state(gen)
+            order = torch.randperm(n, generator=gen).numpy()
+            first = start_batch if epoch == start_epoch else 0
+            loss_sum, correct = (run_loss, run_correct) if epoch == start_epoch else (0.0, 0)
+            for b, i in enumerate(range(0, n, cfg.batch_size)):
+                if b < first:
+                    continue
+                idx = order[i:i + cfg.batch_size]
+                x = torch.from_numpy(encode(ds.x_train[idx], input_kind, cfg.time_steps,
+                                            (cfg.seed * 1009 + epoch) * 100_003 + b))
+                y = torch.from_numpy(ds.y_train[idx])
+                scores, records = model(x)
+                logits = cfg.count_scale * scores if model.spiking else scores
+                loss = torch.nn.functional.cross_entropy(logits, y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                model.apply_masks()
+                if state is not None:
+                    state.observe(records)
+                loss_sum += float(loss) * len(idx)
+                correct += int((scores.argmax(1) == y).sum())
+                if on_batch is not None:
+                    on_batch(epoch, b)
+                if stop.is_set():
+                    snapshot(epoch, b + 1, gen_at_start, loss_sum, correct)
+                    raise TrainingInterrupted(checkpoint, epoch, b + 1)
+            rec = {"epoch": epoch, "method": method, "loss": loss_sum / n, "train_accuracy": correct / n}
+            if state is not None:
+                state.end_epoch(epoch)
+                state.apply(model, opt)
+            elif method == "magnitude":
+                _magnitude_step(model, prunable, target_sparsity, epoch, dpap_cfg.e0, cfg.epochs)
+            if cfg.compact_every_epoch and method != "dense":
+                model, opt = _compact_in_place(model, opt, state)
+            if budget is not None and epoch >= dpap_cfg.e0:
+                from dpap_deploy.train.compact import to_ir
+
+                rec["budget"] = budget.step_epoch(to_ir(compact(model)[0], cfg.time_steps), state, epoch)
+            rec["test_accuracy"] = float((classify(predict(model, x_test)) == ds.y_test).mean())
+            if cfg.fixed_point_eval and isinstance(model, SpikingMLP) and input_kind == "rate":
+                rec["fixed_point_accuracy"] = fixed_point_accuracy(model, x_test, ds.y_test, cfg.time_steps)
+            rec["layers"] = {nm: {"neurons": int(w), "synapses": int(m.sum())}
+                             for nm, w, m in zip(model.layer_names(), model.widths(), model.masks)}
+            rec["synapses"] = int(sum(int(m.sum()) for m in model.masks))
+            rec["seconds"] = time.perf_counter() - t0
+            history.append(rec)
+            if checkpoint is not None:
+                snapshot(epoch + 1, 0, generator_state(gen), 0.0, 0)
+            bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['test_accuracy']:.3f}", synapses=rec["synapses"])
+            if on_epoch is not None:
+                on_epoch(rec)
+            if stop.is_set():  # SIGINT during the epoch's evaluation: the checkpoint just written resumes it
+                raise TrainingInterrupted(checkpoint, epoch + 1, 0)
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGINT, old_handler)
     seconds = time.perf_counter() - t0
     small, _ = compact(model)
     return TrainResult(small, state, history, seconds)
