@@ -7,24 +7,33 @@ Example::
 
     dpap-report --profile loihi1 runs/demo          # re-check an exported network, no retraining
 
+    dpap-export --config run.toml --epochs 10       # options from a TOML file; flags win
+    dpap-export --resume runs/demo                  # continue an interrupted run (Ctrl-C saves one)
+
 Exit codes: 0 done; 2 bad input (the message names what and the limit); 3 the network
 does not fit the profile and ``--require-fit`` was given (``dpap-report``: whenever it does
-not fit), so both can gate a CI pipeline.
+not fit), so both can gate a CI pipeline; 130 interrupted (Ctrl-C), with a checkpoint to
+``--resume`` from when training was under way.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
 from typing import List, Optional
 
 
-from dpap_deploy.errors import DataError, DpapError, IRError
+from dpap_deploy.errors import DataError, DpapError, IRError, TrainingInterrupted
 
 EXIT_BAD_INPUT = 2
 EXIT_DOES_NOT_FIT = 3
+EXIT_INTERRUPTED = 130
+#: options --resume accepts next to it (the rest come from the run's run.toml)
+RESUME_OPTIONS = ("resume", "quiet", "debug", "log_level")
+log = logging.getLogger("dpap_deploy")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a DPAP-pruned spiking network in Norse (or reuse one with --from), export it, "
         "run it in Lava's fixed-point simulator and check it against a hardware profile.",
     )
-    p.add_argument("--target", required=True, help="export target, e.g. loihi-sim")
+    p.add_argument("--target", default=None, help="export target, e.g. loihi-sim (required, here or in --config)")
+    p.add_argument("--config", metavar="TOML", help="read options from a TOML file (keys: the long option names); "
+                   "flags on the command line override it")
+    p.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR with its own settings "
+                   "(DIR/run.toml, DIR/checkpoint.pt)")
     p.add_argument("--profile", default="loihi2",
                    help="bundled profile (loihi2, loihi1, loihi2-sim, kapoho-point, truenorth, xylo-audio2) or a .toml path")
     p.add_argument("--chips", type=int, default=None, help="chips on the board (default: the profile's)")
@@ -65,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default for ann-mlp) or cifar-snn (the spec's defaults)")
     p.add_argument("--max-test", type=int, default=None, help="simulate only the first N test samples")
     p.add_argument("--require-fit", action="store_true", help="exit with 3 when the network does not fit the profile")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (they are off anyway when stderr is not a terminal)")
+    p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"),
+                   help="log messages on stderr from this level up (default warning; info: each stage)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -90,6 +105,9 @@ def _prepare_out(out: str, force: bool) -> None:
         raise DpapError(f"output {out!r} exists and is not a folder")
     if os.path.isfile(os.path.join(out, "report.json")) and not force:
         raise DpapError(f"output folder {out!r} already holds a run; pass --force to overwrite it or choose another --out")
+    if os.path.isfile(os.path.join(out, "checkpoint.pt")) and not force:
+        raise DpapError(f"output folder {out!r} holds an unfinished run; continue it with --resume {out}, "
+                        "or pass --force to start over")
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as exc:
@@ -122,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
     from dpap_deploy.train.models import model_from_config
 
     # -- check every input before any work ----------------------------------------------
+    if not args.target:
+        raise DpapError("--target is required (on the command line, or target = \"...\" in --config)")
     exporter = get_target(args.target)
     profile = load_profile(args.profile)
     if args.chips is not None:
@@ -185,7 +205,19 @@ def run(args: argparse.Namespace) -> int:
         raise DpapError("--budget-cores/--fit drive the spiking MLP (--model snn-mlp)")
     if budget is not None:  # an impossible budget stops before anything is written
         budget.check_feasible([ds.n_features, *hidden, ds.n_classes], prunable=len(hidden))
-    _prepare_out(args.out, args.force)
+    ckpt_path = os.path.join(args.out, "checkpoint.pt")
+    resume_ckpt = None
+    if args.resume and not args.from_dir:
+        from dpap_deploy.train.checkpoint import load_checkpoint
+
+        resume_ckpt = load_checkpoint(ckpt_path)
+        log.info("resuming %s at epoch %d batch %d", args.out, resume_ckpt["position"]["epoch"],
+                 resume_ckpt["position"]["batch"])
+    else:
+        _prepare_out(args.out, args.force)
+        from dpap_deploy.config import effective_config, write_config
+
+        write_config(os.path.join(args.out, "run.toml"), effective_config(args, build_parser()))
 
     # -- train (or load) ----------------------------------------------------------------
     timing = {"train": 0.0}
@@ -207,31 +239,36 @@ def run(args: argparse.Namespace) -> int:
         train_cfg = TrainConfig(hidden=hidden, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                 time_steps=args.time_steps, seed=args.seed, prune=not args.no_prune)
         log_path = os.path.join(args.out, "train_log.jsonl")
-        log = open(log_path, "w")
+        train_log = open(log_path, "w")
+        for rec in (resume_ckpt["history"] if resume_ckpt else []):  # the epochs before the interruption
+            train_log.write(json.dumps(rec) + "\n")
 
         def on_epoch(rec):
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
+            train_log.write(json.dumps(rec) + "\n")
+            train_log.flush()
+            log.debug("epoch %d: %s", rec["epoch"], json.dumps({k: v for k, v in rec.items() if k != "layers"}))
 
+        log.info("training %s (%s) for %d epochs", cfg["model"], "dense" if args.no_prune else "DPAP", args.epochs)
+        resumable = dict(checkpoint=ckpt_path, resume=resume_ckpt)
         try:
             if ann:
                 from dpap_deploy.train.models import ANNMLP
 
                 torch.manual_seed(args.seed)
                 res = train(ds, train_cfg, PRESETS[args.dpap_preset], progress=progress, on_epoch=on_epoch,
-                            model=ANNMLP([ds.n_features, *hidden, ds.n_classes]), input_kind="static")
+                            model=ANNMLP([ds.n_features, *hidden, ds.n_classes]), input_kind="static", **resumable)
             elif cnn:
                 from dpap_deploy.train.models import SpikingCNN
 
                 torch.manual_seed(args.seed)
                 res = train(ds, train_cfg, PRESETS[args.dpap_preset], progress=progress, on_epoch=on_epoch,
                             model=SpikingCNN(ds.x_train.shape[2:], channels, hidden, ds.n_classes),
-                            input_kind="frames")
+                            input_kind="frames", **resumable)
             else:
                 res = train(ds, train_cfg, PRESETS[args.dpap_preset], progress=progress, on_epoch=on_epoch,
-                            budget=budget)
+                            budget=budget, **resumable)
         finally:
-            log.close()
+            train_log.close()
         model, history = res.model, res.history
         timing["train"] = res.seconds
         meta = {"trained_with": "dpap" if train_cfg.prune else "dense", "seed": args.seed}
@@ -292,9 +329,15 @@ def run(args: argparse.Namespace) -> int:
         agreement_extra["emulator_predictions"] = float((pred_emu == pred_lava).mean())
         if result.output_spikes is not None:
             agreement_extra["spikes"] = float((emu_rasters[-1] == result.output_spikes).mean())
+    from dpap_deploy.plots import plot_pruning
     from dpap_deploy.resources import plot_resources
 
-    plot = plot_resources(mapping.to_report(), os.path.join(args.out, "resources.png"))
+    log.info("writing plots and the report")
+    plots = [plot_resources(mapping.to_report(), os.path.join(args.out, "resources.png")),
+             plot_pruning(history, os.path.join(args.out, "pruning.png"),
+                          title=f"DPAP on {ds.name}" if train_cfg and train_cfg.prune else f"dense training on {ds.name}")]
+    if not ann:
+        plots.append(_raster_png(exported, x_test, y_test, args.out))
 
     report = {
         "target": args.target,
@@ -319,15 +362,40 @@ def run(args: argparse.Namespace) -> int:
                      "from": args.from_dir},
         "files": result.files + [{"path": os.path.join(args.out, f), "verified_by": None}
                                  for f in ("ir.npz", "model.pt") if os.path.isfile(os.path.join(args.out, f))]
-        + ([{"path": plot, "verified_by": None}] if plot else []),
+        + [{"path": p, "verified_by": None} for p in plots if p]
+        + [{"path": os.path.join(args.out, f), "verified_by": None} for f in ("run.toml", "checkpoint.pt", "train_log.jsonl")
+           if os.path.isfile(os.path.join(args.out, f))],
     }
     validate(report)
     write_json(os.path.join(args.out, "report.json"), report)
+    from dpap_deploy.report import markdown_report
+
+    with atomic_path(os.path.join(args.out, "report.md")) as tmp:
+        with open(tmp, "w") as f:
+            f.write(markdown_report(report, [os.path.basename(p) for p in plots if p]))
     print(summary_text(report))
-    print(f"report    {os.path.join(args.out, 'report.json')}")
+    print(f"report    {os.path.join(args.out, 'report.json')}, {os.path.join(args.out, 'report.md')}")
     if (args.require_fit or budget is not None) and not mapping.fits:
         return EXIT_DOES_NOT_FIT
     return 0
+
+
+def _raster_png(ir, x_test, y_test, out: str) -> Optional[str]:
+    """``raster.png``: input, hidden and output spikes of test sample 0 as Lava's fixed-point
+    simulator produces them (a one-sample run with a sink on every population)."""
+    from dpap_deploy.export import lava_sim
+    from dpap_deploy.export.quantize import quantize
+    from dpap_deploy.plots import plot_raster
+
+    q = ir if ir.quantized else quantize(ir)
+    x = x_test[:, :1]
+    counts, info = lava_sim.run(q, x, record_hidden=True)
+    pops = [("input", x.reshape(x.shape[0], -1))]
+    pops += [(l.name, h[:, 0]) for l, h in zip(q.layers[:-1], info["hidden_spikes"])]
+    pops.append((q.layers[-1].name + " (output)", info["output_spikes"][:, 0]))
+    title = (f"test sample 0 (label {int(y_test[0])}, predicted {int(counts[0].argmax())}) in Lava "
+             f"Loihi2SimCfg fixed point, T = {x.shape[0]}")
+    return plot_raster(pops, os.path.join(out, "raster.png"), title)
 
 
 def load_exported(run_dir: str):
@@ -360,6 +428,10 @@ def check(run_dir: str, profile, pack: bool = True, as_json: bool = False, plot:
 def _guarded(prog: str, args, fn) -> int:
     try:
         return fn()
+    except TrainingInterrupted as exc:
+        run_dir = os.path.dirname(exc.path) or "."
+        print(f"{prog}: {exc}\n{prog}: continue with: dpap-export --resume {run_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except DpapError as exc:
         if args.debug:
             raise
@@ -367,13 +439,46 @@ def _guarded(prog: str, args, fn) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """``dpap-export``'s options: the command line over ``--config``'s file; with ``--resume DIR``,
+    DIR's ``run.toml`` (only ``--quiet``, ``--log-level`` and ``--debug`` may be added).
+
+    Raises:
+        ConfigError: a bad config file, or options given next to ``--resume``.
+    """
+    from dpap_deploy.config import explicit_options, parse_with_config
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = build_parser().parse_args(argv)
+    if first.resume:
+        from dpap_deploy.errors import ConfigError
+
+        extra = [d for d in explicit_options(argv, build_parser()) if d not in RESUME_OPTIONS]
+        if extra:
+            raise ConfigError(f"--resume continues {first.resume!r} with its own settings ({first.resume}/run.toml); "
+                              f"drop {', '.join('--' + d.replace('_', '-') for d in extra)}")
+        path = os.path.join(first.resume, "run.toml")
+        if not os.path.isfile(path):
+            raise ConfigError(f"--resume {first.resume!r}: no run.toml there, so no dpap-export run to continue")
+        args = parse_with_config(build_parser(), [], path)
+        args.out, args.resume, args.force = first.resume, first.resume, True
+        args.quiet, args.debug, args.log_level = first.quiet, first.debug, first.log_level
+        return args
+    return parse_with_config(build_parser(), argv, first.config) if first.config else first
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    return _guarded("dpap-export", args, lambda: run(args))
+    first = build_parser().parse_args(argv)  # argparse errors (exit 2) and --debug before anything else
+    logging.basicConfig(level=getattr(logging, first.log_level.upper()), format="%(levelname)s %(name)s: %(message)s")
+    def go():
+        args = parse_args(argv)
+        logging.getLogger().setLevel(getattr(logging, args.log_level.upper()))
+        return run(args)
+
+    return _guarded("dpap-export", first, go)
 
 
 def report_main(argv: Optional[List[str]] = None) -> int:

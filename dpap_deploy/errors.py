@@ -45,6 +45,10 @@ class BudgetError(DpapError):
     """A hardware budget cannot be met by any pruning of the network (names the binding limit)."""
 
 
+class ConfigError(DpapError):
+    """A ``--config`` file is unreadable, malformed, or has an unknown key or a wrong-typed value."""
+
+
 class CheckpointError(DpapError):
     """A checkpoint or run folder to resume is missing, corrupt, or not written by dpap-deploy."""
 

@@ -18,7 +18,7 @@ from the torch masks; ``sparsity = 1 - synapses / synapses_dense``.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 from dpap_deploy.ir import NetworkIR
 from dpap_deploy.resources import resources_text
@@ -114,3 +114,69 @@ def summary_text(report: dict) -> str:
 
 def _pct(x: Optional[float]) -> str:
     return "n/a" if x is None else f"{100 * x:.2f} %"
+
+
+def markdown_report(report: dict, images: Sequence[str] = ()) -> str:
+    """``report.md``: the run for a human, in GitHub-flavoured Markdown (tables, relative image links).
+
+    Args:
+        report: a validated ``report.json`` dict.
+        images: file names next to the report to show (e.g. ``pruning.png``).
+    """
+    d, m, a, ag, r = report["dataset"], report["model"], report["accuracy"], report["agreement"], report["resources"]
+    names = {"norse": "Norse (float)", "torch": "torch (float)", "lava": "Lava fixed point (Loihi2SimCfg)",
+             "emulator": "fixed-point emulator", "netx_in_lava": "netx file in Lava (lava-dl)",
+             "nir_in_norse": "NIR file in Norse", "onnxruntime": "ONNX in onnxruntime"}
+    out = [f"# dpap-deploy run: {m.get('name', 'network')} -> {report['target']} on {report['profile']}", ""]
+    tr = (report.get("training") or {})
+    cfg = tr.get("config") or {}
+    out.append(f"- **Data** {d['name']}: {d['n_train']} train / {d['n_test']} test samples, "
+               f"{d.get('n_features', '?')} features, {d.get('n_classes', '?')} classes, T = {d['time_steps']} time steps, "
+               f"seed {d.get('seed', '?')}.")
+    if cfg:
+        out.append(f"- **Training** {tr.get('epochs')} epochs, {'DPAP' if cfg.get('prune') else 'dense'}, "
+                   f"lr {cfg.get('lr')}, batch {cfg.get('batch_size')}.")
+    elif tr.get("from"):
+        out.append(f"- **Network** exported from the run in `{tr['from']}` (no training).")
+    out += ["", "## Model before and after pruning", "",
+            "| layer | kind | inputs | neurons (dense) | neurons | synapses (dense) | synapses | kept |",
+            "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for l in m["layers"]:
+        kept = f"{100 * l['synapses'] / l['synapses_dense']:.1f} %" if l["synapses_dense"] else "-"
+        out.append(f"| {l['name']} | {l['kind']} | {l['n_in']} | {l.get('neurons_dense', '')} | {l['n_out']} | "
+                   f"{l['synapses_dense']:,} | {l['synapses']:,} | {kept} |")
+    ratio = m.get("compression_ratio")
+    out.append(f"| **total** | | | {m.get('neurons_dense', '')} | {m['neurons']} | {m['synapses_dense']:,} | "
+               f"{m['synapses']:,} | sparsity {100 * m['sparsity']:.1f} %"
+               f"{f', {ratio:.2f}x compression' if ratio else ''} |")
+    out += ["", f"Synapses counted from {m.get('synapses_counted_from', 'the export')}.", "",
+            "## Accuracy on the test split", "", "| where | accuracy |", "|---|---:|"]
+    out += [f"| {names.get(k, k)} | {_pct(v)} |" for k, v in a.items()]
+    out += ["", f"Predictions agree ({ag.get('compared', '')}): {_pct(ag.get('predictions'))}."]
+    if ag.get("spikes") is not None:
+        out.append(f"Output spikes equal, Lava vs emulator (every sample, every step): {_pct(ag['spikes'])}.")
+    out += ["", f"## Resources on {r['profile']}", "",
+            f"{'Fits' if r['fits'] else '**Does not fit**'}: {r['cores_used']} cores used (lower bound "
+            f"{r['cores_lower_bound']}), {'unlimited' if r['cores_available'] is None else r['cores_available']} available.",
+            "", "| layer | cores | neurons | synapses | memory bits | max input axons per core | max output axons per core |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+    for l in r["per_layer"]:
+        out.append(f"| {l['layer']} | {l['cores']} | {l['neurons']} | {l['synapses']:,} | {l['synaptic_memory_bits']:,} | "
+                   f"{l['max_input_axons_per_core']} | {l['max_output_axons_per_core']} |")
+    for v in r.get("violations", []):
+        out.append(f"- violation: {v}")
+    for n in r.get("notes", []):
+        out.append(f"- note: {n}")
+    b = report.get("budget")
+    if b:
+        met = f"met after epoch {b['met_after_epoch']}" if b["met"] else "**not met**"
+        out += ["", f"**Budget** {b['profile']} ({b['cores']} cores): {met}. Knob: {b['knob']}."]
+    for note in report.get("target_notes", []):
+        out += ["", f"> {note}"]
+    t = report["timing_s"]
+    out += ["", "## Time", "", ", ".join(f"{k} {v:.2f} s" for k, v in t.items()) + "."]
+    if images:
+        out += ["", "## Figures", ""] + [f"![{i}]({i})" for i in images]
+    out += ["", "## Files", "", "| file | verified by |", "|---|---|"]
+    out += [f"| `{f['path']}` | {f['verified_by'] or '-'} |" for f in report.get("files", [])]
+    return "\n".join(out) + "\n"

@@ -97,7 +97,7 @@ def output_counts(raster: np.ndarray, T: int, N: int, n_layers: int) -> np.ndarr
     return output_spikes(raster, T, N, n_layers).sum(axis=0).astype(np.int64)
 
 
-def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed"):
+def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed", record_hidden: bool = False):
     """Lava processes for an IR fed by ``data`` ``(F, steps)``.
 
     Args:
@@ -108,10 +108,12 @@ def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed"):
             ``dt/tau_mem * w``, ``du = dt/tau_syn``, ``dv = dt/tau_mem``, ``vth = v_th``), which
             reproduces Norse's spikes and so checks the wiring, delays and resets apart from
             quantisation.
+        record_hidden: also connect a sink to every hidden population.
 
     Returns:
-        ``(source, [(Sparse, LIFReset), ...], sink)``; the sink records the output
-        population for ``steps`` time steps.
+        ``(source, [(Sparse, LIFReset), ...], sink, hidden_sinks)``; the sink records the output
+        population for ``steps`` time steps, ``hidden_sinks`` (empty unless ``record_hidden``)
+        the hidden populations, in Lava's shapes (``(n,)``, or ``(W, H, C)`` for conv layers).
     """
     from lava.proc.io.sink import RingBuffer as SpikeOut
     from lava.proc.io.source import RingBuffer as SpikeIn
@@ -124,7 +126,7 @@ def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed"):
     T = ir.time_steps
     source = SpikeIn(data=data)
     port = source.s_out
-    chain = []
+    chain, hidden_sinks = [], []
     weights = sparse_weights(ir) if precision == "fixed" else [None] * len(ir.layers)
     for i, (layer, w) in enumerate(zip(ir.layers, weights)):
         conv = layer.kind == "conv"
@@ -159,13 +161,16 @@ def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed"):
         syn.a_out.connect(lif.a_in)
         port = lif.s_out
         chain.append((syn, lif))
+        if record_hidden and i < len(ir.layers) - 1:
+            hidden_sinks.append(SpikeOut(shape=shape, buffer=data.shape[-1]))
+            lif.s_out.connect(hidden_sinks[-1].a_in)
     sink = SpikeOut(shape=(ir.layers[-1].n_out,), buffer=data.shape[-1])
     port.connect(sink.a_in)
-    return source, chain, sink
+    return source, chain, sink, hidden_sinks
 
 
 def run(ir: NetworkIR, spikes: np.ndarray, progress: bool = False, chunk: int = 2000,
-        precision: str = "fixed", run_cfg: str = "sim") -> Tuple[np.ndarray, dict]:
+        precision: str = "fixed", run_cfg: str = "sim", record_hidden: bool = False) -> Tuple[np.ndarray, dict]:
     """Run input spikes ``(T, N, F)`` through the exported network in Lava's simulator.
 
     ``precision="fixed"`` (default) runs the quantised network with ``select_tag="fixed_pt"``
@@ -175,7 +180,9 @@ def run(ir: NetworkIR, spikes: np.ndarray, progress: bool = False, chunk: int = 
     Returns:
         ``(counts, info)``: output spike counts ``(N, C)`` and facts of the run
         (``steps``, ``synapses_per_layer`` counted from the ``Sparse`` processes, ``seconds``,
-        ``output_spikes`` ``(T, N, C)``: the output population's spikes per sample and step).
+        ``output_spikes`` ``(T, N, C)``: the output population's spikes per sample and step;
+        with ``record_hidden`` also ``hidden_spikes``: per hidden layer ``(T, N, n_l)``, neurons
+        in torch's ``(C, H, W)`` order for conv layers).
 
     Raises:
         ExportValidationError: the input's ``T`` or ``F`` differ from the network's.
@@ -199,7 +206,7 @@ def run(ir: NetworkIR, spikes: np.ndarray, progress: bool = False, chunk: int = 
     L = len(ir.layers)
     t0 = time.perf_counter()
     data = input_schedule(spikes, L)
-    source, chain, sink = build(ir, data, precision)
+    source, chain, sink, hidden_sinks = build(ir, data, precision, record_hidden)
     synapses = {l.name: (int(np.count_nonzero(syn.weight.init)) if l.kind == "conv" else int(syn.weights.init.nnz))
                 // (l.pool_fold ** 2) for l, (syn, _) in zip(ir.layers, chain)}
     t1 = time.perf_counter()
@@ -219,14 +226,23 @@ def run(ir: NetworkIR, spikes: np.ndarray, progress: bool = False, chunk: int = 
             done += n
             bar.update(n)
         raster = np.asarray(sink.data.get())
+        hidden_rasters = [np.asarray(h.data.get()) for h in hidden_sinks]
     finally:
         sink.stop()
         bar.close()
     t2 = time.perf_counter()
     out = output_spikes(raster, T, N, L)
     counts = out.sum(axis=0).astype(np.int64)
-    return counts, {"steps": steps, "synapses_per_layer": synapses, "seconds": {"build": t1 - t0, "run": t2 - t1},
-                    "output_spikes": out}
+    info = {"steps": steps, "synapses_per_layer": synapses, "seconds": {"build": t1 - t0, "run": t2 - t1},
+            "output_spikes": out}
+    if record_hidden:
+        hidden = []
+        for i, r in enumerate(hidden_rasters):  # layer i's spikes reach its sink i + 1 steps late
+            if r.ndim == 4:  # (W, H, C, steps) -> (C*H*W, steps), torch order
+                r = r.transpose(2, 1, 0, 3).reshape(-1, r.shape[-1])
+            hidden.append(output_spikes(r, T, N, i + 1))
+        info["hidden_spikes"] = hidden
+    return counts, info
 
 
 @register_target("loihi-sim")

@@ -69,10 +69,13 @@ def test_lava_fixed_point_conv_equals_the_emulator(events, prune, tmp_path):
     if prune:  # conv1's channel 1 fed nothing any more: compaction removed it, and filter 5 of conv2
         assert ir.layers[0].out_shape[0] == 3 and ir.layers[1].out_shape[0] == 5
     x = _frames(events, 16)
-    counts, info = lava_sim.run(ir, x)
+    counts, info = lava_sim.run(ir, x, record_hidden=True)
     emu, rasters = emulate(ir, x, record=True)
     assert counts.sum() >= 20
     np.testing.assert_array_equal(rasters[-1], info["output_spikes"])
+    for mine, lavas in zip(rasters[:-1], info["hidden_spikes"]):  # conv populations in (C, H, W) order
+        assert lavas.sum() > 0
+        np.testing.assert_array_equal(mine, lavas)
     # the file round trip keeps the conv geometry
     ir.save(str(tmp_path / "n.npz"))
     back = NetworkIR.load(str(tmp_path / "n.npz"))

@@ -18,11 +18,14 @@ from test_lava import _network, _reference
 def test_emulator_equals_lava_spike_for_spike(digits, density):
     ir = _network([64, 24, 16, 10], T=12, gains=[12.0, 10.0, 10.0], density=density, seed=5)
     x = rate_encode(digits.x_test[:24], 12, seed=4)
-    lava_counts, info = lava_sim.run(ir, x)
+    lava_counts, info = lava_sim.run(ir, x, record_hidden=True)
     assert lava_counts.sum() > 20, "the test needs output spikes"
     for engine in ("numba", "torch"):
         counts, rasters = emulate(ir, x, batch_size=7, record=True, engine=engine)  # batches that do not divide N
         np.testing.assert_array_equal(rasters[-1], info["output_spikes"])  # every spike, every step
+        for mine, lavas in zip(rasters[:-1], info["hidden_spikes"]):  # and every hidden population
+            assert lavas.sum() > 0
+            np.testing.assert_array_equal(mine, lavas)
         np.testing.assert_array_equal(counts, lava_counts)
     np.testing.assert_array_equal(counts, _reference(ir, x))
 

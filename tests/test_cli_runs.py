@@ -1,0 +1,126 @@
+"""Runs as files: --config, the saved run.toml, Ctrl-C and --resume, report.md and the plots."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from dpap_deploy.cli import build_parser, parse_args
+from dpap_deploy.errors import ConfigError
+from dpap_deploy.ir import NetworkIR
+
+SMALL = ["--target", "loihi-sim", "--epochs", "3", "--hidden", "16,8", "--time-steps", "4", "--max-test", "20",
+         "--lr", "0.01", "--batch-size", "64", "--quiet"]
+CLI = [sys.executable, "-m", "dpap_deploy.cli"]
+
+
+def _same_network(a: str, b: str) -> None:
+    na, nb = NetworkIR.load(os.path.join(a, "network.npz")), NetworkIR.load(os.path.join(b, "network.npz"))
+    assert [l.name for l in na.layers] == [l.name for l in nb.layers]
+    for la, lb in zip(na.layers, nb.layers):
+        np.testing.assert_array_equal(la.mask, lb.mask)
+        np.testing.assert_array_equal(la.fixed.weight, lb.fixed.weight)
+    ra, rb = (json.load(open(os.path.join(d, "report.json"))) for d in (a, b))
+    assert ra["accuracy"] == rb["accuracy"] and ra["model"] == rb["model"]
+
+
+def test_config_file_sets_options_and_flags_override(tmp_path):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('target = "netx"\nepochs = 7\ntime-steps = 12\nlr = 1\nhidden = 64\nno_prune = true\n'
+                   'from = "runs/demo"\n')
+    args = parse_args(["--config", str(cfg), "--epochs", "2"])
+    assert (args.target, args.epochs, args.time_steps, args.lr, args.hidden, args.no_prune, args.from_dir) == \
+        ("netx", 2, 12, 1.0, "64", True, "runs/demo")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("epochs = 'ten'\n", "epochs must be an integer, got 'ten'"),
+    ("epochs = true\n", "epochs must be an integer, got True"),
+    ("lr = 'fast'\n", "lr must be a number"),
+    ("model = 'snn-rnn'\n", "model = 'snn-rnn' is not one of snn-mlp, snn-cnn, ann-mlp"),
+    ("no-prune = 1\n", "no-prune must be true or false"),
+    ("epochz = 3\n", "unknown key 'epochz'; known keys: "),
+    ("resume = 'x'\n", "unknown key 'resume'"),
+    ("profile = ['loihi1']\n", "profile must be a single value, got a list"),
+    ("[train]\nepochs = 3\n", "unknown key 'train'"),
+    ("from-dir = 'x'\n", "unknown key 'from-dir'; known keys: batch-size, budget-cores, channels, check-only, chips, data, "
+     "debug, dpap-preset, epochs, fit, force, from, hidden"),
+    ("epochs = \n", "not valid TOML: "),
+    ("epochs = 3\nepochs = 4\n", "not valid TOML: "),
+])
+def test_bad_config_files_name_the_file_and_key(tmp_path, text, message):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match=str(cfg).replace(".", r"\.") + ": " + message.replace("(", r"\(")
+                       .replace(")", r"\)").replace("[", r"\[")):
+        parse_args(["--config", str(cfg)])
+
+
+def test_missing_config_and_resume_without_a_run(tmp_path, capsys):
+    from dpap_deploy.cli import main
+
+    assert main(["--config", str(tmp_path / "none.toml")]) == 2
+    assert "none.toml: config file not found" in capsys.readouterr().err
+    assert main(["--resume", str(tmp_path)]) == 2
+    assert "no run.toml there" in capsys.readouterr().err
+    assert main(["--epochs", "3"]) == 2
+    assert "--target is required" in capsys.readouterr().err
+
+
+def test_interrupted_run_resumes_to_the_uninterrupted_result_and_run_toml_repeats_it(tmp_path):
+    whole, cut, again = (str(tmp_path / n) for n in ("whole", "cut", "again"))
+    done = subprocess.run(CLI + SMALL + ["--out", whole], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+
+    # Ctrl-C once the first epoch is logged: a checkpoint and exit 130 with the command to resume
+    p = subprocess.Popen(CLI + SMALL + ["--out", cut], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = os.path.join(cut, "train_log.jsonl")
+    t0 = time.time()
+    while not (os.path.isfile(log) and open(log).read().count("\n") >= 1):
+        assert p.poll() is None and time.time() - t0 < 300, "training did not start"
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 130, err
+    assert f"continue with: dpap-export --resume {cut}" in err and "Traceback" not in err
+    assert os.path.isfile(os.path.join(cut, "checkpoint.pt")) and not os.path.isfile(os.path.join(cut, "report.json"))
+    # the folder is not silently overwritten
+    clash = subprocess.run(CLI + SMALL + ["--out", cut], capture_output=True, text=True, timeout=300)
+    assert clash.returncode == 2 and f"continue it with --resume {cut}" in clash.stderr
+
+    resumed = subprocess.run(CLI + ["--resume", cut, "--quiet"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    _same_network(whole, cut)
+    assert open(os.path.join(whole, "train_log.jsonl")).read().count("\n") == 3
+    assert [json.loads(l)["test_accuracy"] for l in open(os.path.join(cut, "train_log.jsonl"))] == \
+        [json.loads(l)["test_accuracy"] for l in open(os.path.join(whole, "train_log.jsonl"))]
+
+    # the saved effective config repeats the run exactly
+    rep = subprocess.run(CLI + ["--config", os.path.join(whole, "run.toml"), "--out", again, "--quiet"],
+                         capture_output=True, text=True, timeout=600)
+    assert rep.returncode == 0, rep.stderr
+    _same_network(whole, again)
+
+    # report.md and the figures are there and say what report.json says
+    md = open(os.path.join(whole, "report.md")).read()
+    report = json.load(open(os.path.join(whole, "report.json")))
+    assert f"{100 * report['accuracy']['lava']:.2f} %" in md and "![pruning.png](pruning.png)" in md
+    for png in ("pruning.png", "raster.png", "resources.png"):
+        with open(os.path.join(whole, png), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+        assert any(f["path"].endswith(png) for f in report["files"])
+    assert not [f for f in os.listdir(whole) if f.startswith(".tmp-")]
+
+
+def test_effective_config_leaves_out_how_to_run():
+    from dpap_deploy.config import effective_config
+
+    args = build_parser().parse_args(["--target", "nir", "--out", "x", "--force", "--quiet", "--epochs", "5"])
+    cfg = effective_config(args, build_parser())
+    assert cfg["target"] == "nir" and cfg["epochs"] == 5
+    assert not {"out", "force", "quiet", "debug", "log-level", "config", "resume"} & set(cfg)
+    assert "data" not in cfg  # None: TOML has no null
