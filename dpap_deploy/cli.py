@@ -322,7 +322,8 @@ def run(args: argparse.Namespace) -> int:
         from dpap_deploy.export.emulator import emulate
 
         t0 = time.perf_counter()
-        emu_counts, emu_rasters = emulate(exported, x_test, record=result.output_spikes is not None)
+        emu_counts, emu_rasters = emulate(exported, x_test, record=result.output_spikes is not None,
+                                          progress=progress)
         timing["emulator"] = time.perf_counter() - t0
         pred_emu = classify(emu_counts)
         accuracy_extra["emulator"] = float((pred_emu == y_test).mean())

@@ -80,7 +80,7 @@ def plot_raster(populations: List[tuple], path: str, title: str = "") -> str:
                              gridspec_kw={"height_ratios": heights}, squeeze=False)
     for ax, (name, spikes) in zip(axes[:, 0], populations):
         t, n = np.nonzero(np.asarray(spikes))
-        ax.scatter(t, n, s=4, marker="|", color="black", linewidths=0.8)
+        ax.scatter(t, n, s=14, marker="|", color="black", linewidths=0.9)
         ax.set_ylim(-0.5, spikes.shape[1] - 0.5)
         ax.set_xlim(-0.5, spikes.shape[0] - 0.5)
         ax.set_ylabel(f"{name}\n({spikes.shape[1]})", fontsize=8)

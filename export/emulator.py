@@ -122,7 +122,9 @@ def _kernel_arrays(ir: NetworkIR) -> tuple:
             cat(ip_parts, np.int64), ip_off, cat(ix_parts, np.int64), cat(wx_parts, np.int32), ix_off, neuron_off)
 
 
-def _emulate_numba(ir: NetworkIR, spikes: np.ndarray, record: bool):
+def _emulate_numba(ir: NetworkIR, spikes: np.ndarray, record: bool, progress: bool, chunk: int = 4096):
+    from tqdm.auto import tqdm
+
     from dpap_deploy.export._emulator_kernel import run_kernel
 
     T, N, _ = spikes.shape
@@ -130,14 +132,22 @@ def _emulate_numba(ir: NetworkIR, spikes: np.ndarray, record: bool):
     neuron_off = arrays[-1]
     counts = np.zeros((N, ir.layers[-1].n_out), dtype=np.int64)
     rec = np.zeros((T, N, int(neuron_off[-1])) if record else (0, 0, 0), dtype=np.uint8)
-    run_kernel(spikes, *arrays, rec, counts)
+    with tqdm(total=N, desc="emulator", unit="sample", disable=None if progress else True, leave=False) as bar:
+        for b0 in range(0, N, chunk):  # chunks only to show progress: samples are independent
+            b1 = min(N, b0 + chunk)
+            part = np.zeros((0, 0, 0), np.uint8) if not record else np.zeros((T, b1 - b0, rec.shape[2]), np.uint8)
+            run_kernel(np.ascontiguousarray(spikes[:, b0:b1]), *arrays, part, counts[b0:b1])
+            if record:
+                rec[:, b0:b1] = part
+            bar.update(b1 - b0)
     rasters = [rec[:, :, neuron_off[i]:neuron_off[i + 1]] for i in range(len(ir.layers))] if record else None
     return counts, rasters
 
 
 @torch.no_grad()
 def emulate(ir: NetworkIR, spikes: np.ndarray, batch_size: int = 512,
-            record: bool = False, engine: str = "numba") -> Tuple[np.ndarray, Optional[List[np.ndarray]]]:
+            record: bool = False, engine: str = "numba",
+            progress: bool = False) -> Tuple[np.ndarray, Optional[List[np.ndarray]]]:
     """Run input spikes through the quantised network exactly as Lava's fixed-point models do.
 
     Args:
@@ -147,6 +157,7 @@ def emulate(ir: NetworkIR, spikes: np.ndarray, batch_size: int = 512,
         batch_size: samples per batch (``"torch"`` engine).
         record: also return every population's spikes.
         engine: ``"numba"`` (fused CPU kernel) or ``"torch"`` (tensor operations); same results.
+        progress: show a progress bar (numba engine; only on a terminal).
 
     Returns:
         ``(counts, rasters)``: output spike counts ``(N, C)`` int64, and with ``record`` a list
@@ -169,7 +180,7 @@ def emulate(ir: NetworkIR, spikes: np.ndarray, batch_size: int = 512,
     if binary.size and (binary.max() > 1 or (spikes.dtype != np.uint8 and not np.array_equal(binary, spikes))):
         raise ExportValidationError(f"input spikes of network {ir.name!r} must be 0 or 1")
     if engine == "numba":
-        return _emulate_numba(ir, binary, record)
+        return _emulate_numba(ir, binary, record, progress)
     params = _layer_params(ir)
     counts = np.zeros((N, ir.layers[-1].n_out), dtype=np.int64)
     rasters = [np.zeros((T, N, l.n_out), dtype=np.uint8) for l in ir.layers] if record else None
