@@ -305,6 +305,9 @@ def run(args: argparse.Namespace) -> int:
             x_test = test_spikes(ds, cfg["time_steps"], cfg["seed"])
         if args.max_test:
             x_test, y_test = x_test[:, : args.max_test], y_test[: args.max_test]
+        if ir.time_steps < x_test.shape[0]:  # timestep pruning removed the window's last steps
+            log.info("timestep pruning shortened the window from %d to %d time steps", x_test.shape[0], ir.time_steps)
+            x_test = x_test[: ir.time_steps]
     pred_norse = classify(predict(model, x_test))
     t0 = time.perf_counter()
     result = exporter(ir, args.out, spikes=x_test, progress=progress)

@@ -89,6 +89,8 @@ class FCLayer:
         pool_fold: the average-pooling factor folded into this layer's weights (1: none).
         dense_shape: ``(n_out, n_in)`` of the unpruned layer this one came from.
         fixed: fixed-point parameters, set by quantisation.
+        time_mask: ``(n_out, T)`` bool from timestep pruning (False: the neuron's spike at that
+            step is dropped), or None.
     """
 
     name: str
@@ -100,6 +102,7 @@ class FCLayer:
     kind: str = "fc"
     activation: str = "lif"
     pool_fold: int = 1
+    time_mask: Optional[np.ndarray] = None
 
     def __post_init__(self):
         self.weight = np.asarray(self.weight, dtype=np.float32)
@@ -156,6 +159,7 @@ class ConvLayer:
         dense_shape: ``(C_out, C_in)`` of the unpruned layer.
         fixed: fixed-point parameters (``weight_exp`` is 0: Lava's fixed-point ``Conv`` has none).
         pool_fold: the pooling factor folded into this layer (1: none).
+        time_mask: ``(C_out, T)`` bool from timestep pruning (per channel), or None.
 
     ``n_in``/``n_out`` count neurons (``C*H*W``); ``synapses`` counts surviving kernel weights,
     ``synapses_dense`` those of the unpruned kernel (the mapper unrolls the convolution itself).
@@ -173,6 +177,7 @@ class ConvLayer:
     kind: str = "conv"
     activation: str = "lif"
     pool_fold: int = 1
+    time_mask: Optional[np.ndarray] = None
 
     def __post_init__(self):
         self.weight = np.asarray(self.weight, dtype=np.float32)
@@ -305,6 +310,18 @@ class NetworkIR:
     def quantized(self) -> bool:
         return all(l.fixed is not None for l in self.layers)
 
+    def silenced_inside_window(self) -> List[str]:
+        """Layers whose timestep mask silences some neuron at some step inside ``time_steps``
+        (what Loihi's LIF cannot do), each as ``"name: k of n (neuron, step) pairs"``."""
+        out = []
+        for l in self.layers:
+            if l.time_mask is None:
+                continue
+            m = np.asarray(l.time_mask)[:, : self.time_steps]
+            if not m.all():
+                out.append(f"{l.name}: {int((~m).sum())} of {m.size} (unit, time step) pairs")
+        return out
+
     def with_layers(self, layers: List[FCLayer]) -> "NetworkIR":
         return replace(self, layers=layers)
 
@@ -324,6 +341,8 @@ class NetworkIR:
                      "pool_fold": l.pool_fold}
             if l.kind == "conv":
                 entry["conv"] = {"in_shape": list(l.in_shape), "stride": l.stride, "padding": l.padding}
+            if l.time_mask is not None:
+                arrays[f"l{i}_time_mask"] = np.asarray(l.time_mask, dtype=bool)
             if l.fixed is not None:
                 arrays[f"l{i}_fixed_weight"] = l.fixed.weight
                 entry["fixed"] = {k: v for k, v in asdict(l.fixed).items() if k != "weight"}
@@ -352,7 +371,8 @@ class NetworkIR:
                     common = dict(name=e["name"], weight=f[f"l{i}_weight"], mask=f[f"l{i}_mask"],
                                   neurons=LIFNeurons(**e["neurons"]) if e["neurons"] else None,
                                   dense_shape=tuple(e["dense_shape"]), fixed=fixed,
-                                  activation=e.get("activation", "lif"), pool_fold=e.get("pool_fold", 1))
+                                  activation=e.get("activation", "lif"), pool_fold=e.get("pool_fold", 1),
+                                  time_mask=f[f"l{i}_time_mask"] if f"l{i}_time_mask" in f.files else None)
                     if e["kind"] == "conv":
                         layers.append(ConvLayer(**common, **e["conv"]))
                     else:

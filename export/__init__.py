@@ -72,6 +72,26 @@ def check_layers(ir, target: str, kinds, activations, what: Optional[str] = None
     if bad:
         what = what or f"supports layer kinds {tuple(kinds)} with activations {tuple(activations)}"
         raise UnsupportedLayerError(f"target {target} {what}; unsupported: {', '.join(bad)}{hint}")
+    check_time_masks(ir, target)
+
+
+def check_time_masks(ir, target: str) -> None:
+    """Refuse timestep masks that silence a neuron at chosen steps inside the deployed window.
+
+    Spatio-temporal DPAP (spec sec. 4b) drops unit ``i``'s spike at step ``t``. Steps dropped
+    for every neuron at the end of the window are deployed as a shorter window (``ir.time_steps``,
+    fewer steps per sample). Anything else needs a per-neuron, per-step gate that Loihi's LIF
+    neuron, Lava's ``LIF``/``Sparse`` processes, lava-dl's CUBA blocks and NIR's ``CubaLIF`` do
+    not have, so it is an :class:`UnsupportedLayerError` naming the layers, not a silent change.
+    """
+    from dpap_deploy.errors import UnsupportedLayerError
+
+    inside = ir.silenced_inside_window() if hasattr(ir, "silenced_inside_window") else []
+    if inside:
+        raise UnsupportedLayerError(
+            f"target {target} cannot silence neurons at chosen time steps inside the T = {ir.time_steps} window "
+            f"(Loihi's LIF has no per-neuron, per-step gate); timestep pruning did that in {'; '.join(inside)}. "
+            "Only steps pruned for every neuron at the end of the window deploy (as a shorter window)")
 
 
 def _load_builtin() -> None:

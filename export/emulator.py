@@ -169,6 +169,9 @@ def emulate(ir: NetworkIR, spikes: np.ndarray, batch_size: int = 512,
     """
     if engine not in ENGINES:
         raise ExportValidationError(f"unknown emulator engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    from dpap_deploy.export import check_time_masks
+
+    check_time_masks(ir, "emulator")  # it emulates what Lava runs, so it refuses what Lava cannot run
     spikes = np.asarray(spikes)
     if spikes.ndim == 5:
         spikes = spikes.reshape(spikes.shape[0], spikes.shape[1], -1)

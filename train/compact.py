@@ -65,7 +65,12 @@ def compact(model: MaskedNet) -> Tuple[MaskedNet, List[np.ndarray]]:
         weights and masks sliced) and, per weight layer, the original output indices kept.
     """
     specs = model.specs()
-    kept = surviving_units([model.unit_connectivity(l) for l in range(len(specs))])
+    conn = [model.unit_connectivity(l) for l in range(len(specs))]
+    for l in range(len(specs) - 1):  # a unit silenced at every time step is heard by nobody
+        tm = model.time_mask(l)
+        if tm is not None:
+            conn[l] = conn[l] & tm.any(1).cpu().numpy()[:, None]
+    kept = surviving_units(conn)
     small = model.resized([len(k) for k in kept])
     small.dense_widths = model.dense_widths
     for l, (layer, m) in enumerate(zip(model.layers, model.masks)):
@@ -75,6 +80,8 @@ def compact(model: MaskedNet) -> Tuple[MaskedNet, List[np.ndarray]]:
         w = (layer.weight * m).index_select(0, rows).index_select(1, cols)
         small.layers[l].weight.copy_(w)
         small.masks[l].copy_(m.index_select(0, rows).index_select(1, cols))
+        if model.time_mask(l) is not None:
+            small.set_time_mask(l, model.time_mask(l).index_select(0, rows))
     return small, kept
 
 
@@ -93,9 +100,23 @@ def to_ir(model: SpikingMLP, time_steps: int, name: str = "snn", metadata: dict 
     layers = []
     for l, (fc, m, nm) in enumerate(zip(model.layers, model.masks, model.layer_names())):
         w = (fc.weight * m).detach().cpu().numpy()
-        layers.append(FCLayer(nm, w, m.cpu().numpy(), neurons, dense_shape=(dense[l + 1], dense[l])))
-    return NetworkIR(name=name, input_size=model.sizes[0], time_steps=int(time_steps), dt_s=float(lif.dt),
-                     layers=layers, metadata=dict(metadata or {}))
+        layers.append(FCLayer(nm, w, m.cpu().numpy(), neurons, dense_shape=(dense[l + 1], dense[l]),
+                              time_mask=_time_mask(model, l)))
+    return NetworkIR(name=name, input_size=model.sizes[0], time_steps=model.active_steps(time_steps),
+                     dt_s=float(lif.dt), layers=layers, metadata=_window(model, time_steps, metadata))
+
+
+def _time_mask(model, l: int):
+    tm = model.time_mask(l)
+    return None if tm is None else tm.cpu().numpy().copy()
+
+
+def _window(model, time_steps: int, metadata: dict | None) -> dict:
+    """Metadata, plus the trained window when timestep pruning shortened it."""
+    meta = dict(metadata or {})
+    if model.active_steps(time_steps) < time_steps:
+        meta["time_steps_trained"] = int(time_steps)
+    return meta
 
 
 def ann_to_ir(model, name: str = "ann", metadata: dict | None = None) -> NetworkIR:
@@ -204,7 +225,8 @@ def cnn_to_ir(model, time_steps: int = 1, name: str = "cnn", metadata: dict | No
                         "cannot be folded into the convolution")
                 w, stride, pad = fold_pool_into_conv(w, p, pad)
             conv = ConvLayer(names[l], w, ch_mask, neurons, in_shape=shape, dense_shape=(dense[l], c_prev_dense),
-                             stride=stride, padding=pad, activation=act(l), pool_fold=p if pooled_in else 1)
+                             stride=stride, padding=pad, activation=act(l), pool_fold=p if pooled_in else 1,
+                             time_mask=_time_mask(model, l) if spiking else None)
             layers.append(conv)
             shape, pooled_in, c_prev_dense = conv.out_shape, True, dense[l]
         else:
@@ -216,7 +238,9 @@ def cnn_to_ir(model, time_steps: int = 1, name: str = "cnn", metadata: dict | No
             else:
                 n_in_dense = dense[l - 1]
             layers.append(FCLayer(names[l], w, mk, neurons, dense_shape=(dense[l], n_in_dense), activation=act(l),
-                                  pool_fold=fold))
-    return NetworkIR(name=name, input_size=int(np.prod(model.in_shape)), time_steps=int(time_steps) if spiking else 1,
-                     dt_s=float(model.lif.dt) if spiking else 0.0, layers=layers, metadata=dict(metadata or {}),
+                                  pool_fold=fold, time_mask=_time_mask(model, l) if spiking else None))
+    return NetworkIR(name=name, input_size=int(np.prod(model.in_shape)),
+                     time_steps=model.active_steps(time_steps) if spiking else 1,
+                     dt_s=float(model.lif.dt) if spiking else 0.0, layers=layers,
+                     metadata=_window(model, time_steps, metadata) if spiking else dict(metadata or {}),
                      input_shape=tuple(model.in_shape), readout="spike_count" if spiking else "logits")

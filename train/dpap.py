@@ -62,6 +62,8 @@ class DPAPConfig:
         staircase: ``exp(-floor((e - e0)/rho))`` (code) instead of ``exp(-e/rho)`` (paper).
         prune_output: also prune the output layer (the reference code does not).
         prune_neurons, prune_synapses: switch either granularity off.
+        timestep: rule constants of timestep pruning (spec sec. 4b, paper eq. 8: ``c`` is the
+            paper's ``epsilon``, ``rho`` its ``eta``); None (default) prunes in space only.
     """
 
     delta: float = 0.5
@@ -80,6 +82,7 @@ class DPAPConfig:
     prune_output: bool = False
     prune_neurons: bool = True
     prune_synapses: bool = True
+    timestep: Optional[RuleConstants] = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,7 +90,7 @@ class DPAPConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "DPAPConfig":
         d = dict(d)
-        for k in ("fc_neuron", "fc_synapse", "conv_channel", "conv_synapse"):
+        for k in ("fc_neuron", "fc_synapse", "conv_channel", "conv_synapse", "timestep"):
             if isinstance(d.get(k), dict):
                 d[k] = RuleConstants(**d[k])
         if "percentiles" in d:
@@ -215,6 +218,9 @@ class DPAPState:
     trace of a conv input, features otherwise): ``M (N, F)``, ``theta (N,)``, ``A (N,)``,
     ``R_neuron (N,)``, ``R_synapse (N, F)``, ``neuron_alive (N,)``, ``synapse_alive (N, F)``.
     For conv layers a "synapse" is a channel-to-channel connection (a kernel slice).
+    With ``cfg.timestep`` (spec sec. 4b) also ``Time (N, T)``, ``R_time (N, T)`` and
+    ``time_alive (N, T)``: unit ``i`` is silent at time step ``t`` where ``time_alive`` is False
+    (created at the first :meth:`observe`, which sets ``T``).
 
     Args:
         layers: :class:`~dpap_deploy.train.models.LayerSpec` per weight layer (``model.specs()``),
@@ -249,6 +255,9 @@ class DPAPState:
         # switch that stops pruning once the mapped network fits its budget
         self.c_boost: Dict[int, float] = {l: 0.0 for l in self.layers}
         self.frozen = False
+        self.Time: Dict[int, torch.Tensor] = {}
+        self.R_time: Dict[int, torch.Tensor] = {}
+        self.time_alive: Dict[int, torch.Tensor] = {}
 
     def base_constants(self, l: int):
         """``(neuron, synapse)`` rule constants of layer ``l`` from the config (no budget boost)."""
@@ -280,6 +289,31 @@ class DPAPState:
             self.M[l] += (tr * (tr - self.theta[l])).T @ tr_pre
             self.theta[l] = (self.theta[l] * (self.k - 1) + tr.mean(0)) / self.k
             self.A[l] += tr.sum(0)
+            if self.cfg.timestep is not None:
+                self._observe_time(l, pre, post)
+
+    def _observe_time(self, l: int, pre: torch.Tensor, post: torch.Tensor) -> None:
+        """``Time[i, t] += sum_b (sum_j x_pre,j(t)) * s_i(t)`` (spec sec. 4b, paper eq. 8): the
+        presynaptic trace ``x(t) = delta*x(t-1) + s(t)`` summed over all presynaptic neurons, times
+        unit ``i``'s spikes at ``t`` (conv: summed over the channel's pixels). A run shorter than
+        ``T`` (a shortened window) adds to the first steps."""
+        steps = post.shape[0]
+        if l not in self.Time:
+            n = self.specs[l].n_out
+            self.Time[l] = torch.zeros(n, steps, dtype=torch.float64)
+            self.R_time[l] = torch.full((n, steps), self.cfg.r_init, dtype=torch.float64)
+            self.time_alive[l] = torch.ones(n, steps, dtype=torch.bool)
+        if steps > self.Time[l].shape[1]:
+            raise ValueError(f"layer {self.specs[l].name}: {steps} time steps, timestep pruning began with "
+                             f"{self.Time[l].shape[1]}")
+        pre_sum = pre.detach().double().reshape(steps, pre.shape[1], -1).sum(2)  # (T, B)
+        t = torch.arange(steps, dtype=torch.float64)
+        decay = torch.tril(self.cfg.delta ** (t[:, None] - t[None, :]).clamp(min=0))  # x = decay @ pre_sum
+        x = decay @ pre_sum
+        s = post.detach().double()
+        if s.dim() == 5:
+            s = s.sum(dim=(3, 4))
+        self.Time[l][:, :steps] += torch.einsum("tb,tbi->it", x, s)
 
     @torch.no_grad()
     def end_epoch(self, epoch: int) -> Dict[str, dict]:
@@ -309,10 +343,16 @@ class DPAPState:
                     eff = self.synapse_alive[l] & self.neuron_alive[l][:, None]
                     new_eff = survival_update(self.R_synapse[l], self.M[l], eff, epoch, k_synapse, cfg)
                     self.synapse_alive[l] = self.synapse_alive[l] & (new_eff | ~eff)
+                if cfg.timestep is not None and l in self.Time:  # same rule, own constants (sec. 4b)
+                    eff = self.time_alive[l] & self.neuron_alive[l][:, None]
+                    new_eff = survival_update(self.R_time[l], self.Time[l], eff, epoch, cfg.timestep, cfg)
+                    self.time_alive[l] = self.time_alive[l] & (new_eff | ~eff)
             if cfg.reset_each_epoch:
                 for l in self.layers:
                     self.M[l].zero_()
                     self.A[l].zero_()
+                    if l in self.Time:
+                        self.Time[l].zero_()
         return self.summary()
 
     def mask(self, l: int) -> Optional[torch.Tensor]:
@@ -335,6 +375,8 @@ class DPAPState:
         for l in self.layers:
             m = model.masks[l]
             m.copy_(m & self.weight_mask(l, m.shape))
+        for l, alive in self.time_alive.items():
+            model.set_time_mask(l, alive)
         model.apply_masks()
         if optimizer is not None:
             for layer, m in zip(model.layers, model.masks):
@@ -358,9 +400,10 @@ class DPAPState:
             for name in ("M", "R_synapse", "synapse_alive"):
                 t = getattr(self, name)
                 t[l] = t[l].index_select(0, rows).index_select(1, cols)
-            for name in ("theta", "A", "R_neuron", "neuron_alive"):
+            for name in ("theta", "A", "R_neuron", "neuron_alive", "Time", "R_time", "time_alive"):
                 t = getattr(self, name)
-                t[l] = t[l].index_select(0, rows)
+                if l in t:
+                    t[l] = t[l].index_select(0, rows)
         self.specs = specs
 
     def summary(self) -> Dict[str, dict]:
@@ -377,7 +420,8 @@ class DPAPState:
     def state_dict(self) -> dict:
         """Everything needed to resume: config, layer specs, batch count and every per-layer tensor."""
         tensors = {}
-        for name in ("M", "theta", "A", "R_neuron", "R_synapse", "neuron_alive", "synapse_alive"):
+        for name in ("M", "theta", "A", "R_neuron", "R_synapse", "neuron_alive", "synapse_alive",
+                     "Time", "R_time", "time_alive"):
             tensors[name] = {str(l): t.clone() for l, t in getattr(self, name).items()}
         return {"cfg": self.cfg.to_dict(), "specs": [asdict(s) for s in self.specs], "k": self.k, "tensors": tensors,
                 "c_boost": {str(l): v for l, v in self.c_boost.items()}, "frozen": self.frozen}

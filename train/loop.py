@@ -105,7 +105,8 @@ def fixed_point_accuracy(model: SpikingMLP, x_test: np.ndarray, y_test: np.ndarr
     from dpap_deploy.errors import DpapError
 
     try:
-        counts, _ = emulate(quantize(to_ir(compact(model)[0], time_steps)), x_test)
+        ir = quantize(to_ir(compact(model)[0], time_steps))
+        counts, _ = emulate(ir, x_test[: ir.time_steps])  # timestep pruning may have shortened the window
     except DpapError:  # e.g. a layer no fixed point can hold yet: no deployed figure this epoch
         return None
     return float((classify(counts) == y_test).mean())

@@ -97,6 +97,52 @@ class MaskedNet(nn.Module):
         """A new model of the same kind and hyper-parameters with ``widths`` output units per layer."""
         raise NotImplementedError
 
+    # -- timestep masks (spatio-temporal DPAP, spec sec. 4b) -----------------------------
+    def time_mask(self, l: int) -> Optional[torch.Tensor]:
+        """Layer ``l``'s timestep mask ``(units, T)`` bool (False: unit silent at that step), or None."""
+        return getattr(self, f"tmask{l}", None)
+
+    @torch.no_grad()
+    def set_time_mask(self, l: int, mask: torch.Tensor) -> None:
+        """Silence unit ``i`` (neuron; conv: channel) of layer ``l`` at step ``t`` where ``mask[i, t]``
+        is False: its spike is dropped after the LIF update (the neuron still resets), so nothing
+        downstream hears it. A buffer, so it is saved with the model."""
+        mask = mask.to(torch.bool)
+        if mask.dim() != 2 or mask.shape[0] != self.widths()[l]:
+            raise ValueError(f"layer {self.layer_names()[l]}: time mask must be ({self.widths()[l]}, T), "
+                             f"got {tuple(mask.shape)}")
+        if self.time_mask(l) is None or self.time_mask(l).shape != mask.shape:
+            self.register_buffer(f"tmask{l}", mask.clone())
+        else:
+            self.time_mask(l).copy_(mask)
+
+    def active_steps(self, time_steps: int) -> int:
+        """Time steps the network still needs: the window shortened by the steps pruned for
+        *every* unit of every timestep-pruned layer at its end (``time_steps`` when none)."""
+        last = -1
+        masks = [self.time_mask(l) for l in range(len(self.layers))]
+        masks = [m for m in masks if m is not None]
+        if not masks:
+            return int(time_steps)
+        for m in masks:
+            cols = torch.nonzero(m[:, :time_steps].any(0)).flatten()
+            last = max(last, int(cols[-1]) if len(cols) else -1)
+        return max(1, last + 1)
+
+    def _gate(self, l: int, z: torch.Tensor, t: int) -> torch.Tensor:
+        m = self.time_mask(l)
+        if m is None:
+            return z
+        g = m[:, t].to(z.dtype)
+        return z * (g.view(1, -1, 1, 1) if z.dim() == 4 else g)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict`` that first creates the timestep-mask buffers it finds."""
+        for key, value in state_dict.items():
+            if key.startswith("tmask") and self.time_mask(int(key[5:])) is None:
+                self.register_buffer(key, torch.zeros_like(value, dtype=torch.bool))
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     @torch.no_grad()
     def apply_masks(self) -> None:
         """Zero every pruned weight in place (called after each optimizer step)."""
@@ -183,10 +229,12 @@ class SpikingMLP(MaskedNet):
         weights = self.masked_weights()
         states = [None] * len(self.layers)
         out: List[List[torch.Tensor]] = [[] for _ in self.layers]
+        x = x[: self.active_steps(x.shape[0])]  # a window shortened by timestep pruning
         for t in range(x.shape[0]):
             z = x[t]
             for i, (w, cell) in enumerate(zip(weights, self.cells)):
                 z, states[i] = cell(torch.nn.functional.linear(z, w), states[i])
+                z = self._gate(i, z, t)
                 out[i].append(z)
         spikes = [torch.stack(r) for r in out]
         records = list(zip([x] + spikes[:-1], spikes))
@@ -267,6 +315,7 @@ class SpikingCNN(MaskedNet):
         states: List[Optional[object]] = [None] * len(self.layers)
         pre: List[List[torch.Tensor]] = [[] for _ in self.layers]
         post: List[List[torch.Tensor]] = [[] for _ in self.layers]
+        x = x[: self.active_steps(x.shape[0])]  # a window shortened by timestep pruning
         for t in range(x.shape[0]):
             z = x[t]
             for i, (layer, w, cell) in enumerate(zip(self.layers, weights, self.cells)):
@@ -278,6 +327,7 @@ class SpikingCNN(MaskedNet):
                 else:
                     cur = torch.nn.functional.linear(z, w)
                 z, states[i] = cell(cur, states[i])
+                z = self._gate(i, z, t)
                 post[i].append(z)
                 if i < self.n_conv:
                     z = self.avgpool(z)
