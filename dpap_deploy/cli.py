@@ -66,10 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-steps", type=int, default=32, help="time steps T per sample (default 32)")
     p.add_argument("--hidden", default=None,
                    help="hidden fully connected sizes (default 256,128; 64 for snn-cnn)")
-    p.add_argument("--model", default="snn-mlp", choices=("snn-mlp", "snn-cnn", "ann-mlp"),
+    p.add_argument("--model", default="snn-mlp", choices=("snn-mlp", "snn-cnn", "snn-2c2f", "ann-mlp"),
                    help="snn-mlp (Norse LIF MLP on rate-coded digits, default), snn-cnn (Norse conv SNN on "
                    "event-digits, 20x20 DVS frames) or ann-mlp (PyTorch ReLU MLP, DPAP's ANN variant; target onnx)")
-    p.add_argument("--channels", default="8,16", help="snn-cnn: conv channels per block (conv3x3-LIF-avgpool2)")
+    p.add_argument("--channels", default=None, help="snn-cnn: conv channels per block (conv3x3-LIF-avgpool2; "
+                   "default 8,16; snn-2c2f: the paper's 15,40 with hidden 300)")
+    p.add_argument("--timestep-pruning", metavar="EPSILON,ETA", default=None,
+                   help="spatio-temporal DPAP (paper eq. 8): also prune (neuron, time step) pairs with decay value "
+                   "EPSILON and decay rate ETA (e.g. 1.5,13); steps pruned for every neuron at the window's end "
+                   "shorten the deployed T")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--no-prune", action="store_true", help="train dense (baseline), no DPAP")
@@ -114,6 +119,25 @@ def _prepare_out(out: str, force: bool) -> None:
         raise DpapError(f"cannot create output folder {out!r}: {exc.strerror}") from None
     if not os.access(out, os.W_OK):
         raise DpapError(f"output folder {out!r} is not writable")
+
+
+def _with_timestep_rule(cfg, text: str, model: str):
+    """The DPAP config with spatio-temporal pruning: ``EPSILON,ETA`` (paper names) as the timestep
+    rule's ``c`` and ``rho``; ``b`` = 2, the fully connected protection (spec sec. 4)."""
+    from dataclasses import replace
+
+    from dpap_deploy.train.dpap import RuleConstants
+
+    try:
+        eps, eta = (float(v) for v in text.split(","))
+    except ValueError:
+        raise DpapError(f"--timestep-pruning takes EPSILON,ETA (two numbers), got {text!r}") from None
+    if not (0.0 < eps < 2.0) or eta <= 0:
+        raise DpapError(f"--timestep-pruning EPSILON must be in (0, 2) (at 2 nothing is protected) and ETA > 0, "
+                        f"got {text!r}")
+    if model == "ann-mlp":
+        raise DpapError("--timestep-pruning prunes time steps of spiking networks; --model ann-mlp has none")
+    return replace(cfg, timestep=RuleConstants(eps, 2.0, eta))
 
 
 def preload_lava() -> None:
@@ -163,12 +187,17 @@ def run(args: argparse.Namespace) -> int:
     _positive("epochs", args.epochs)
     _positive("batch-size", args.batch_size)
     _positive("max-test", args.max_test)
+    if args.model == "snn-2c2f":  # the paper's 2C2F for event data: 15C3-AP2-40C3-AP2-300FC-10FC
+        args.channels, args.hidden = args.channels or "15,40", args.hidden or "300"
     hidden = _hidden(args.hidden or ("64" if args.model == "snn-cnn" else "256,128"))
-    channels = _hidden(args.channels)
+    channels = _hidden(args.channels or "8,16")
     if args.dpap_preset is None:
         args.dpap_preset = "mnist-ann" if args.model == "ann-mlp" else "mnist-snn"
     if args.dpap_preset not in PRESETS:
         raise DpapError(f"unknown --dpap-preset {args.dpap_preset!r}; known: {', '.join(sorted(PRESETS))}")
+    dpap_cfg = PRESETS[args.dpap_preset]
+    if args.timestep_pruning:
+        dpap_cfg = _with_timestep_rule(dpap_cfg, args.timestep_pruning, args.model)
     progress = not args.quiet and sys.stderr.isatty()
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -185,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
         cfg.update({k: saved[k] for k in ("seed", "time_steps", "data", "test_fraction", "model") if k in saved})
         if args.data:
             cfg["data"] = args.data
-    cnn = cfg["model"] == "snn-cnn"
+    cnn = cfg["model"] in ("snn-cnn", "snn-2c2f")
     if cnn and cfg["data"]:
         raise DpapError("--model snn-cnn trains on the bundled event-digits; --data is for the MLPs")
     if cnn:
@@ -255,17 +284,17 @@ def run(args: argparse.Namespace) -> int:
                 from dpap_deploy.train.models import ANNMLP
 
                 torch.manual_seed(args.seed)
-                res = train(ds, train_cfg, PRESETS[args.dpap_preset], progress=progress, on_epoch=on_epoch,
+                res = train(ds, train_cfg, dpap_cfg, progress=progress, on_epoch=on_epoch,
                             model=ANNMLP([ds.n_features, *hidden, ds.n_classes]), input_kind="static", **resumable)
             elif cnn:
                 from dpap_deploy.train.models import SpikingCNN
 
                 torch.manual_seed(args.seed)
-                res = train(ds, train_cfg, PRESETS[args.dpap_preset], progress=progress, on_epoch=on_epoch,
+                res = train(ds, train_cfg, dpap_cfg, progress=progress, on_epoch=on_epoch,
                             model=SpikingCNN(ds.x_train.shape[2:], channels, hidden, ds.n_classes),
                             input_kind="frames", **resumable)
             else:
-                res = train(ds, train_cfg, PRESETS[args.dpap_preset], progress=progress, on_epoch=on_epoch,
+                res = train(ds, train_cfg, dpap_cfg, progress=progress, on_epoch=on_epoch,
                             budget=budget, **resumable)
         finally:
             train_log.close()
@@ -310,7 +339,7 @@ def run(args: argparse.Namespace) -> int:
             x_test = x_test[: ir.time_steps]
     pred_norse = classify(predict(model, x_test))
     t0 = time.perf_counter()
-    result = exporter(ir, args.out, spikes=x_test, progress=progress)
+    result = exporter(ir, args.out, spikes=x_test, progress=progress, record_hidden=not ann)
     timing["export"] = time.perf_counter() - t0 - result.seconds.get("run", 0.0)
     timing["lava_sim"] = result.seconds.get("run", 0.0)
     sim_key = result.extra.get("accuracy_key", "lava")
@@ -343,6 +372,17 @@ def run(args: argparse.Namespace) -> int:
     if not ann:
         plots.append(_raster_png(exported, x_test, y_test, args.out))
 
+    model_sec = model_section(exported, result.synapses_per_layer,
+                              result.extra.get("synapses_counted_from", f"the {args.target} export"))
+    energy = None
+    if not ann:  # paper eqs. 14-15 and measured synaptic operations, Norse and (when it ran) Lava
+        from dpap_deploy.energy import energy_section
+        from dpap_deploy.train.loop import population_spikes
+
+        norse_pops = population_spikes(model, x_test)
+        lava_hidden = result.extra.get("hidden_spikes")
+        energy = energy_section(exported, model_sec["sparsity"], norse=[x_test] + norse_pops[:-1],
+                                lava=[x_test] + list(lava_hidden) if lava_hidden is not None else None)
     report = {
         "target": args.target,
         "profile": profile.name,
@@ -350,8 +390,8 @@ def run(args: argparse.Namespace) -> int:
                     "time_steps": 1 if ann else int(cfg["time_steps"]),
                     "n_features": int(np.prod(ds.x_train.shape[2:])) if cnn else ds.n_features, "n_classes": ds.n_classes,
                     "seed": cfg["seed"]},
-        "model": model_section(exported, result.synapses_per_layer,
-                               result.extra.get("synapses_counted_from", f"the {args.target} export")),
+        "model": model_sec,
+        "energy": energy,
         "accuracy": {("torch" if ann else "norse"): float((pred_norse == y_test).mean()),
                      **({sim_key: float((pred_lava == y_test).mean())} if pred_lava is not None else {}),
                      **accuracy_extra},

@@ -100,6 +100,12 @@ def summary_text(report: dict) -> str:
         met = f"met after epoch {b['met_after_epoch']}" if b["met"] else "NOT met (more --epochs, or a larger budget)"
         boost = ", ".join(f"{k} +{v:.2f}" for k, v in b["c_boost"].items())
         lines.append(f"budget    {b['profile']}: {met}; knob c raised per layer: {boost or 'none'}")
+    e = report.get("energy")
+    if e:
+        syn = ", ".join(f"{k} {v:,.0f}" for k, v in e["synops_per_sample"].items())
+        lines.append(f"energy    rho_w {100 * e['rho_w']:.1f} %, rho_t {100 * e['rho_t']:.1f} %, relative energy "
+                     f"{100 * e['relative_energy']:.1f} % (paper eqs. 14-15), T {e['time_steps']} of "
+                     f"{e['time_steps_trained']}; synaptic ops per sample: {syn}")
     t = report["timing_s"]
     line = f"time      train {t['train']:.1f} s, export {t['export']:.1f} s, simulation {t['lava_sim']:.1f} s"
     if "emulator" in t:
@@ -167,6 +173,14 @@ def markdown_report(report: dict, images: Sequence[str] = ()) -> str:
         out.append(f"- violation: {v}")
     for n in r.get("notes", []):
         out.append(f"- note: {n}")
+    e = report.get("energy")
+    if e:
+        out += ["", "## Energy", "",
+                f"Weight sparsity rho_w {100 * e['rho_w']:.2f} %, timestep sparsity rho_t {100 * e['rho_t']:.2f} %, "
+                f"relative energy (1 - rho_w)(1 - rho_t) = {100 * e['relative_energy']:.2f} % of the dense network "
+                f"(Han et al. eqs. 14-15); {e['time_steps']} of {e['time_steps_trained']} time steps deployed.", "",
+                "| synaptic operations per sample (spikes x surviving fan-out) | |", "|---|---:|"]
+        out += [f"| {k} | {v:,.0f} |" for k, v in e["synops_per_sample"].items()]
     b = report.get("budget")
     if b:
         met = f"met after epoch {b['met_after_epoch']}" if b["met"] else "**not met**"

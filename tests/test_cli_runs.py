@@ -109,6 +109,10 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result_and_run_toml_repeat
     md = open(os.path.join(whole, "report.md")).read()
     report = json.load(open(os.path.join(whole, "report.json")))
     assert f"{100 * report['accuracy']['lava']:.2f} %" in md and "![pruning.png](pruning.png)" in md
+    syn = report["energy"]["synops_per_sample"]
+    assert syn["lava"] > 0 and syn["norse"] > 0 and syn["dense_connectivity_same_spikes"] >= syn["norse"]
+    assert report["energy"]["relative_energy"] == pytest.approx(1 - report["model"]["sparsity"], abs=1e-5)
+    assert "## Energy" in md
     for png in ("pruning.png", "raster.png", "resources.png"):
         with open(os.path.join(whole, png), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -129,6 +129,18 @@ def predict(model: MaskedNet, inputs: np.ndarray, batch_size: int = 256) -> np.n
     return np.concatenate(out)
 
 
+@torch.no_grad()
+def population_spikes(model: MaskedNet, inputs: np.ndarray, batch_size: int = 256) -> List[np.ndarray]:
+    """Every population's spikes on encoded inputs ``(T, N, ...)``, SNNs only: per weight layer
+    ``(T', N, ...)`` uint8 (conv: ``(T', N, C, H, W)`` before pooling), ``T'`` the active window."""
+    model.eval()
+    parts: List[List[np.ndarray]] = []
+    for i in range(0, inputs.shape[1], batch_size):
+        _, records = model(torch.from_numpy(np.ascontiguousarray(inputs[:, i:i + batch_size])))
+        parts.append([post.numpy().astype(np.uint8) for _, post in records])
+    return [np.concatenate([p[l] for p in parts], axis=1) for l in range(len(parts[0]))]
+
+
 def classify(scores: np.ndarray) -> np.ndarray:
     """Class = argmax of the scores, the first class on ties (same rule for Norse and Lava)."""
     return np.argmax(scores, axis=1)

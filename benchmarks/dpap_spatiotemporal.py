@@ -1,0 +1,144 @@
+"""Spatio-temporal DPAP on event data, measured the way the paper's Table II does.
+
+The paper's 2C2F SNN for event data (15C3-AP2-40C3-AP2-300FC-10FC), on event-digits frames
+(20x20, 2 polarities, T = 20 by default), per seed: dense; DPAP spatial (synapses/channels/
+neurons); DPAP spatio-temporal at two settings of the timestep rule's ``epsilon,eta``; and
+gradual global magnitude pruning at DPAP spatial's weight sparsity. Columns: weight
+sparsity ``rho_w`` (hidden layers, the paper counts weights), timestep sparsity ``rho_t``,
+relative energy ``(1 - rho_w)(1 - rho_t)`` (paper eqs. 14-15), synaptic operations per test
+sample (spikes x surviving fan-out, Norse, on the deployed connectivity), accuracy and its
+change against dense, epochs to the dense run's best accuracy, wall time.
+
+    .venv/bin/python benchmarks/dpap_spatiotemporal.py                  # 3 seeds, 30 epochs: hours on 2 cores
+    .venv/bin/python benchmarks/dpap_spatiotemporal.py --seeds 1 --epochs 2 --per-class 20   # smoke run
+
+Results go to ``benchmarks/dpap_spatiotemporal_results.jsonl`` (one JSON line per run, appended,
+so an interrupted sweep keeps what it finished) and the table to stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from dataclasses import replace
+
+import lava.magma.core.process.process  # noqa: F401  (Lava first: it fixes multiprocessing's start method)
+import numpy as np
+import torch
+
+from dpap_deploy.energy import energy_section
+from dpap_deploy.events import load_event_digits
+from dpap_deploy.train.compact import cnn_to_ir
+from dpap_deploy.train.dpap import PRESETS, RuleConstants
+from dpap_deploy.train.loop import TEST_ENCODING_SEED_OFFSET, TrainConfig, classify, encode, population_spikes, train
+from dpap_deploy.train.models import SpikingCNN
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SETTINGS = {  # name -> (method, timestep rule epsilon, eta)
+    "dense": ("dense", None),
+    "dpap-spatial": ("dpap", None),
+    "dpap-st-a": ("dpap", (1.0, 13.0)),
+    "dpap-st-b": ("dpap", (1.5, 10.0)),
+}
+
+
+def hidden_weights(model) -> int:
+    """Surviving weights of every layer but the output (conv kernels counted per weight)."""
+    keep = sum(int(model.masks[l].sum()) for l in range(len(model.layers) - 1))
+    return keep
+
+
+def run(ds, seed: int, name: str, epochs: int, T: int, lr: float, target: float = 0.0) -> dict:
+    method, rule = SETTINGS.get(name, ("magnitude", None))
+    torch.manual_seed(seed)
+    model = SpikingCNN(ds.x_train.shape[2:], (15, 40), (300,), ds.n_classes)
+    dense_w = hidden_weights(model)
+    dpap_cfg = PRESETS["cifar-snn"]
+    if rule is not None:
+        dpap_cfg = replace(dpap_cfg, timestep=RuleConstants(rule[0], 2.0, rule[1]))
+    cfg = TrainConfig(epochs=epochs, time_steps=T, seed=seed, lr=lr)
+    res = train(ds, cfg, dpap_cfg, progress=False, model=model, input_kind="frames", method=method,
+                target_sparsity=target)
+    m = res.model
+    x_test = encode(ds.x_test, "frames", T, seed + TEST_ENCODING_SEED_OFFSET)
+    ir = cnn_to_ir(m, T)
+    rho_w = 1.0 - hidden_weights(m) / dense_w
+    pops = population_spikes(m, x_test)
+    e = energy_section(ir, rho_w, norse=[x_test[: ir.time_steps]] + pops[:-1])
+    pred = classify(pops[-1].sum(0))
+    return {"setting": name, "seed": seed, "epochs": epochs, "T": T, "T_deployed": ir.time_steps,
+            "accuracy": float((pred == ds.y_test).mean()), "rho_w": rho_w, "rho_t": e["rho_t"],
+            "relative_energy": e["relative_energy"], "synops_per_sample": e["synops_per_sample"]["norse"],
+            "train_s": res.seconds, "curve": [h["test_accuracy"] for h in res.history],
+            "exportable_to_loihi": not ir.silenced_inside_window()}
+
+
+def epochs_to(curve, level):
+    return next((i + 1 for i, a in enumerate(curve) if a >= level - 1e-12), None)
+
+
+def fmt(vals, digits=2):
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return "-"
+    return f"{vals[0]:.{digits}f}" if len(vals) == 1 else f"{statistics.mean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
+
+
+def table(rows) -> str:
+    out = ["| setting | weight sparsity % | timestep sparsity % | relative energy % | synops / sample | accuracy % | "
+           "change vs dense | epochs to dense best (runs) | T deployed | wall s |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    dense = {r["seed"]: r for r in rows if r["setting"] == "dense"}
+    for name in [*SETTINGS, "magnitude"]:
+        rs = [r for r in rows if r["setting"] == name]
+        if not rs:
+            continue
+        delta = [100 * (r["accuracy"] - dense[r["seed"]]["accuracy"]) for r in rs if r["seed"] in dense]
+        hit = [epochs_to(r["curve"], max(dense[r["seed"]]["curve"])) for r in rs if r["seed"] in dense]
+        out.append(f"| {name} | {fmt([100 * r['rho_w'] for r in rs], 1)} | {fmt([100 * r['rho_t'] for r in rs], 1)} | "
+                   f"{fmt([100 * r['relative_energy'] for r in rs], 1)} | {fmt([r['synops_per_sample'] for r in rs], 0)} | "
+                   f"{fmt([100 * r['accuracy'] for r in rs])} | {fmt(delta)} | "
+                   f"{fmt(hit, 1)} ({sum(h is not None for h in hit)}/{len(rs)}) | {fmt([r['T_deployed'] for r in rs], 1)} | "
+                   f"{fmt([r['train_s'] for r in rs], 0)} |")
+    return "\n".join(out)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--time-steps", type=int, default=20)
+    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--per-class", type=int, default=None, help="event-digits recordings per class (default: all)")
+    p.add_argument("--out", default=os.path.join(HERE, "dpap_spatiotemporal_results.jsonl"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(2)
+    ds = load_event_digits(time_steps=args.time_steps)
+    if args.per_class:
+        keep_tr = np.concatenate([np.flatnonzero(ds.y_train == c)[: args.per_class] for c in range(ds.n_classes)])
+        keep_te = np.concatenate([np.flatnonzero(ds.y_test == c)[: args.per_class] for c in range(ds.n_classes)])
+        ds = replace(ds, x_train=ds.x_train[keep_tr], y_train=ds.y_train[keep_tr],
+                     x_test=ds.x_test[keep_te], y_test=ds.y_test[keep_te])
+    rows = []
+    t0 = time.perf_counter()
+    for seed in range(args.seeds):
+        for name in SETTINGS:
+            rows.append(run(ds, seed, name, args.epochs, args.time_steps, args.lr))
+            _emit(rows[-1], args.out)
+        spatial = next(r for r in rows if r["seed"] == seed and r["setting"] == "dpap-spatial")
+        rows.append(run(ds, seed, "magnitude", args.epochs, args.time_steps, args.lr, target=spatial["rho_w"]))
+        _emit(rows[-1], args.out)
+    print(table(rows))
+    print(f"total {time.perf_counter() - t0:.0f} s")
+
+
+def _emit(row: dict, path: str) -> None:
+    print(json.dumps({k: v for k, v in row.items() if k != "curve"}), flush=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
