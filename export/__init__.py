@@ -75,17 +75,25 @@ def check_layers(ir, target: str, kinds, activations, what: Optional[str] = None
     check_time_masks(ir, target)
 
 
+#: targets that realise per-neuron, per-step timestep masks (a ``SpikeGate`` process in Lava's simulator)
+GATED_TARGETS = ("loihi-sim", "emulator")
+
+
 def check_time_masks(ir, target: str) -> None:
     """Refuse timestep masks that silence a neuron at chosen steps inside the deployed window.
 
     Spatio-temporal DPAP (spec sec. 4b) drops unit ``i``'s spike at step ``t``. Steps dropped
     for every neuron at the end of the window are deployed as a shorter window (``ir.time_steps``,
-    fewer steps per sample). Anything else needs a per-neuron, per-step gate that Loihi's LIF
-    neuron, Lava's ``LIF``/``Sparse`` processes, lava-dl's CUBA blocks and NIR's ``CubaLIF`` do
-    not have, so it is an :class:`UnsupportedLayerError` naming the layers, not a silent change.
+    fewer steps per sample) by every target. Anything else needs a per-neuron, per-step gate:
+    ``loihi-sim`` and the emulator (:data:`GATED_TARGETS`) add one
+    (``export/gate/spike_gate.py``); Loihi's LIF neuron on a chip (``loihi2``), lava-dl's CUBA blocks
+    (``netx``) and NIR's ``CubaLIF`` (``nir``) have none, so for them it is an
+    :class:`UnsupportedLayerError` naming the layers, not a silent change.
     """
     from dpap_deploy.errors import UnsupportedLayerError
 
+    if target in GATED_TARGETS:
+        return
     inside = ir.silenced_inside_window() if hasattr(ir, "silenced_inside_window") else []
     if inside:
         raise UnsupportedLayerError(

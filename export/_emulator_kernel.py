@@ -17,7 +17,7 @@ U_LIM = 2 ** 23
 
 @njit(parallel=True, cache=True, nogil=True)
 def run_kernel(spikes, n_out, mode, scale, fu, fv, vth64, clamp,
-               wd16, wd32, wd_off, ip, ip_off, ix, wx, ix_off, neuron_off, rec, counts):  # pragma: no cover (numba)
+               wd16, wd32, wd_off, ip, ip_off, ix, wx, ix_off, neuron_off, gate, rec, counts):  # pragma: no cover (numba)
     """Run ``spikes`` ``(T, N, F)`` uint8 through ``L`` layers; fill ``counts`` ``(N, n_last)`` int64
     and, when ``rec.shape[0] == T``, the spike raster ``rec`` ``(T, N, total neurons)`` uint8.
 
@@ -28,7 +28,8 @@ def run_kernel(spikes, n_out, mode, scale, fu, fv, vth64, clamp,
     ``ix``/``wx`` (offset ``ix_off[l]``);
     ``scale[l]`` = 2^weight_exp (the product rounded down: Lava's right shift for negative exponents);
     ``fu``/``fv`` = (4096 - du - 1)/4096 and (4096 - dv)/4096; ``vth64`` = vth << 6;
-    ``clamp[l]``: clamp the synaptic sum to 24 bits (Lava's ``Conv``).
+    ``clamp[l]``: clamp the synaptic sum to 24 bits (Lava's ``Conv``); ``gate`` ``(total neurons, T)``
+    uint8: 0 drops the neuron's spike at that step after its LIF update (timestep pruning).
     """
     T, N, F = spikes.shape
     L = n_out.shape[0]
@@ -91,7 +92,7 @@ def run_kernel(spikes, n_out, mode, scale, fu, fv, vth64, clamp,
                     ul[j] = uu
                     vv = min(max(np.trunc(vl[j] * dv_f) + uu, -(lim - 1.0)), lim - 1.0)
                     s = vv > th
-                    fired[j] = s
+                    fired[j] = s and gate[o + j, t] != 0  # the neuron resets either way
                     vl[j] = 0.0 if s else vv
                 ns = 0
                 for j in range(m):

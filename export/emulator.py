@@ -10,6 +10,7 @@ training and on whole test sets. Per layer and time step (``lava/proc/lif/models
     u   = sign(u*(4096-(du+1))) * (|u*(4096-(du+1))| >> 12) + (a << 6)   # wraps into (-2^23, 2^23]
     v   = sign(v*(4096-dv)) * (|v*(4096-dv)| >> 12) + u                 # clipped to +-(2^23 - 1)
     s'  = v > (vth << 6);  v[s'] = 0
+    out = s' & gate[:, t]      # timestep pruning: the SpikeGate after the population (export/gate/spike_gate.py)
 
 Each sample starts from zero state, which is what the exported Lava network does with its
 ``LIFReset`` processes (their offsets absorb the one-step delay of every ``Sparse``; see
@@ -117,9 +118,20 @@ def _kernel_arrays(ir: NetworkIR) -> tuple:
         n_ix += by_pre.nnz
     cat = lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(1, dt)  # noqa: E731
     neuron_off = np.concatenate([[0], np.cumsum(n_out)]).astype(np.int64)
+    gate = np.concatenate([_gate(l, ir.time_steps) for l in ir.layers]).astype(np.uint8)
     return (n_out, mode, scale, fu, fv, vth64, clamp, cat(wd16_parts, np.int16),
             cat(wd32_parts, np.int32), wd_off,
-            cat(ip_parts, np.int64), ip_off, cat(ix_parts, np.int64), cat(wx_parts, np.int32), ix_off, neuron_off)
+            cat(ip_parts, np.int64), ip_off, cat(ix_parts, np.int64), cat(wx_parts, np.int32), ix_off, neuron_off,
+            np.ascontiguousarray(gate))
+
+
+def _gate(layer, T: int) -> np.ndarray:
+    """``(n_out, T)`` bool: the layer's timestep mask per neuron (a conv channel's for each of its
+    pixels, torch's ``(C, H, W)`` order), all True without one."""
+    if layer.time_mask is None:
+        return np.ones((layer.n_out, T), dtype=bool)
+    m = np.asarray(layer.time_mask, dtype=bool)[:, :T]
+    return np.repeat(m, layer.n_out // m.shape[0], axis=0)
 
 
 def _emulate_numba(ir: NetworkIR, spikes: np.ndarray, record: bool, progress: bool, chunk: int = 4096):
@@ -129,7 +141,7 @@ def _emulate_numba(ir: NetworkIR, spikes: np.ndarray, record: bool, progress: bo
 
     T, N, _ = spikes.shape
     arrays = _kernel_arrays(ir)
-    neuron_off = arrays[-1]
+    neuron_off = arrays[-2]
     counts = np.zeros((N, ir.layers[-1].n_out), dtype=np.int64)
     rec = np.zeros((T, N, int(neuron_off[-1])) if record else (0, 0, 0), dtype=np.uint8)
     with tqdm(total=N, desc="emulator", unit="sample", disable=None if progress else True, leave=False) as bar:
@@ -185,6 +197,7 @@ def emulate(ir: NetworkIR, spikes: np.ndarray, batch_size: int = 512,
     if engine == "numba":
         return _emulate_numba(ir, binary, record, progress)
     params = _layer_params(ir)
+    gates = [torch.from_numpy(_gate(l, T)) for l in ir.layers]
     counts = np.zeros((N, ir.layers[-1].n_out), dtype=np.int64)
     rasters = [np.zeros((T, N, l.n_out), dtype=np.uint8) for l in ir.layers] if record else None
     lim = float(U_LIM)
@@ -211,7 +224,8 @@ def emulate(ir: NetworkIR, spikes: np.ndarray, batch_size: int = 512,
                 u[i] = _wrap(uu)  # into (-2^23, 2^23]
                 vv = torch.clamp(_decay(v[i], p["dv"]) + u[i], -(lim - 1), lim - 1)
                 fired = vv > p["vth64"]
-                v[i] = vv.masked_fill(fired, 0.0)
+                v[i] = vv.masked_fill(fired, 0.0)  # the neuron resets even where the gate drops its spike
+                fired = fired & gates[i][:, t]
                 s = fired.to(torch.float64)
                 if record:
                     rec[i][t] = fired

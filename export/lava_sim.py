@@ -32,9 +32,10 @@ from dpap_deploy.ir import NetworkIR
 SUPPORTED_KINDS = ("fc", "conv")
 
 
-def check_supported(ir: NetworkIR) -> None:
-    """Raise :class:`UnsupportedLayerError` listing every layer this target cannot export."""
-    check_layers(ir, "loihi-sim", SUPPORTED_KINDS, ("lif",))
+def check_supported(ir: NetworkIR, target: str = "loihi-sim") -> None:
+    """Raise :class:`UnsupportedLayerError` listing every layer this target cannot export
+    (``loihi-sim`` realises timestep masks with :class:`~dpap_deploy.export.gate.SpikeGate`)."""
+    check_layers(ir, target, SUPPORTED_KINDS, ("lif",))
 
 
 def sparse_weights(ir: NetworkIR) -> List[Optional[sp.csr_matrix]]:
@@ -49,6 +50,20 @@ def sparse_weights(ir: NetworkIR) -> List[Optional[sp.csr_matrix]]:
         w.eliminate_zeros()
         mats.append(w)
     return mats
+
+
+def lava_time_mask(layer, T: int) -> Optional[np.ndarray]:
+    """A layer's timestep mask in Lava's population shape plus ``T`` (``(n, T)``, conv ``(W, H, C, T)``),
+    0/1 int32, or None when it silences nothing in the first ``T`` steps (no gate needed)."""
+    if layer.time_mask is None:
+        return None
+    m = np.asarray(layer.time_mask, dtype=bool)[:, :T]
+    if m.all():
+        return None
+    if layer.kind == "conv":
+        _, h, w = layer.out_shape
+        m = np.broadcast_to(m[None, None, :, :], (w, h, m.shape[0], T))
+    return np.ascontiguousarray(m, dtype=np.int32)
 
 
 def lava_conv_weight(kernel: np.ndarray) -> np.ndarray:
@@ -160,10 +175,17 @@ def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed", record_hidd
         port.connect(syn.s_in)
         syn.a_out.connect(lif.a_in)
         port = lif.s_out
+        gate_mask = lava_time_mask(layer, T)
+        if gate_mask is not None:  # spatio-temporal DPAP: drop the spikes of silenced (neuron, step) pairs
+            from dpap_deploy.export.gate import SpikeGate
+
+            gate = SpikeGate(shape, gate_mask, phase=i + 2, name=f"{layer.name}_time_gate")
+            port.connect(gate.s_in)
+            port = gate.s_out
         chain.append((syn, lif))
         if record_hidden and i < len(ir.layers) - 1:
             hidden_sinks.append(SpikeOut(shape=shape, buffer=data.shape[-1]))
-            lif.s_out.connect(hidden_sinks[-1].a_in)
+            port.connect(hidden_sinks[-1].a_in)
     sink = SpikeOut(shape=(ir.layers[-1].n_out,), buffer=data.shape[-1])
     port.connect(sink.a_in)
     return source, chain, sink, hidden_sinks

@@ -35,7 +35,15 @@ def lava_loihi_available() -> bool:
 def export_loihi2(ir: NetworkIR, out_dir: str, spikes: Optional[np.ndarray] = None, progress: bool = False,
                   **_) -> ExportResult:
     """Write the fixed-point network; run it on Loihi 2 with lava-loihi, else in the simulator
-    (``result.extra["hardware"]`` says which, ``result.extra["message"]`` why)."""
+    (``result.extra["hardware"]`` says which, ``result.extra["message"]`` why).
+
+    Raises:
+        UnsupportedLayerError: layers Lava cannot run, or timestep masks that silence neurons
+            inside the window (the simulator's ``SpikeGate`` is a host CPU process, not a chip feature).
+    """
+    from dpap_deploy.export import lava_sim as _sim
+
+    _sim.check_supported(ir, "loihi2")
     if lava_loihi_available():  # pragma: no cover - needs Intel's hardware stack
         from dpap_deploy.export import lava_sim
 

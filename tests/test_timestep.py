@@ -83,7 +83,7 @@ def test_steps_pruned_for_every_neuron_at_the_end_shorten_the_window(digits):
     assert m.active_steps(8) == 7
 
 
-def test_shortened_window_exports_to_lava_and_interior_masks_are_refused(digits, tmp_path):
+def test_shortened_window_and_gated_steps_in_lava_and_refused_elsewhere(digits, tmp_path):
     torch.manual_seed(0)
     m = SpikingMLP([64, 24, 10], init_gain=6.0)
     mask = torch.ones(24, 12, dtype=torch.bool)
@@ -97,15 +97,28 @@ def test_shortened_window_exports_to_lava_and_interior_masks_are_refused(digits,
     assert counts.sum() > 10, "the test needs output spikes"
     np.testing.assert_array_equal(emulate(ir, x)[0], counts)
 
-    mask[3, 2] = False  # one neuron silenced at one step inside the window
+    # silence six (step, neuron) pairs of fc1 where it does spike, inside the window
+    _, rasters = emulate(ir, x, record=True)
+    pairs = np.argwhere(rasters[0].sum(1) > 3)[:6]
+    assert len(pairs) == 6
+    for t, n in pairs:
+        mask[n, t] = False
     m.set_time_mask(0, mask)
     ir = quantize(to_ir(m, 12))
-    for target in ("loihi-sim", "netx", "nir"):
+    for target in ("netx", "nir", "loihi2"):  # no per-neuron, per-step gate in these formats / on the chip
         with pytest.raises(UnsupportedLayerError, match=rf"target {target} cannot silence neurons at chosen time steps "
-                                                        r"inside the T = 9 window.*fc1: 1 of 216 \(unit, time step\)"):
+                                                        r"inside the T = 9 window.*fc1: 6 of 216 \(unit, time step\)"):
             get_target(target)(ir, str(tmp_path), spikes=x)
-    with pytest.raises(UnsupportedLayerError, match="target emulator cannot silence"):
-        emulate(ir, x)
+    # loihi-sim puts a SpikeGate after fc1: Lava, both emulator engines and Norse drop the same spikes
+    counts, info = lava_sim.run(ir, x, record_hidden=True)
+    hidden = info["hidden_spikes"][0]
+    assert all(hidden[t, :, n].sum() == 0 for t, n in pairs)
+    for engine in ("numba", "torch"):
+        emu, rasters = emulate(ir, x, record=True, engine=engine)
+        np.testing.assert_array_equal(rasters[0], hidden)
+        np.testing.assert_array_equal(rasters[1], info["output_spikes"])
+    _, rec = m(torch.from_numpy(x))
+    assert all(float(rec[0][1][t, :, n].sum()) == 0.0 for t, n in pairs)
 
 
 def test_spatio_temporal_dpap_prunes_time_steps_in_training_and_keeps_them_through_compaction(digits, tmp_path):
