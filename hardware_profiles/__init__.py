@@ -170,7 +170,9 @@ def _section(path: str, data: dict, key: str, cls) -> object:
             expected = "integer or inf" if (key, name) in _LIMITS else "integer"
             raise ProfileError(f"{path}: {key}.{name} = {v!r} has type {type(v).__name__}; expected {expected}")
         if (key, name) not in _SIGNED and (v < 0 or (v == 0 and (key, name) not in _ZERO_OK)):
-            raise ProfileError(f"{path}: {key}.{name} = {v} must be positive")
+            bound = ">= 0" if (key, name) in _ZERO_OK else ">= 1"
+            raise ProfileError(f"{path}: {key}.{name} = {v} must be {'non-negative' if bound == '>= 0' else 'positive'}"
+                               f" ({bound})")
         values[name] = v
     return cls(**values)
 
@@ -210,11 +212,13 @@ def parse_profile(path: str, text: str, _seen: tuple = ()) -> Profile:
         base_name = data.pop("extends")
         if not isinstance(base_name, str) or not base_name:
             raise ProfileError(f"{path}: extends = {base_name!r}; expected a profile name or path")
+        written = base_name
         if base_name.endswith(".toml") and not os.path.isabs(base_name):
             base_name = os.path.join(os.path.dirname(path), base_name)
         base_path = _resolve(base_name)
-        if base_path in _seen or base_path == path:
-            raise ProfileError(f"{path}: extends {base_name!r} makes a loop")
+        here = os.path.realpath(path)  # "./a.toml" and "a.toml" are one file: compare real paths
+        if os.path.realpath(base_path) in _seen + (here,):
+            raise ProfileError(f"{path}: extends {written!r} makes a loop")
         base_text = _read(base_path)
         import tomli as _t
 
@@ -222,7 +226,7 @@ def parse_profile(path: str, text: str, _seen: tuple = ()) -> Profile:
             base = _t.loads(base_text)
         except _t.TOMLDecodeError as exc:
             raise ProfileError(f"{base_path}: not valid TOML ({exc})") from None
-        parse_profile(base_path, base_text, _seen + (path,))  # the base must be valid on its own
+        parse_profile(base_path, base_text, _seen + (here,))  # the base must be valid on its own
         base.pop("extends", None)
         data = _merge(base, data)
     for key in ("name", "description"):
