@@ -90,12 +90,9 @@ def _prepare_out(out: str, force: bool) -> None:
         raise DpapError(f"output {out!r} exists and is not a folder")
     if os.path.isfile(os.path.join(out, "report.json")) and not force:
         raise DpapError(f"output folder {out!r} already holds a run; pass --force to overwrite it or choose another --out")
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as exc:
-        raise DpapError(f"cannot create output folder {out!r}: {exc.strerror}") from None
-    if not os.access(out, os.W_OK):
-        raise DpapError(f"output folder {out!r} is not writable")
+    from dpap_deploy.fileio import ensure_writable_dir
+
+    ensure_writable_dir(out)
 
 
 def preload_lava() -> None:
@@ -155,13 +152,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = {"seed": args.seed, "time_steps": args.time_steps, "data": args.data, "test_fraction": 0.2,
            "model": args.model}
     if args.from_dir:
-        src = args.from_dir
-        need = [os.path.join(src, f) for f in ("config.json", "ir.npz", "model.pt")]
-        missing = [f for f in need if not os.path.isfile(f)]
-        if missing:
-            raise IRError(f"--from {src!r} holds no exported network (missing {', '.join(os.path.basename(m) for m in missing)})")
-        with open(need[0]) as f:
-            saved = json.load(f)
+        from dpap_deploy.rundir import read_run_config
+
+        saved = read_run_config(args.from_dir)
         cfg.update({k: saved[k] for k in ("seed", "time_steps", "data", "test_fraction", "model") if k in saved})
         if args.data:
             cfg["data"] = args.data
@@ -331,13 +324,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def load_exported(run_dir: str):
-    """The exported network of a run folder (``network.npz``, else ``ir.npz``).
+    """The exported network of a run folder (``network.npz``, else ``ir.npz``), or of one
+    network file (netx ``.net``, NIR ``.nir``, IR ``.npz``) given in its place.
 
     Raises:
-        IRError: the folder holds neither, or the file is not a dpap-deploy IR.
+        IRError: the folder holds neither, or the file is not a network of ours (names it).
     """
     from dpap_deploy.ir import NetworkIR
 
+    if os.path.isfile(run_dir):  # one network file: .net, .nir or .npz
+        from dpap_deploy.rundir import read_network_file
+
+        return read_network_file(run_dir)
     for name in ("network.npz", "ir.npz"):
         path = os.path.join(run_dir, name)
         if os.path.isfile(path):
@@ -380,7 +378,7 @@ def report_main(argv: Optional[List[str]] = None) -> int:
     """``dpap-report [--profile P] [--chips N] DIR``: will the exported network of DIR fit?"""
     p = argparse.ArgumentParser(prog="dpap-report", description="Map the exported network of a dpap-export run onto "
                                 "a hardware profile, without retraining. Exit 0 when it fits, 3 when it does not, 2 on bad input.")
-    p.add_argument("run_dir", metavar="DIR", help="a dpap-export output folder")
+    p.add_argument("run_dir", metavar="DIR", help="a dpap-export output folder, or one network file (.net, .nir, .npz)")
     p.add_argument("--profile", default="loihi2", help="bundled profile name or a .toml path")
     p.add_argument("--chips", type=int, default=None, help="chips on the board (default: the profile's)")
     p.add_argument("--no-pack", action="store_true", help="one layer per core")
