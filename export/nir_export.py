@@ -228,18 +228,41 @@ def read_nir(path: str) -> NetworkIR:
     """
     import nir
 
+    from dpap_deploy.errors import NetworkFileError
+
+    if not os.path.isfile(path):
+        raise NetworkFileError(f"{path}: NIR file does not exist")
+    try:
+        g = nir.read(path, type_check=False)
+    except Exception as exc:  # the edge of nir.read: h5py/KeyError/ValueError/... on foreign or truncated files
+        raise NetworkFileError(f"{path}: not a readable NIR graph ({type(exc).__name__}: {exc})") from None
+    return graph_to_ir(g, path)
+
+
+def graph_to_ir(g, path: str) -> NetworkIR:
+    """The IR of a ``nir.NIRGraph`` read from ``path`` (used in messages); see :func:`read_nir`.
+
+    Raises:
+        NetworkFileError, UnsupportedLayerError: as :func:`read_nir`.
+    """
+    from dpap_deploy.errors import NetworkFileError
+
+    try:
+        return _graph_to_ir(g, path)
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:  # a graph not shaped as NIR says
+        raise NetworkFileError(f"{path}: malformed graph ({type(exc).__name__}: {exc})") from None
+
+
+def _graph_to_ir(g, path: str) -> NetworkIR:
+    import nir
+
     from dpap_deploy.errors import DpapError, NetworkFileError, UnsupportedLayerError
     from dpap_deploy.ir import ConvLayer, FCLayer, LIFNeurons
 
     def fail(what, kind=NetworkFileError):
         raise kind(f"{path}: {what}")
 
-    if not os.path.isfile(path):
-        fail("NIR file does not exist")
-    try:
-        g = nir.read(path, type_check=False)
-    except Exception as exc:  # the edge of nir.read: h5py/KeyError/ValueError/... on foreign or truncated files
-        raise NetworkFileError(f"{path}: not a readable NIR graph ({type(exc).__name__}: {exc})") from None
+    cur = "input"
     nodes, edges = getattr(g, "nodes", None), getattr(g, "edges", None)
     if not isinstance(nodes, dict) or not nodes or edges is None:
         fail("the graph has no nodes or edges")
@@ -278,7 +301,11 @@ def read_nir(path: str) -> NetworkIR:
 
     try:
         cur = inputs[0]
-        in_shape = tuple(int(s) for s in np.asarray(nodes[cur].input_type["input"]).reshape(-1))
+        in_type = getattr(nodes[cur], "input_type", None)
+        in_type = in_type.get("input") if isinstance(in_type, dict) else None
+        if in_type is None or np.asarray(in_type).dtype.kind not in "iu":
+            fail(f"node {cur!r}: input_type {getattr(nodes[cur], 'input_type', None)!r}; expected {{'input': shape}}")
+        in_shape = tuple(int(s) for s in np.asarray(in_type).reshape(-1))
         if len(in_shape) not in (1, 3) or min(in_shape) < 1:
             fail(f"node {cur!r}: input shape {list(in_shape)}; expected [F] or [C, H, W] of positive sizes")
         shape, layers, syn, seen = in_shape, [], None, {cur}

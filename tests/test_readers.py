@@ -26,6 +26,10 @@ def mlp():
 
 @pytest.fixture(scope="module")
 def cnn():
+    return cnn_ir()
+
+
+def cnn_ir():
     """A channel-pruned, compacted conv SNN (2x20x20 -> conv 4 -> conv 5 (pool folded) -> fc 16 -> 10), T = 6."""
     torch.manual_seed(0)
     m = SpikingCNN((2, 20, 20), (4, 6), (16,), 10)
