@@ -199,8 +199,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         train_cfg = TrainConfig(hidden=hidden, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                 time_steps=args.time_steps, seed=args.seed, prune=not args.no_prune)
-        log_path = os.path.join(args.out, "train_log.jsonl")
-        log = open(log_path, "w")
+        from dpap_deploy.fileio import StagedFile
+
+        log = StagedFile(os.path.join(args.out, "train_log.jsonl"))  # renamed into place when training ends
 
         def on_epoch(rec):
             log.write(json.dumps(rec) + "\n")
@@ -223,8 +224,10 @@ def run(args: argparse.Namespace) -> int:
             else:
                 res = train(ds, train_cfg, PRESETS[args.dpap_preset], progress=progress, on_epoch=on_epoch,
                             budget=budget)
-        finally:
-            log.close()
+        except BaseException:
+            log.discard()  # an interrupted or failed training leaves an earlier run's log as it was
+            raise
+        log.commit()
         model, history = res.model, res.history
         timing["train"] = res.seconds
         meta = {"trained_with": "dpap" if train_cfg.prune else "dense", "seed": args.seed}

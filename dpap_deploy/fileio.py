@@ -75,3 +75,46 @@ def ensure_writable_dir(path: str) -> None:
         raise OutputError(f"output folder {path!r} is not writable: {exc.strerror or exc}") from None
     os.close(fd)
     os.unlink(probe)
+
+
+class StagedFile:
+    """A text file written line by line under a temporary name next to ``path`` (readable
+    while it grows), moved to ``path`` by :meth:`commit`; :meth:`discard` removes it and leaves
+    whatever ``path`` held before (e.g. an earlier run's training log) untouched.
+
+    Raises:
+        OutputError: the temporary file cannot be created or renamed (names ``path``).
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        folder = os.path.dirname(os.path.abspath(path))
+        try:
+            fd, self.tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=folder)
+        except OSError as exc:
+            raise OutputError(f"cannot write {path!r}: {exc.strerror or exc}") from exc
+        self._f = os.fdopen(fd, "w")
+
+    def write(self, text: str) -> None:
+        self._f.write(text)
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def commit(self) -> None:
+        """Close and rename to ``path`` (normal permissions, as :func:`atomic_path`)."""
+        self._f.close()
+        umask = os.umask(0)
+        os.umask(umask)
+        try:
+            os.chmod(self.tmp, 0o666 & ~umask)
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            self.discard()
+            raise OutputError(f"cannot write {self.path!r}: {exc.strerror or exc}") from exc
+
+    def discard(self) -> None:
+        """Close and remove the temporary file; ``path`` keeps what it held."""
+        self._f.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.tmp)

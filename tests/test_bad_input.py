@@ -105,6 +105,17 @@ def test_bad_target_or_profile(tmp_path, capsys, make, needles):
     assert not (tmp_path / "o").exists(), "bad input must not leave an output folder"
 
 
+def test_a_profile_chain_of_extends_keeps_every_level(tmp_path):
+    """mine.toml extends board.toml, which extends loihi1: loihi1's sections reach mine (a
+    regression the fuzzer found: the grandparent's sections were lost)."""
+    from dpap_deploy.hardware_profiles import load_profile
+
+    _profile(tmp_path, 'extends = "loihi1"\nname = "board"\ndescription = "x"\n[chip]\nchips = 4\n', "board.toml")
+    p = load_profile(_profile(tmp_path, 'extends = "board.toml"\nname = "m"\ndescription = "y"\n[core]\nneurons = 64\n',
+                              "mine.toml"))
+    assert (p.name, p.chip.chips, p.chip.cores, p.core.neurons, p.core.input_axons) == ("m", 4, 128, 64, 4096)
+
+
 # -- --data -----------------------------------------------------------------------------------
 def _npz(tmp_path, name="d.npz", **arrays):
     p = tmp_path / name
@@ -224,6 +235,33 @@ def test_existing_run_is_kept_when_a_forced_run_fails_on_bad_input(tmp_path, cap
     code, _, err = run_cli(capsys, "--target", "loihi-sim", "--data", bad, "--out", run_dir, "--force", *CHEAP)
     assert_clean_error(code, err, "'x' has 200 samples but 'y' has 10")
     assert snapshot(run_dir) == before and not tmp_files(run_dir)
+
+
+def test_an_interrupted_forced_run_leaves_the_earlier_run_as_it_was(tmp_path, capsys, run_dir, monkeypatch):
+    """Ctrl-C after the first epoch of a --force run into a folder holding a run: exit 130, the
+    earlier run's files (its training log too) byte-identical, no temporary file left."""
+    import dpap_deploy.train.loop as loop
+
+    out = tmp_path / "run"
+    out.mkdir()
+    for f, data in snapshot(run_dir).items():
+        (out / f).write_bytes(data)
+    before = snapshot(out)
+    real, epochs = loop.train, []
+
+    def interrupted(*args, on_epoch=None, **kw):
+        def stop(rec):
+            on_epoch(rec)  # the log line of epoch 1 is written (to the staged log) ...
+            epochs.append(rec)
+            raise KeyboardInterrupt  # ... then the user presses Ctrl-C
+
+        return real(*args, on_epoch=stop, **kw)
+
+    monkeypatch.setattr(loop, "train", interrupted)
+    code, _, err = run_cli(capsys, "--target", "loihi-sim", "--out", out, "--force", "--seed", "5", *CHEAP)
+    assert code == 130 and "dpap-export: interrupted" in err and "Traceback" not in err
+    assert len(epochs) == 1
+    assert snapshot(out) == before and not tmp_files(out)
 
 
 def test_a_failed_export_leaves_the_earlier_files_and_no_temporary_file(tmp_path, capsys, run_dir, monkeypatch):
