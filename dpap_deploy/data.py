@@ -73,6 +73,8 @@ def load_npz(path: str, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
             labels are not integers ``0..K-1`` with every class present, or there are too
             few samples per class to split.
     """
+    if os.path.isdir(path):
+        raise DataError(f"data file {path!r} is a folder; expected an .npz file with 'x' and 'y'")
     if not os.path.isfile(path):
         raise DataError(f"data file {path!r} does not exist")
     try:

@@ -146,12 +146,15 @@ def test_bad_data(tmp_path, capsys, digits_npz, arrays, needles):
 
 @pytest.mark.parametrize("content,needles", [
     (None, ["data file", "none.npz' does not exist"]),
+    ("folder", ["none.npz' is a folder; expected an .npz file with 'x' and 'y'"]),
     (b"x,y\n1,2\n", ["none.npz' is not a readable .npz"]),
     ("truncated", ["none.npz' is not a readable .npz (BadZipFile"]),
 ])
 def test_data_file_missing_or_not_npz(tmp_path, capsys, digits_npz, content, needles):
     path = tmp_path / "none.npz"
-    if content == "truncated":
+    if content == "folder":
+        path.mkdir()
+    elif content == "truncated":
         np.savez(path, x=digits_npz[0], y=digits_npz[1])
         path.write_bytes(path.read_bytes()[:3000])
     elif content is not None:
