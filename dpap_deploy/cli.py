@@ -113,12 +113,9 @@ def _prepare_out(out: str, force: bool) -> None:
     if os.path.isfile(os.path.join(out, "checkpoint.pt")) and not force:
         raise DpapError(f"output folder {out!r} holds an unfinished run; continue it with --resume {out}, "
                         "or pass --force to start over")
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as exc:
-        raise DpapError(f"cannot create output folder {out!r}: {exc.strerror}") from None
-    if not os.access(out, os.W_OK):
-        raise DpapError(f"output folder {out!r} is not writable")
+    from dpap_deploy.fileio import ensure_writable_dir
+
+    ensure_writable_dir(out)
 
 
 def _with_timestep_rule(cfg, text: str, model: str):
@@ -204,13 +201,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = {"seed": args.seed, "time_steps": args.time_steps, "data": args.data, "test_fraction": 0.2,
            "model": args.model}
     if args.from_dir:
-        src = args.from_dir
-        need = [os.path.join(src, f) for f in ("config.json", "ir.npz", "model.pt")]
-        missing = [f for f in need if not os.path.isfile(f)]
-        if missing:
-            raise IRError(f"--from {src!r} holds no exported network (missing {', '.join(os.path.basename(m) for m in missing)})")
-        with open(need[0]) as f:
-            saved = json.load(f)
+        from dpap_deploy.rundir import read_run_config
+
+        saved = read_run_config(args.from_dir)
         cfg.update({k: saved[k] for k in ("seed", "time_steps", "data", "test_fraction", "model") if k in saved})
         if args.data:
             cfg["data"] = args.data
@@ -244,9 +237,12 @@ def run(args: argparse.Namespace) -> int:
                  resume_ckpt["position"]["batch"])
     else:
         _prepare_out(args.out, args.force)
-        from dpap_deploy.config import effective_config, write_config
 
-        write_config(os.path.join(args.out, "run.toml"), effective_config(args, build_parser()))
+    def save_run_toml() -> None:  # once every input has been checked: a refused run writes nothing
+        if not args.resume:
+            from dpap_deploy.config import effective_config, write_config
+
+            write_config(os.path.join(args.out, "run.toml"), effective_config(args, build_parser()))
 
     # -- train (or load) ----------------------------------------------------------------
     timing = {"train": 0.0}
@@ -264,12 +260,16 @@ def run(args: argparse.Namespace) -> int:
             raise DataError(f"data {ds.name!r} has {ds.n_features} features and {ds.n_classes} classes; the network "
                             f"in {args.from_dir!r} takes {ir.input_size} inputs and has {ir.n_classes} outputs")
         train_cfg = None
+        save_run_toml()
     else:
         train_cfg = TrainConfig(hidden=hidden, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                 time_steps=args.time_steps, seed=args.seed, prune=not args.no_prune)
-        log_path = os.path.join(args.out, "train_log.jsonl")
-        train_log = open(log_path, "w")
-        for rec in (resume_ckpt["history"] if resume_ckpt else []):  # the epochs before the interruption
+        from dpap_deploy.fileio import StagedFile
+
+        # staged under a temporary name, renamed when training ends: an interrupted or failed
+        # training leaves an earlier run's log as it was (a resumed run rewrites the epochs it had)
+        train_log = StagedFile(os.path.join(args.out, "train_log.jsonl"))
+        for rec in (resume_ckpt["history"] if resume_ckpt else []):
             train_log.write(json.dumps(rec) + "\n")
 
         def on_epoch(rec):
@@ -277,6 +277,7 @@ def run(args: argparse.Namespace) -> int:
             train_log.flush()
             log.debug("epoch %d: %s", rec["epoch"], json.dumps({k: v for k, v in rec.items() if k != "layers"}))
 
+        save_run_toml()
         log.info("training %s (%s) for %d epochs", cfg["model"], "dense" if args.no_prune else "DPAP", args.epochs)
         resumable = dict(checkpoint=ckpt_path, resume=resume_ckpt)
         try:
@@ -296,8 +297,10 @@ def run(args: argparse.Namespace) -> int:
             else:
                 res = train(ds, train_cfg, dpap_cfg, progress=progress, on_epoch=on_epoch,
                             budget=budget, **resumable)
-        finally:
-            train_log.close()
+        except BaseException:
+            train_log.discard()
+            raise
+        train_log.commit()
         model, history = res.model, res.history
         timing["train"] = res.seconds
         meta = {"trained_with": "dpap" if train_cfg.prune else "dense", "seed": args.seed}
@@ -443,13 +446,18 @@ def _raster_png(ir, x_test, y_test, out: str) -> Optional[str]:
 
 
 def load_exported(run_dir: str):
-    """The exported network of a run folder (``network.npz``, else ``ir.npz``).
+    """The exported network of a run folder (``network.npz``, else ``ir.npz``), or of one
+    network file (netx ``.net``, NIR ``.nir``, IR ``.npz``) given in its place.
 
     Raises:
-        IRError: the folder holds neither, or the file is not a dpap-deploy IR.
+        IRError: the folder holds neither, or the file is not a network of ours (names it).
     """
     from dpap_deploy.ir import NetworkIR
 
+    if os.path.isfile(run_dir):  # one network file: .net, .nir or .npz
+        from dpap_deploy.rundir import read_network_file
+
+        return read_network_file(run_dir)
     for name in ("network.npz", "ir.npz"):
         path = os.path.join(run_dir, name)
         if os.path.isfile(path):
@@ -529,7 +537,7 @@ def report_main(argv: Optional[List[str]] = None) -> int:
     """``dpap-report [--profile P] [--chips N] DIR``: will the exported network of DIR fit?"""
     p = argparse.ArgumentParser(prog="dpap-report", description="Map the exported network of a dpap-export run onto "
                                 "a hardware profile, without retraining. Exit 0 when it fits, 3 when it does not, 2 on bad input.")
-    p.add_argument("run_dir", metavar="DIR", help="a dpap-export output folder")
+    p.add_argument("run_dir", metavar="DIR", help="a dpap-export output folder, or one network file (.net, .nir, .npz)")
     p.add_argument("--profile", default="loihi2", help="bundled profile name or a .toml path")
     p.add_argument("--chips", type=int, default=None, help="chips on the board (default: the profile's)")
     p.add_argument("--no-pack", action="store_true", help="one layer per core")

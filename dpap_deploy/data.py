@@ -69,9 +69,12 @@ def load_npz(path: str, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
 
     Raises:
         DataError: the file is missing or unreadable, a key is missing, lengths differ,
-            values are NaN/inf or negative, labels are not integers in ``[0, K)``, or
-            there are too few samples per class to split.
+            there are no samples or no features, values are complex, NaN/inf or negative,
+            labels are not integers ``0..K-1`` with every class present, or there are too
+            few samples per class to split.
     """
+    if os.path.isdir(path):
+        raise DataError(f"data file {path!r} is a folder; expected an .npz file with 'x' and 'y'")
     if not os.path.isfile(path):
         raise DataError(f"data file {path!r} does not exist")
     try:
@@ -94,8 +97,12 @@ def load_npz(path: str, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
         raise DataError(f"data file {path!r}: 'y' has shape {y.shape}; expected (N,)")
     if len(x) != len(y):
         raise DataError(f"data file {path!r}: 'x' has {len(x)} samples but 'y' has {len(y)}")
-    if not np.issubdtype(x.dtype, np.number):
-        raise DataError(f"data file {path!r}: 'x' has dtype {x.dtype}; expected numbers")
+    if len(x) == 0:
+        raise DataError(f"data file {path!r}: 'x' has shape {x.shape}: no samples; expected (N, features...) with N >= 2")
+    if int(np.prod(x.shape[1:])) == 0:
+        raise DataError(f"data file {path!r}: 'x' has shape {x.shape}: no features per sample; expected at least 1")
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise DataError(f"data file {path!r}: 'x' has dtype {x.dtype}; expected real numbers")
     x = x.reshape(len(x), -1).astype(np.float64)
     if not np.all(np.isfinite(x)):
         raise DataError(f"data file {path!r}: 'x' contains NaN or infinite values")
@@ -109,7 +116,14 @@ def load_npz(path: str, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     y = y.astype(np.int64)
     if y.min() < 0:
         raise DataError(f"data file {path!r}: label {int(y.min())} is out of range; labels must be 0..K-1")
-    n_classes = int(y.max()) + 1
+    labels = np.unique(y)  # not np.bincount: a stray label 10**12 must not allocate 10**12 counters
+    if int(labels[-1]) >= len(labels):
+        first_gap = int(np.flatnonzero(labels != np.arange(len(labels)))[0])
+        raise DataError(
+            f"data file {path!r}: label {int(labels[-1])} is out of range: labels must be 0..K-1 with every class "
+            f"present, but only {len(labels)} distinct labels occur (class {first_gap} has no samples)"
+        )
+    n_classes = len(labels)
     counts = np.bincount(y, minlength=n_classes)
     if np.any(counts < 2):
         bad = int(np.argmin(counts))

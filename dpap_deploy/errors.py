@@ -33,6 +33,15 @@ class IRError(DpapError):
     """An intermediate representation is inconsistent or a saved one is unreadable."""
 
 
+class NetworkFileError(IRError):
+    """A network file (netx ``.net``, NIR ``.nir``, a run folder) is not ours, truncated or
+    inconsistent; the message names the file and the group, node or key at fault."""
+
+
+class OutputError(DpapError):
+    """An output folder cannot be created or written (names the folder and the reason)."""
+
+
 class ExportValidationError(DpapError):
     """An exported network does not behave as the toolchain says it will."""
 

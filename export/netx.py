@@ -53,7 +53,12 @@ def check_kinds(ir: NetworkIR) -> None:
 
 
 def write_netx(ir: NetworkIR, path: str) -> None:
-    """Write the quantised ``ir`` as a netx HDF5 file at ``path`` (atomically)."""
+    """Write the quantised ``ir`` as a netx HDF5 file at ``path`` (atomically).
+
+    Besides lava-dl's datasets it stores, as HDF5 attributes that lava-dl ignores, the
+    network's ``name``, ``time_steps`` and ``dt_s`` (root) and each layer's ``name``,
+    ``scale``, ``dense_shape`` and ``pool_fold``, so :func:`read_netx` gets the IR back.
+    """
     import h5py
 
     def text(group, key, value):
@@ -64,6 +69,7 @@ def write_netx(ir: NetworkIR, path: str) -> None:
             f.attrs["producer"] = "dpap-deploy"
             f.attrs["time_steps"] = int(ir.time_steps)
             f.attrs["dt_s"] = float(ir.dt_s)
+            f.attrs["name"] = str(ir.name)
             layers = f.create_group("layer")
             g = layers.create_group("0")
             text(g, "type", "input")
@@ -88,6 +94,11 @@ def write_netx(ir: NetworkIR, path: str) -> None:
                     text(g, "type", "dense")
                     g.create_dataset("shape", data=np.array([l.n_out], dtype=np.int64))
                     g.create_dataset("weight", data=l.masked_weight(fixed=True).astype(np.int32))
+                # our own facts for read_netx (lava-dl reads datasets only, never attributes)
+                g.attrs["name"] = l.name
+                g.attrs["scale"] = float(l.fixed.scale)
+                g.attrs["dense_shape"] = np.array(l.dense_shape, dtype=np.int64)
+                g.attrs["pool_fold"] = int(l.pool_fold)
                 n = g.create_group("neuron")
                 text(n, "type", "CUBA")
                 n.create_dataset("iDecay", data=np.int64(l.fixed.du + 1))
@@ -164,3 +175,238 @@ def export_netx(ir: NetworkIR, out_dir: str, spikes: Optional[np.ndarray] = None
         load_network(path, q.time_steps)
         result.files.append({"path": path, "verified_by": "lava.lib.dl.netx.hdf5.Network (loaded)"})
     return result
+
+
+# -- reading a netx file back into our IR ----------------------------------------------------
+_DENSE_KEYS = {"type", "shape", "weight", "neuron"}
+_CONV_KEYS = _DENSE_KEYS | {"stride", "padding", "dilation", "groups"}
+_NEURON_KEYS = {"type", "iDecay", "vDecay", "vThMant", "refDelay", "gradedSpike"}
+
+
+class _NetxFile:
+    """Typed access to the groups and datasets of one open netx file; every failure is a
+    :class:`NetworkFileError` naming the file and the group/key."""
+
+    def __init__(self, path: str, f):
+        self.path, self.f = path, f
+
+    def fail(self, where: str, what: str, kind=None):
+        from dpap_deploy.errors import NetworkFileError
+
+        raise (kind or NetworkFileError)(f"{self.path}: {where}: {what}")
+
+    def group(self, parent, key: str, where: str):
+        import h5py
+
+        if key not in parent:
+            self.fail(where, f"missing group {key!r}")
+        g = parent[key]
+        if not isinstance(g, h5py.Group):
+            self.fail(f"{where}/{key}", "is a dataset; expected a group")
+        return g
+
+    def value(self, g, key: str, where: str):
+        import h5py
+
+        if key not in g:
+            self.fail(where, f"missing key {key!r}")
+        d = g[key]
+        if not isinstance(d, h5py.Dataset):
+            self.fail(f"{where}/{key}", "is a group; expected a dataset")
+        return d[()]
+
+    def text(self, g, key: str, where: str) -> str:
+        v = self.value(g, key, where)
+        if isinstance(v, np.ndarray):
+            if v.size != 1:
+                self.fail(f"{where}/{key}", f"has shape {v.shape}; expected one string")
+            v = v.reshape(-1)[0]
+        if isinstance(v, (bytes, np.bytes_)):
+            try:
+                v = bytes(v).decode("ascii")
+            except UnicodeDecodeError:
+                self.fail(f"{where}/{key}", f"{bytes(v)[:20]!r} is not an ASCII string")
+        if not isinstance(v, str):
+            self.fail(f"{where}/{key}", f"has type {type(v).__name__}; expected a string")
+        return v
+
+    def integers(self, g, key: str, where: str, ndim=None) -> np.ndarray:
+        """An integer array (integral floats accepted), within int32, of ``ndim`` dims if given."""
+        v = np.asarray(self.value(g, key, where))
+        if v.dtype.kind not in "iuf" or v.dtype.kind == "b":
+            self.fail(f"{where}/{key}", f"has dtype {v.dtype}; expected integers")
+        if ndim is not None and v.ndim != ndim:
+            self.fail(f"{where}/{key}", f"has shape {v.shape}; expected {ndim} dimension(s)")
+        if v.dtype.kind == "f" and not (np.all(np.isfinite(v)) and np.all(v == np.round(v))):
+            self.fail(f"{where}/{key}", "holds non-integer values; expected integers")
+        if v.size and (v.min() < -2**31 or v.max() >= 2**31):
+            self.fail(f"{where}/{key}", f"values {v.min():g}..{v.max():g} exceed the 32-bit integer range")
+        return v.astype(np.int64)
+
+    def scalar(self, g, key: str, where: str, lo: int, hi: Optional[int] = None) -> int:
+        v = self.integers(g, key, where)
+        if v.size != 1:
+            self.fail(f"{where}/{key}", f"has shape {v.shape}; expected one integer")
+        v = int(v.reshape(-1)[0])
+        if v < lo or (hi is not None and v > hi):
+            self.fail(f"{where}/{key}", f"= {v}; expected {lo}..{hi if hi is not None else 'inf'}")
+        return v
+
+    def attr(self, obj, key: str, where: str, kind, default):
+        if key not in obj.attrs:
+            return default
+        v = obj.attrs[key]
+        if kind is str:
+            v = v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+            if not isinstance(v, str) or not v:
+                self.fail(where, f"attribute {key!r} = {v!r}; expected a non-empty string")
+            return v
+        arr = np.asarray(v)
+        if arr.dtype.kind not in "iuf" or not np.all(np.isfinite(arr)):
+            self.fail(where, f"attribute {key!r} = {v!r}; expected finite numbers")
+        if kind is tuple:
+            if arr.ndim != 1 or not np.all(arr >= 1) or not np.all(arr == np.round(arr)):
+                self.fail(where, f"attribute {key!r} = {v!r}; expected positive integers")
+            return tuple(int(a) for a in arr)
+        if arr.size != 1:
+            self.fail(where, f"attribute {key!r} has shape {arr.shape}; expected one number")
+        x = kind(arr.reshape(-1)[0])
+        if x <= 0 or (kind is int and x != arr.reshape(-1)[0]):
+            self.fail(where, f"attribute {key!r} = {v!r}; expected a positive {kind.__name__}")
+        return x
+
+
+def read_netx(path: str) -> NetworkIR:
+    """Read a netx HDF5 file of the structure :func:`write_netx` writes back into a quantised IR.
+
+    The file's integer parameters become each layer's :class:`~dpap_deploy.ir.FixedPoint`
+    (``weight`` ``(n_out, n_in)`` or ``(C_out, C_in, kH, kW)`` int32, ``weight_exp = 0``,
+    ``du = iDecay - 1``, ``dv = vDecay``, ``vth = vThMant``); the float side is derived from them:
+    ``tau_syn = 4096 dt / iDecay`` and ``tau_mem = 4096 dt / vDecay`` (s), ``v_th = vth / scale``
+    and ``weight = w_int / (scale * dt / tau_mem)`` (Norse units), so the float weights are the
+    quantised ones. ``scale``, layer names, ``dense_shape``, ``pool_fold``, ``time_steps`` and
+    ``dt_s`` come from our attributes when the file has them (third-party files: ``scale = 1``,
+    names ``fc<k>``/``conv<k>``, the dense shape is the file's, ``T = 1``, ``dt = 1 ms``).
+    The mask is the non-zero weights (conv: channel pairs with any non-zero kernel weight).
+
+    Raises:
+        NetworkFileError: the file is missing, not HDF5, truncated, lacks a group or key, has
+            a wrong shape or dtype, or layer sizes that do not chain (names file and group/key).
+        UnsupportedLayerError: a layer or neuron type, or a key, this reader does not handle
+            (names the group and the type).
+    """
+    import h5py
+
+    from dpap_deploy.errors import DpapError, NetworkFileError, UnsupportedLayerError
+    from dpap_deploy.ir import ConvLayer, FCLayer, FixedPoint, LIFNeurons
+
+    if not os.path.isfile(path):
+        raise NetworkFileError(f"{path}: netx file does not exist")
+    where = "/"
+    try:
+        with h5py.File(path, "r") as f:
+            r = _NetxFile(path, f)
+            T = r.attr(f, "time_steps", "/", int, 1)
+            dt = r.attr(f, "dt_s", "/", float, 1e-3)
+            name = r.attr(f, "name", "/", str, os.path.splitext(os.path.basename(path))[0])
+            layers_g = r.group(f, "layer", "/")
+            keys = list(layers_g.keys())
+            if sorted(keys, key=lambda k: (len(k), k)) != [str(i) for i in range(len(keys))]:
+                r.fail("layer", f"groups {sorted(keys)[:8]} are not numbered 0..{len(keys) - 1}")
+            if len(keys) < 2:
+                r.fail("layer", f"has {len(keys)} group(s); expected an input group '0' and at least one layer")
+            where = "layer/0"
+            g0 = r.group(layers_g, "0", "layer")
+            if r.text(g0, "type", where) != "input":
+                r.fail(where, f"type is {r.text(g0, 'type', where)!r}; expected 'input'")
+            in_shape = tuple(int(v) for v in r.integers(g0, "shape", where, ndim=1))
+            if len(in_shape) not in (1, 3) or min(in_shape) < 1:
+                r.fail(f"{where}/shape", f"= {list(in_shape)}; expected [F] or [C, H, W] of positive sizes")
+            shape, layers, flattened = in_shape, [], False
+            for k in range(1, len(keys)):
+                where = f"layer/{k}"
+                g = r.group(layers_g, str(k), "layer")
+                kind = r.text(g, "type", where)
+                if kind == "flatten":
+                    if len(shape) != 3:
+                        r.fail(where, f"flatten after a layer of shape {list(shape)}; expected a [C, H, W] conv output")
+                    shape, flattened = (int(np.prod(shape)),), True
+                    continue
+                if kind not in ("dense", "conv"):
+                    r.fail(where, f"layer type {kind!r} is not supported; this reader takes input, dense, conv and "
+                           "flatten", UnsupportedLayerError)
+                extra = sorted(set(g.keys()) - (_DENSE_KEYS if kind == "dense" else _CONV_KEYS))
+                if extra:
+                    r.fail(where, f"key {extra[0]!r} of a {kind} layer is not supported (keys it takes: "
+                           f"{', '.join(sorted(_DENSE_KEYS if kind == 'dense' else _CONV_KEYS))})", UnsupportedLayerError)
+                n_layer = len(layers) + 1
+                lname = r.attr(g, "name", where, str, f"{'fc' if kind == 'dense' else 'conv'}{n_layer}")
+                out_shape = tuple(int(v) for v in r.integers(g, "shape", where, ndim=1))
+                if kind == "dense":
+                    w = r.integers(g, "weight", where, ndim=2)
+                    n_in = int(np.prod(shape))
+                    if w.shape[1] != n_in:
+                        r.fail(f"{where}/weight", f"has shape {w.shape}: takes {w.shape[1]} inputs but the layer "
+                               f"before gives {n_in}")
+                    if out_shape != (w.shape[0],):
+                        r.fail(f"{where}/shape", f"= {list(out_shape)}; the weight {w.shape} gives [{w.shape[0]}]")
+                else:
+                    w = r.integers(g, "weight", where, ndim=4)
+                    if len(shape) != 3 or w.shape[1] != shape[0]:
+                        r.fail(f"{where}/weight", f"has shape {w.shape}: takes {w.shape[1]} channels but the layer "
+                               f"before gives {list(shape)}")
+                    stride = r.scalar(g, "stride", where, 1)
+                    padding = r.scalar(g, "padding", where, 0)
+                    for key in ("dilation", "groups"):
+                        if r.scalar(g, key, where, 1) != 1:
+                            r.fail(f"{where}/{key}", f"= {r.scalar(g, key, where, 1)}; this reader takes 1 only",
+                                   UnsupportedLayerError)
+                    want = (w.shape[0], (shape[1] + 2 * padding - w.shape[2]) // stride + 1,
+                            (shape[2] + 2 * padding - w.shape[3]) // stride + 1)
+                    if min(want) < 1 or out_shape != want:
+                        r.fail(f"{where}/shape", f"= {list(out_shape)}; a {w.shape} kernel with stride {stride}, "
+                               f"padding {padding} on {list(shape)} gives {list(want)}")
+                if flattened and kind == "conv":
+                    r.fail(where, "conv layer after a flatten; expected conv layers first")
+                nw = where + "/neuron"
+                n = r.group(g, "neuron", where)
+                ntype = r.text(n, "type", nw)
+                if ntype != "CUBA":
+                    r.fail(nw, f"neuron type {ntype!r} is not supported; this reader takes CUBA", UnsupportedLayerError)
+                extra = sorted(set(n.keys()) - _NEURON_KEYS)
+                if extra:
+                    r.fail(nw, f"key {extra[0]!r} is not supported (keys it takes: {', '.join(sorted(_NEURON_KEYS))})",
+                           UnsupportedLayerError)
+                i_decay = r.scalar(n, "iDecay", nw, 1, 4096)
+                v_decay = r.scalar(n, "vDecay", nw, 1, 4096)
+                vth = r.scalar(n, "vThMant", nw, 1, 2**31 - 1)
+                for key, want_v in (("refDelay", 1), ("gradedSpike", 0)):
+                    if key in n and r.scalar(n, key, nw, 0) != want_v:
+                        r.fail(f"{nw}/{key}", f"= {r.scalar(n, key, nw, 0)}; our LIF has {key} {want_v} only",
+                               UnsupportedLayerError)
+                scale = r.attr(g, "scale", where, float, 1.0)
+                dense_shape = r.attr(g, "dense_shape", where, tuple, tuple(w.shape[:2]))
+                pool_fold = r.attr(g, "pool_fold", where, int, 1)
+                neurons = LIFNeurons(tau_syn_s=4096 * dt / i_decay, tau_mem_s=4096 * dt / v_decay, v_th=vth / scale)
+                fixed = FixedPoint(weight=w.astype(np.int32), weight_exp=0, du=i_decay - 1, dv=v_decay, vth=vth,
+                                   scale=scale)
+                w_float = w / (scale * v_decay / 4096)
+                if kind == "dense":
+                    layers.append(FCLayer(lname, w_float, w != 0, neurons, dense_shape, fixed=fixed,
+                                          pool_fold=pool_fold))
+                else:
+                    layers.append(ConvLayer(lname, w_float, np.any(w != 0, axis=(2, 3)), neurons, shape, dense_shape,
+                                            stride=stride, padding=padding, fixed=fixed, pool_fold=pool_fold))
+                shape = out_shape
+            if len({l.name for l in layers}) != len(layers):
+                r.fail("layer", f"layer names {[l.name for l in layers]} are not unique")
+            where = "/"
+            return NetworkIR(name=name, input_size=int(np.prod(in_shape)), time_steps=T, dt_s=dt, layers=layers,
+                             metadata={"read_from": path, "format": "netx"},
+                             input_shape=in_shape if layers[0].kind == "conv" else None)
+    except DpapError as exc:
+        if isinstance(exc, (NetworkFileError, UnsupportedLayerError)):
+            raise
+        raise NetworkFileError(f"{path}: {where}: {exc}") from None
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:  # h5py on truncated/foreign files
+        raise NetworkFileError(f"{path}: {where}: not a readable netx HDF5 file ({type(exc).__name__}: {exc})") from None

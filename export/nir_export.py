@@ -75,7 +75,9 @@ def to_nir(ir: NetworkIR):
         prev = f"{l.name}_lif"
     nodes["output"] = nir.Output(output_type={"output": np.array([ir.layers[-1].n_out])})
     edges.append((prev, "output"))
-    meta = {"producer": "dpap-deploy", "dt_s": float(ir.dt_s), "time_steps": int(ir.time_steps), "name": ir.name}
+    meta = {"producer": "dpap-deploy", "dt_s": float(ir.dt_s), "time_steps": int(ir.time_steps), "name": ir.name,
+            "dense_shape": {l.name: np.array(l.dense_shape, dtype=np.int64) for l in ir.layers},
+            "pool_fold": {l.name: int(l.pool_fold) for l in ir.layers}}
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=False)
 
 
@@ -150,3 +152,256 @@ def export_nir(ir: NetworkIR, out_dir: str, spikes: Optional[np.ndarray] = None,
     result.synapses_per_layer = {l.name: int(np.count_nonzero(l.masked_weight())) // (l.pool_fold ** 2)
                                  for l in ir.layers}
     return result
+
+
+# -- reading a NIR file back into our IR -----------------------------------------------------
+def _uniform(path: str, node: str, key: str, value, shape: tuple, positive: bool = False) -> float:
+    """One finite number shared by every neuron of ``node`` (our IR keeps one per population)."""
+    from dpap_deploy.errors import NetworkFileError, UnsupportedLayerError
+
+    try:
+        a = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise NetworkFileError(f"{path}: node {node!r}: {key} is not numeric ({type(value).__name__})") from None
+    if a.ndim and a.shape != shape:
+        raise NetworkFileError(f"{path}: node {node!r}: {key} has shape {a.shape}; the layer before gives {shape}")
+    if a.size == 0 or not np.all(np.isfinite(a)):
+        raise NetworkFileError(f"{path}: node {node!r}: {key} is empty or not finite")
+    v = float(a.reshape(-1)[0])
+    if not np.allclose(a, v, rtol=1e-6, atol=0):
+        raise UnsupportedLayerError(f"{path}: node {node!r}: {key} differs between neurons "
+                                    f"({a.min():g}..{a.max():g}); our IR keeps one value per population")
+    if positive and v <= 0:
+        raise NetworkFileError(f"{path}: node {node!r}: {key} = {v:g} must be > 0")
+    return v
+
+
+def _pair(path: str, node: str, key: str, value, lo: int) -> int:
+    """An int or an equal pair of ints >= ``lo`` (stride, padding, dilation)."""
+    from dpap_deploy.errors import NetworkFileError, UnsupportedLayerError
+
+    if isinstance(value, str):
+        raise UnsupportedLayerError(f"{path}: node {node!r}: {key} = {value!r}; this reader takes integers only")
+    a = np.asarray(value)
+    if a.dtype.kind not in "iuf" or a.size not in (1, 2) or not np.all(np.isfinite(a)) or np.any(a != np.round(a)):
+        raise NetworkFileError(f"{path}: node {node!r}: {key} = {value!r}; expected an integer or a pair")
+    a = a.reshape(-1).astype(np.int64)
+    if a.min() != a.max():
+        raise UnsupportedLayerError(f"{path}: node {node!r}: {key} = {a.tolist()}; this reader takes equal values "
+                                    "in both directions")
+    if a[0] < lo:
+        raise NetworkFileError(f"{path}: node {node!r}: {key} = {int(a[0])} must be >= {lo}")
+    return int(a[0])
+
+
+def _weight(path: str, node: str, value, ndim: int) -> np.ndarray:
+    from dpap_deploy.errors import NetworkFileError
+
+    w = np.asarray(value)
+    if w.dtype.kind not in "iuf" or w.ndim != ndim:
+        raise NetworkFileError(f"{path}: node {node!r}: weight has shape {w.shape} dtype {w.dtype}; expected a "
+                               f"{ndim}-D array of numbers")
+    if min(w.shape) < 1 or not np.all(np.isfinite(w)) or np.abs(w).max() > np.finfo(np.float32).max:
+        raise NetworkFileError(f"{path}: node {node!r}: weight {w.shape} is empty, not finite or beyond float32")
+    return w.astype(np.float32)
+
+
+def read_nir(path: str) -> NetworkIR:
+    """Read a NIR file of the structure :func:`to_nir` writes back into a float IR.
+
+    The graph must be a chain ``Input -> (Linear | Conv2d) -> CubaLIF -> ... -> Output`` with
+    ``Flatten`` between conv and fully connected layers; ``Affine`` and conv biases are taken
+    only when zero. Each ``CubaLIF`` must share ``tau_syn``, ``tau_mem`` (s), ``v_threshold``,
+    ``v_leak``, ``v_reset`` over its neurons, have ``r = 1`` and ``w_in = tau_syn / dt`` (how
+    Norse's ``LIFCell`` adds its input, see the module docstring). ``dt_s``, ``time_steps``, the
+    name and each layer's ``dense_shape`` and ``pool_fold`` come from the graph's metadata when
+    present (third-party files: ``dt = tau_syn / w_in`` of the first population, ``T = 1``).
+    The mask is the non-zero weights (conv: channel pairs with any non-zero kernel weight).
+
+    Returns:
+        NetworkIR with float weights ``(n_out, n_in)`` / ``(C_out, C_in, kH, kW)``, no fixed point.
+
+    Raises:
+        NetworkFileError: the file is missing, not a NIR graph, truncated, not a chain, has
+            wrong shapes, non-finite values or sizes that do not chain (names file and node).
+        UnsupportedLayerError: a node type or parameter this reader does not handle (named).
+    """
+    import nir
+
+    from dpap_deploy.errors import NetworkFileError
+
+    if not os.path.isfile(path):
+        raise NetworkFileError(f"{path}: NIR file does not exist")
+    try:
+        g = nir.read(path, type_check=False)
+    except Exception as exc:  # the edge of nir.read: h5py/KeyError/ValueError/... on foreign or truncated files
+        raise NetworkFileError(f"{path}: not a readable NIR graph ({type(exc).__name__}: {exc})") from None
+    return graph_to_ir(g, path)
+
+
+def graph_to_ir(g, path: str) -> NetworkIR:
+    """The IR of a ``nir.NIRGraph`` read from ``path`` (used in messages); see :func:`read_nir`.
+
+    Raises:
+        NetworkFileError, UnsupportedLayerError: as :func:`read_nir`.
+    """
+    from dpap_deploy.errors import NetworkFileError
+
+    try:
+        return _graph_to_ir(g, path)
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:  # a graph not shaped as NIR says
+        raise NetworkFileError(f"{path}: malformed graph ({type(exc).__name__}: {exc})") from None
+
+
+def _graph_to_ir(g, path: str) -> NetworkIR:
+    import nir
+
+    from dpap_deploy.errors import DpapError, NetworkFileError, UnsupportedLayerError
+    from dpap_deploy.ir import ConvLayer, FCLayer, LIFNeurons
+
+    def fail(what, kind=NetworkFileError):
+        raise kind(f"{path}: {what}")
+
+    cur = "input"
+    nodes, edges = getattr(g, "nodes", None), getattr(g, "edges", None)
+    if not isinstance(nodes, dict) or not nodes or edges is None:
+        fail("the graph has no nodes or edges")
+    meta = g.metadata if isinstance(getattr(g, "metadata", None), dict) else {}
+    nxt, prv = {}, {}
+    for e in edges:
+        if len(e) != 2 or not all(isinstance(x, str) for x in e):
+            fail(f"edge {e!r} is not a pair of node names")
+        a, b = e
+        for x in (a, b):
+            if x not in nodes:
+                fail(f"edge {a!r} -> {b!r} names node {x!r}, which the graph does not have")
+        if a in nxt or b in prv:
+            fail(f"edge {a!r} -> {b!r}: node {a if a in nxt else b!r} has two {'outputs' if a in nxt else 'inputs'}; "
+                 "this reader takes a chain")
+        nxt[a], prv[b] = b, a
+    inputs = [k for k, n in nodes.items() if isinstance(n, nir.Input)]
+    if len(inputs) != 1:
+        fail(f"the graph has {len(inputs)} Input nodes; expected one")
+
+    def meta_number(key, kind, default):
+        if key not in meta:
+            return default
+        a = np.asarray(meta[key])
+        if a.size != 1 or a.dtype.kind not in "iuf" or not np.isfinite(a).all() or float(a.reshape(-1)[0]) <= 0 \
+                or (kind is int and a.reshape(-1)[0] != round(float(a.reshape(-1)[0]))):
+            fail(f"metadata {key!r} = {meta[key]!r}; expected a positive {kind.__name__}")
+        return kind(a.reshape(-1)[0])
+
+    dt = meta_number("dt_s", float, None)
+    T = meta_number("time_steps", int, 1)
+    name = meta.get("name") if isinstance(meta.get("name"), str) and meta.get("name") else \
+        os.path.splitext(os.path.basename(path))[0]
+    dense_shapes = meta.get("dense_shape") if isinstance(meta.get("dense_shape"), dict) else {}
+    pool_folds = meta.get("pool_fold") if isinstance(meta.get("pool_fold"), dict) else {}
+
+    try:
+        cur = inputs[0]
+        in_type = getattr(nodes[cur], "input_type", None)
+        in_type = in_type.get("input") if isinstance(in_type, dict) else None
+        if in_type is None or np.asarray(in_type).dtype.kind not in "iu":
+            fail(f"node {cur!r}: input_type {getattr(nodes[cur], 'input_type', None)!r}; expected {{'input': shape}}")
+        in_shape = tuple(int(s) for s in np.asarray(in_type).reshape(-1))
+        if len(in_shape) not in (1, 3) or min(in_shape) < 1:
+            fail(f"node {cur!r}: input shape {list(in_shape)}; expected [F] or [C, H, W] of positive sizes")
+        shape, layers, syn, seen = in_shape, [], None, {cur}
+        while True:
+            if cur not in nxt:
+                fail(f"node {cur!r} has no outgoing edge; the chain must end in an Output node")
+            cur = nxt[cur]
+            if cur in seen:
+                fail(f"node {cur!r} is reached twice: the graph has a cycle")
+            seen.add(cur)
+            node = nodes[cur]
+            kind = type(node).__name__
+            if isinstance(node, nir.Output):
+                if syn is not None:
+                    fail(f"node {syn[0]!r} has no CubaLIF after it")
+                break
+            if isinstance(node, nir.Flatten):
+                if syn is not None or len(shape) != 3:
+                    fail(f"node {cur!r}: Flatten after {'a synapse' if syn else f'shape {list(shape)}'}; "
+                         "expected it between a conv population and a Linear node")
+                shape = (int(np.prod(shape)),)
+            elif isinstance(node, (nir.Linear, nir.Affine)):
+                if syn is not None:
+                    fail(f"node {cur!r} follows synapse node {syn[0]!r} without a CubaLIF between them")
+                if isinstance(node, nir.Affine) and np.any(np.asarray(node.bias) != 0):
+                    fail(f"node {cur!r}: Affine with a non-zero bias; our IR has no bias", UnsupportedLayerError)
+                w = _weight(path, cur, node.weight, 2)
+                if len(shape) != 1 or w.shape[1] != shape[0]:
+                    fail(f"node {cur!r}: weight {w.shape} takes {w.shape[1]} inputs but the node before gives "
+                         f"{list(shape)}")
+                syn = (cur, "fc", w, None)
+                shape = (w.shape[0],)
+            elif isinstance(node, nir.Conv2d):
+                if syn is not None:
+                    fail(f"node {cur!r} follows synapse node {syn[0]!r} without a CubaLIF between them")
+                w = _weight(path, cur, node.weight, 4)
+                if len(shape) != 3 or w.shape[1] != shape[0]:
+                    fail(f"node {cur!r}: kernel {w.shape} takes {w.shape[1]} channels but the node before gives "
+                         f"{list(shape)}")
+                if np.any(np.asarray(node.bias) != 0):
+                    fail(f"node {cur!r}: Conv2d with a non-zero bias; our IR has no bias", UnsupportedLayerError)
+                stride = _pair(path, cur, "stride", node.stride, 1)
+                padding = _pair(path, cur, "padding", node.padding, 0)
+                for key in ("dilation", "groups"):
+                    if _pair(path, cur, key, getattr(node, key), 1) != 1:
+                        fail(f"node {cur!r}: {key} = {getattr(node, key)!r}; this reader takes 1 only",
+                             UnsupportedLayerError)
+                if node.input_shape is not None and tuple(np.asarray(node.input_shape).reshape(-1)) != shape[1:]:
+                    fail(f"node {cur!r}: input_shape {node.input_shape} but the node before gives {list(shape)}")
+                out = (w.shape[0], (shape[1] + 2 * padding - w.shape[2]) // stride + 1,
+                       (shape[2] + 2 * padding - w.shape[3]) // stride + 1)
+                if min(out) < 1:
+                    fail(f"node {cur!r}: kernel {w.shape} does not fit input {list(shape)}")
+                syn = (cur, "conv", w, (shape, stride, padding))
+                shape = out
+            elif isinstance(node, nir.CubaLIF):
+                if syn is None:
+                    fail(f"node {cur!r}: CubaLIF without a Linear or Conv2d node before it")
+                p = {k: _uniform(path, cur, k, getattr(node, k), shape, positive=k.startswith("tau"))
+                     for k in ("tau_syn", "tau_mem", "r", "v_threshold", "v_leak", "v_reset", "w_in")}
+                if abs(p["r"] - 1) > 1e-6:
+                    fail(f"node {cur!r}: r = {p['r']:g}; our LIF has r = 1", UnsupportedLayerError)
+                if p["w_in"] <= 0:
+                    fail(f"node {cur!r}: w_in = {p['w_in']:g} must be > 0")
+                if dt is None:
+                    dt = p["tau_syn"] / p["w_in"]
+                if not np.isclose(p["w_in"], p["tau_syn"] / dt, rtol=1e-4):
+                    fail(f"node {cur!r}: w_in = {p['w_in']:g} but tau_syn / dt = {p['tau_syn'] / dt:g}; our LIF "
+                         "(Norse's LIFCell) adds its input with w_in = tau_syn / dt", UnsupportedLayerError)
+                lname, lkind, w, conv = syn
+                neurons = LIFNeurons(tau_syn_s=p["tau_syn"], tau_mem_s=p["tau_mem"], v_th=p["v_threshold"],
+                                     v_leak=p["v_leak"], v_reset=p["v_reset"])
+                dense = dense_shapes.get(lname)
+                dense = tuple(int(s) for s in np.asarray(dense).reshape(-1)) if dense is not None else w.shape[:2]
+                fold = pool_folds.get(lname, 1)
+                fold = int(fold) if np.asarray(fold).dtype.kind in "iu" and int(fold) >= 1 else 1
+                if lkind == "fc":
+                    layers.append(FCLayer(lname, w, w != 0, neurons, dense, pool_fold=fold))
+                else:
+                    in_sh, stride, padding = conv
+                    layers.append(ConvLayer(lname, w, np.any(w != 0, axis=(2, 3)), neurons, in_sh, dense,
+                                            stride=stride, padding=padding, pool_fold=fold))
+                syn = None
+            else:
+                fail(f"node {cur!r} has type {kind}, which this reader does not handle (it takes Input, Linear, "
+                     "Affine with zero bias, Conv2d, Flatten, CubaLIF, Output)", UnsupportedLayerError)
+        if not layers:
+            fail("the graph has no Linear/Conv2d + CubaLIF layer")
+        if dt is None or not (np.isfinite(dt) and dt > 0):
+            fail(f"time step dt = {dt!r} is not a positive number")
+        return NetworkIR(name=name, input_size=int(np.prod(in_shape)), time_steps=T, dt_s=float(dt), layers=layers,
+                         metadata={"read_from": path, "format": "nir"},
+                         input_shape=in_shape if layers[0].kind == "conv" else None)
+    except DpapError as exc:
+        if isinstance(exc, (NetworkFileError, UnsupportedLayerError)):
+            raise
+        raise NetworkFileError(f"{path}: {exc}") from None
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:  # a node without the fields its type promises
+        raise NetworkFileError(f"{path}: node {cur!r}: malformed ({type(exc).__name__}: {exc})") from None

@@ -170,7 +170,9 @@ def _section(path: str, data: dict, key: str, cls) -> object:
             expected = "integer or inf" if (key, name) in _LIMITS else "integer"
             raise ProfileError(f"{path}: {key}.{name} = {v!r} has type {type(v).__name__}; expected {expected}")
         if (key, name) not in _SIGNED and (v < 0 or (v == 0 and (key, name) not in _ZERO_OK)):
-            raise ProfileError(f"{path}: {key}.{name} = {v} must be positive")
+            bound = ">= 0" if (key, name) in _ZERO_OK else ">= 1"
+            raise ProfileError(f"{path}: {key}.{name} = {v} must be {'non-negative' if bound == '>= 0' else 'positive'}"
+                               f" ({bound})")
         values[name] = v
     return cls(**values)
 
@@ -186,16 +188,25 @@ def _merge(base: dict, over: dict) -> dict:
 
 
 def parse_profile(path: str, text: str, _seen: tuple = ()) -> Profile:
-    """Validate a profile's TOML text (``path`` is only used in messages).
+    """Validate a profile's TOML text (``path`` is only used in messages and to find a
+    relative ``extends``).
 
     A profile may start from another with ``extends = "loihi2"`` (a bundled name or a path
-    relative to the file) and override single keys, e.g. a board of 8 chips.
+    relative to the file) and override single keys, e.g. a board of 8 chips; the base may
+    itself extend another, to any depth.
 
     Raises:
         ProfileError: malformed TOML, a missing/unknown section or key, a wrong type,
             a non-positive limit, an empty exponent range or an ``extends`` loop; the message
             names file and key.
     """
+    data = _resolved(path, text, _seen)
+    return _validated(path, data)
+
+
+def _resolved(path: str, text: str, seen: tuple) -> dict:
+    """The profile's TOML table with its ``extends`` chain merged in (the base first); every
+    base in the chain must be a valid profile on its own."""
     import tomli
 
     try:
@@ -206,25 +217,24 @@ def parse_profile(path: str, text: str, _seen: tuple = ()) -> Profile:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ProfileError(f"{path}: unknown key {unknown[0]!r}; a profile has {', '.join(sorted(known))}")
-    if "extends" in data:
-        base_name = data.pop("extends")
-        if not isinstance(base_name, str) or not base_name:
-            raise ProfileError(f"{path}: extends = {base_name!r}; expected a profile name or path")
-        if base_name.endswith(".toml") and not os.path.isabs(base_name):
-            base_name = os.path.join(os.path.dirname(path), base_name)
-        base_path = _resolve(base_name)
-        if base_path in _seen or base_path == path:
-            raise ProfileError(f"{path}: extends {base_name!r} makes a loop")
-        base_text = _read(base_path)
-        import tomli as _t
+    if "extends" not in data:
+        return data
+    base_name = data.pop("extends")
+    if not isinstance(base_name, str) or not base_name:
+        raise ProfileError(f"{path}: extends = {base_name!r}; expected a profile name or path")
+    written = base_name
+    if base_name.endswith(".toml") and not os.path.isabs(base_name):
+        base_name = os.path.join(os.path.dirname(path), base_name)
+    base_path = _resolve(base_name)
+    here = os.path.realpath(path)  # "./a.toml" and "a.toml" are one file: compare real paths
+    if os.path.realpath(base_path) in seen + (here,):
+        raise ProfileError(f"{path}: extends {written!r} makes a loop")
+    base = _resolved(base_path, _read(base_path), seen + (here,))
+    _validated(base_path, base)  # the base must be valid on its own
+    return _merge(base, data)
 
-        try:
-            base = _t.loads(base_text)
-        except _t.TOMLDecodeError as exc:
-            raise ProfileError(f"{base_path}: not valid TOML ({exc})") from None
-        parse_profile(base_path, base_text, _seen + (path,))  # the base must be valid on its own
-        base.pop("extends", None)
-        data = _merge(base, data)
+
+def _validated(path: str, data: dict) -> Profile:
     for key in ("name", "description"):
         if not isinstance(data.get(key), str) or not data.get(key):
             raise ProfileError(f"{path}: missing key {key!r} (expected a non-empty string)")
