@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -265,21 +265,36 @@ class DPAPState:
         return k_neuron, k_synapse
 
     @torch.no_grad()
-    def observe(self, records) -> None:
+    def observe(self, records, reduce: Optional[Callable[[List[torch.Tensor]], List[torch.Tensor]]] = None) -> None:
         """Accumulate one batch's scores (spec sec. 1-2), after the forward pass.
 
         Args:
             records: per weight layer ``(pre, post)``, time first: the layer's input
                 ``(T, B, F)`` or ``(T, B, C, H, W)`` and its output spikes (ANN: activations, ``T = 1``).
+            reduce: data-parallel training (``train/distributed.py``): sums a list of
+                float64 tensors over all ranks in place. The batch's increments of ``M`` and
+                ``A`` and its trace sum and sample count (for ``theta``'s batch mean) are
+                reduced before they are applied, so every rank accumulates the global batch,
+                and ``k`` counts global batches. ``None``: this process holds the whole batch.
         """
         self.k += 1
+        n = None
+        stats: List[torch.Tensor] = []
         for l in self.layers:
             pre, post = records[l]
             tr_pre = _trace_units(pre, self.cfg.delta)
             tr = _trace_units(post, self.cfg.delta)
-            self.M[l] += (tr * (tr - self.theta[l])).T @ tr_pre
-            self.theta[l] = (self.theta[l] * (self.k - 1) + tr.mean(0)) / self.k
-            self.A[l] += tr.sum(0)
+            n = tr.shape[0]
+            stats += [(tr * (tr - self.theta[l])).T @ tr_pre, tr.sum(0)]  # sums over the batch
+        if reduce is not None:
+            count = torch.tensor([float(n or 0)], dtype=torch.float64)
+            stats = reduce(stats + [count])[:-1]
+            n = float(count)
+        for i, l in enumerate(self.layers):
+            dM, tr_sum = stats[2 * i], stats[2 * i + 1]
+            self.M[l] += dM
+            self.theta[l] = (self.theta[l] * (self.k - 1) + tr_sum / n) / self.k  # / n: tr.mean(0), bitwise
+            self.A[l] += tr_sum
 
     @torch.no_grad()
     def end_epoch(self, epoch: int) -> Dict[str, dict]:
