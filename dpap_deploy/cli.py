@@ -150,7 +150,9 @@ def run(args: argparse.Namespace) -> int:
     if args.dpap_preset not in PRESETS:
         raise DpapError(f"unknown --dpap-preset {args.dpap_preset!r}; known: {', '.join(sorted(PRESETS))}")
     progress = not args.quiet and sys.stderr.isatty()
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    from dpap_deploy.train.distributed import local_world_size
+
+    torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // local_world_size())))  # torchrun: shared
 
     cfg = {"seed": args.seed, "time_steps": args.time_steps, "data": args.data, "test_fraction": 0.2,
            "model": args.model}
@@ -188,9 +190,15 @@ def run(args: argparse.Namespace) -> int:
     _prepare_out(args.out, args.force)
 
     # -- train (or load) ----------------------------------------------------------------
+    from dpap_deploy.train.distributed import setup as setup_distributed
+
+    dist = setup_distributed()  # under torchrun: this rank of a data-parallel run (gloo); else one process
+    progress = progress and dist.is_main
     timing = {"train": 0.0}
     history = []
     if args.from_dir:
+        if _others_leave(dist):
+            return 0
         ir = NetworkIR.load(os.path.join(args.from_dir, "ir.npz"))
         try:
             ckpt = torch.load(os.path.join(args.from_dir, "model.pt"), map_location="cpu")
@@ -207,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
         train_cfg = TrainConfig(hidden=hidden, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                 time_steps=args.time_steps, seed=args.seed, prune=not args.no_prune)
         log_path = os.path.join(args.out, "train_log.jsonl")
-        log = open(log_path, "w")
+        log = open(log_path if dist.is_main else os.devnull, "w")
 
         def on_epoch(rec):
             log.write(json.dumps(rec) + "\n")
@@ -219,19 +227,21 @@ def run(args: argparse.Namespace) -> int:
 
                 torch.manual_seed(args.seed)
                 res = train(ds, train_cfg, PRESETS[args.dpap_preset], progress=progress, on_epoch=on_epoch,
-                            model=ANNMLP([ds.n_features, *hidden, ds.n_classes]), input_kind="static")
+                            model=ANNMLP([ds.n_features, *hidden, ds.n_classes]), input_kind="static", dist=dist)
             elif cnn:
                 from dpap_deploy.train.models import SpikingCNN
 
                 torch.manual_seed(args.seed)
                 res = train(ds, train_cfg, PRESETS[args.dpap_preset], progress=progress, on_epoch=on_epoch,
                             model=SpikingCNN(ds.x_train.shape[2:], channels, hidden, ds.n_classes),
-                            input_kind="frames")
+                            input_kind="frames", dist=dist)
             else:
                 res = train(ds, train_cfg, PRESETS[args.dpap_preset], progress=progress, on_epoch=on_epoch,
-                            budget=budget)
+                            budget=budget, dist=dist)
         finally:
             log.close()
+        if _others_leave(dist):
+            return 0
         model, history = res.model, res.history
         timing["train"] = res.seconds
         meta = {"trained_with": "dpap" if train_cfg.prune else "dense", "seed": args.seed}
@@ -328,6 +338,13 @@ def run(args: argparse.Namespace) -> int:
     if (args.require_fit or budget is not None) and not mapping.fits:
         return EXIT_DOES_NOT_FIT
     return 0
+
+
+def _others_leave(dist) -> bool:
+    """Under torchrun, after training: every rank leaves the process group; True on the ranks
+    other than 0, which stop there (exit 0) while rank 0 exports, simulates and reports."""
+    dist.close()
+    return not dist.is_main
 
 
 def load_exported(run_dir: str):
