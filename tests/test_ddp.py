@@ -12,6 +12,7 @@ a spike whose membrane potential lies within that rounding of the threshold woul
 the runs would drift apart, which is why this is checked on one fixed setting rather than
 promised in general.
 """
+import json
 import os
 import socket
 import subprocess
@@ -150,3 +151,18 @@ def test_two_ranks_prune_identically_and_like_one_process(tmp_path):
         assert h["train_accuracy"] == s["train_accuracy"] and h["test_accuracy"] == s["test_accuracy"]
         assert h["loss"] == pytest.approx(s["loss"], rel=1e-6)
     print(f"2 ranks {t_ddp:.1f} s (with start-up), weights max diff {_max_diff(r0['weights'], single['weights']):.2e}")
+
+
+def test_cli_under_torchrun_rank0_reports_the_others_exit_0(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), "-m", "dpap_deploy.cli", "--target", "loihi-sim", "--epochs", "2",
+           "--hidden", "16", "--time-steps", "8", "--max-test", "20", "--quiet", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("report    ") == 1  # one summary: rank 0's
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [0, 1]  # written once, by rank 0, with its evaluation
+    assert all("test_accuracy" in r for r in log)
+    report = json.loads((out / "report.json").read_text())
+    assert report["training"]["epochs"] == 2 and report["agreement"]["predictions"] is not None

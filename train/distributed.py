@@ -28,9 +28,11 @@ parameters. Only rank 0 (``is_main``) evaluates and writes files; the training l
 calls ``on_epoch`` on rank 0 only.
 
 Reproducibility: the ranks' results are bitwise identical to each other (every rank
-applies the same all-reduced numbers), but not bitwise equal to a single process: the
-gradient and statistic sums are added in another order (float32 gradients differ by
-~1e-7 relative). See ``tests/test_ddp.py`` for what is measured.
+applies the same all-reduced numbers; tested with 2 ranks), but not bitwise equal to a
+single process: the gradient and statistic sums are added in another order (float32
+gradients differ by ~1e-7 relative). See ``tests/test_ddp.py`` for what is measured.
+The nccl path (``device="cuda"``) is written but untested here (no GPU), and
+``train/loop.py`` trains on the CPU.
 
 Usage::
 
@@ -44,7 +46,7 @@ from __future__ import annotations
 
 import datetime
 import os
-from typing import List, Mapping, Optional, Sequence, Tuple
+from typing import List, Mapping, Optional, Tuple
 
 import torch
 
