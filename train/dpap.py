@@ -287,8 +287,7 @@ class DPAPState:
             n = tr.shape[0]
             stats += [(tr * (tr - self.theta[l])).T @ tr_pre, tr.sum(0)]  # sums over the batch
         if reduce is not None:
-            count = torch.tensor([float(n or 0)], dtype=torch.float64)
-            stats = reduce(stats + [count])[:-1]
+            *stats, count = reduce(stats + [torch.tensor([float(n or 0)], dtype=torch.float64)])
             n = float(count)
         for i, l in enumerate(self.layers):
             dM, tr_sum = stats[2 * i], stats[2 * i + 1]
