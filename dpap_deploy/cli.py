@@ -196,7 +196,9 @@ def run(args: argparse.Namespace) -> int:
     if args.timestep_pruning:
         dpap_cfg = _with_timestep_rule(dpap_cfg, args.timestep_pruning, args.model)
     progress = not args.quiet and sys.stderr.isatty()
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    from dpap_deploy.train.distributed import local_world_size
+
+    torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // local_world_size())))  # torchrun: shared
 
     cfg = {"seed": args.seed, "time_steps": args.time_steps, "data": args.data, "test_fraction": 0.2,
            "model": args.model}
@@ -245,9 +247,15 @@ def run(args: argparse.Namespace) -> int:
             write_config(os.path.join(args.out, "run.toml"), effective_config(args, build_parser()))
 
     # -- train (or load) ----------------------------------------------------------------
+    from dpap_deploy.train.distributed import setup as setup_distributed
+
+    dist = setup_distributed()  # under torchrun: this rank of a data-parallel run (gloo); else one process
+    progress = progress and dist.is_main
     timing = {"train": 0.0}
     history = []
     if args.from_dir:
+        if _others_leave(dist):
+            return 0
         ir = NetworkIR.load(os.path.join(args.from_dir, "ir.npz"))
         try:
             ckpt = torch.load(os.path.join(args.from_dir, "model.pt"), map_location="cpu")
@@ -267,9 +275,10 @@ def run(args: argparse.Namespace) -> int:
         from dpap_deploy.fileio import StagedFile
 
         # staged under a temporary name, renamed when training ends: an interrupted or failed
-        # training leaves an earlier run's log as it was (a resumed run rewrites the epochs it had)
-        train_log = StagedFile(os.path.join(args.out, "train_log.jsonl"))
-        for rec in (resume_ckpt["history"] if resume_ckpt else []):
+        # training leaves an earlier run's log as it was (a resumed run rewrites the epochs it had);
+        # under torchrun rank 0 alone writes it
+        train_log = StagedFile(os.path.join(args.out, "train_log.jsonl")) if dist.is_main else None
+        for rec in (resume_ckpt["history"] if resume_ckpt and train_log else []):
             train_log.write(json.dumps(rec) + "\n")
 
         def on_epoch(rec):
@@ -279,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
 
         save_run_toml()
         log.info("training %s (%s) for %d epochs", cfg["model"], "dense" if args.no_prune else "DPAP", args.epochs)
-        resumable = dict(checkpoint=ckpt_path, resume=resume_ckpt)
+        resumable = dict(checkpoint=ckpt_path, resume=resume_ckpt, dist=dist)
         try:
             if ann:
                 from dpap_deploy.train.models import ANNMLP
@@ -298,9 +307,13 @@ def run(args: argparse.Namespace) -> int:
                 res = train(ds, train_cfg, dpap_cfg, progress=progress, on_epoch=on_epoch,
                             budget=budget, **resumable)
         except BaseException:
-            train_log.discard()
+            if train_log is not None:
+                train_log.discard()
             raise
-        train_log.commit()
+        if train_log is not None:
+            train_log.commit()
+        if _others_leave(dist):
+            return 0
         model, history = res.model, res.history
         timing["train"] = res.seconds
         meta = {"trained_with": "dpap" if train_cfg.prune else "dense", "seed": args.seed}
@@ -443,6 +456,13 @@ def _raster_png(ir, x_test, y_test, out: str) -> Optional[str]:
     title = (f"test sample 0 (label {int(y_test[0])}, predicted {int(counts[0].argmax())}) in Lava "
              f"Loihi2SimCfg fixed point, T = {x.shape[0]}")
     return plot_raster(pops, os.path.join(out, "raster.png"), title)
+
+
+def _others_leave(dist) -> bool:
+    """Under torchrun, after training: every rank leaves the process group; True on the ranks
+    other than 0, which stop there (exit 0) while rank 0 exports, simulates and reports."""
+    dist.close()
+    return not dist.is_main
 
 
 def load_exported(run_dir: str):

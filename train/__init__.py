@@ -4,4 +4,5 @@
 ``dpap``     DPAP state and rules (spiking trace, BCM, spine value, survival ``R``).
 ``compact``  masks -> physically smaller layers, and the model -> IR conversion.
 ``loop``     the training loop with DPAP inside.
+``distributed`` data-parallel training under torchrun (DDP; DPAP statistics summed over ranks).
 """

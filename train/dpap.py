@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -274,38 +274,48 @@ class DPAPState:
         return k_neuron, k_synapse
 
     @torch.no_grad()
-    def observe(self, records) -> None:
+    def observe(self, records, reduce: Optional[Callable[[List[torch.Tensor]], List[torch.Tensor]]] = None) -> None:
         """Accumulate one batch's scores (spec sec. 1-2), after the forward pass.
 
         Args:
             records: per weight layer ``(pre, post)``, time first: the layer's input
                 ``(T, B, F)`` or ``(T, B, C, H, W)`` and its output spikes (ANN: activations, ``T = 1``).
+            reduce: data-parallel training (``train/distributed.py``): sums a list of
+                float64 tensors over all ranks in place. The batch's increments of ``M`` and
+                ``A`` and its trace sum and sample count (for ``theta``'s batch mean) are
+                reduced before they are applied (with timestep pruning also the increment of
+                ``Time``), so every rank accumulates the global batch, and ``k`` counts global
+                batches. ``None``: this process holds the whole batch.
         """
         self.k += 1
+        n = None
+        timed = self.cfg.timestep is not None
+        stats: List[torch.Tensor] = []
         for l in self.layers:
             pre, post = records[l]
             tr_pre = _trace_units(pre, self.cfg.delta)
             tr = _trace_units(post, self.cfg.delta)
-            self.M[l] += (tr * (tr - self.theta[l])).T @ tr_pre
-            self.theta[l] = (self.theta[l] * (self.k - 1) + tr.mean(0)) / self.k
-            self.A[l] += tr.sum(0)
-            if self.cfg.timestep is not None:
-                self._observe_time(l, pre, post)
+            n = tr.shape[0]
+            stats += [(tr * (tr - self.theta[l])).T @ tr_pre, tr.sum(0)]  # sums over the batch
+            if timed:
+                stats.append(self._time_increment(pre, post))
+        if reduce is not None:
+            *stats, count = reduce(stats + [torch.tensor([float(n or 0)], dtype=torch.float64)])
+            n = float(count)
+        per = 3 if timed else 2
+        for i, l in enumerate(self.layers):
+            dM, tr_sum = stats[per * i], stats[per * i + 1]
+            self.M[l] += dM
+            self.theta[l] = (self.theta[l] * (self.k - 1) + tr_sum / n) / self.k  # / n: tr.mean(0), bitwise
+            self.A[l] += tr_sum
+            if timed:
+                self._add_time(l, stats[per * i + 2])
 
-    def _observe_time(self, l: int, pre: torch.Tensor, post: torch.Tensor) -> None:
-        """``Time[i, t] += sum_b (sum_j x_pre,j(t)) * s_i(t)`` (spec sec. 4b, paper eq. 8): the
+    def _time_increment(self, pre: torch.Tensor, post: torch.Tensor) -> torch.Tensor:
+        """One batch's ``sum_b (sum_j x_pre,j(t)) * s_i(t)`` ``(N, T)`` (spec sec. 4b, paper eq. 8): the
         presynaptic trace ``x(t) = delta*x(t-1) + s(t)`` summed over all presynaptic neurons, times
-        unit ``i``'s spikes at ``t`` (conv: summed over the channel's pixels). A run shorter than
-        ``T`` (a shortened window) adds to the first steps."""
+        unit ``i``'s spikes at ``t`` (conv: summed over the channel's pixels)."""
         steps = post.shape[0]
-        if l not in self.Time:
-            n = self.specs[l].n_out
-            self.Time[l] = torch.zeros(n, steps, dtype=torch.float64)
-            self.R_time[l] = torch.full((n, steps), self.cfg.r_init, dtype=torch.float64)
-            self.time_alive[l] = torch.ones(n, steps, dtype=torch.bool)
-        if steps > self.Time[l].shape[1]:
-            raise ValueError(f"layer {self.specs[l].name}: {steps} time steps, timestep pruning began with "
-                             f"{self.Time[l].shape[1]}")
         pre_sum = pre.detach().double().reshape(steps, pre.shape[1], -1).sum(2)  # (T, B)
         t = torch.arange(steps, dtype=torch.float64)
         decay = torch.tril(self.cfg.delta ** (t[:, None] - t[None, :]).clamp(min=0))  # x = decay @ pre_sum
@@ -313,7 +323,20 @@ class DPAPState:
         s = post.detach().double()
         if s.dim() == 5:
             s = s.sum(dim=(3, 4))
-        self.Time[l][:, :steps] += torch.einsum("tb,tbi->it", x, s)
+        return torch.einsum("tb,tbi->it", x, s)
+
+    def _add_time(self, l: int, inc: torch.Tensor) -> None:
+        """``Time[l] += inc``; the first call sets ``T`` and creates ``R_time`` and ``time_alive``. A
+        run shorter than ``T`` (a window shortened by timestep pruning) adds to the first steps."""
+        n, steps = inc.shape
+        if l not in self.Time:
+            self.Time[l] = torch.zeros(n, steps, dtype=torch.float64)
+            self.R_time[l] = torch.full((n, steps), self.cfg.r_init, dtype=torch.float64)
+            self.time_alive[l] = torch.ones(n, steps, dtype=torch.bool)
+        if steps > self.Time[l].shape[1]:
+            raise ValueError(f"layer {self.specs[l].name}: {steps} time steps, timestep pruning began with "
+                             f"{self.Time[l].shape[1]}")
+        self.Time[l][:, :steps] += inc
 
     @torch.no_grad()
     def end_epoch(self, epoch: int) -> Dict[str, dict]:

@@ -220,6 +220,7 @@ def train(
     checkpoint: Optional[str] = None,
     resume: Optional[dict] = None,
     on_batch: Optional[Callable[[int, int], None]] = None,
+    dist=None,
 ) -> TrainResult:
     """Train ``model`` (default: a :class:`SpikingMLP` with ``cfg.hidden``) on ``ds``.
 
@@ -236,11 +237,18 @@ def train(
             ``model`` is then ignored (the checkpoint's is used). ``cfg``, ``dpap_cfg``,
             ``method`` and the data must be the run's own: the result equals an uninterrupted run.
         on_batch: called as ``on_batch(epoch, batch)`` after every optimiser step.
+        dist: data-parallel training under torchrun, a
+            :class:`dpap_deploy.train.distributed.DistributedRun` (``setup()``): each global
+            batch is split over the ranks, the model runs in DDP, DPAP statistics are summed
+            over the ranks and the masks checked equal after each pruning step. Only rank 0
+            evaluates (``test_accuracy``, ``fixed_point_accuracy``), writes ``checkpoint`` and
+            calls ``on_epoch``. Default: one process.
 
     Raises:
         BudgetError: the budget cannot be met by any pruning of this network.
         TrainingInterrupted: SIGINT arrived while ``checkpoint`` was set.
         CheckpointError: ``resume`` does not belong to this run (method or layer count differ).
+        DistributedError: with ``dist``, the ranks' masks diverged (names the layer).
 
     Returns:
         The compacted model, the DPAP state, one history record per epoch (loss, train/test
@@ -253,6 +261,11 @@ def train(
 
     from dpap_deploy.errors import CheckpointError, TrainingInterrupted
     from dpap_deploy.train.checkpoint import generator_state, restore_generator, save_checkpoint
+    from dpap_deploy.train.distributed import LocalRun
+
+    dist = dist or LocalRun()
+    if not dist.is_main:
+        checkpoint = None  # rank 0 writes the run's checkpoint
 
     method = method or ("dpap" if cfg.prune else "dense")
     if method not in ("dpap", "dense", "magnitude"):
@@ -287,6 +300,7 @@ def train(
         state = DPAPState(model.specs(), dpap_cfg) if method == "dpap" else None
         history = []
         start_epoch, start_batch, run_loss, run_correct = 0, 0, 0.0, 0
+    net = dist.wrap(model)  # what the forward pass runs: model itself, or model in DDP
     prunable = list(range(len(model.layers) - 1))
     if budget is not None:
         if method != "dpap" or not isinstance(model, SpikingMLP):
@@ -332,36 +346,41 @@ def train(
                 x = torch.from_numpy(encode(ds.x_train[idx], input_kind, cfg.time_steps,
                                             (cfg.seed * 1009 + epoch) * 100_003 + b))
                 y = torch.from_numpy(ds.y_train[idx])
-                scores, records = model(x)
+                x, y, w = dist.shard(x, y, _batch_axis(model))  # this rank's slice, its loss weight
+                scores, records = net(x)
                 logits = cfg.count_scale * scores if model.spiking else scores
-                loss = torch.nn.functional.cross_entropy(logits, y)
+                loss = torch.nn.functional.cross_entropy(logits, y) if len(y) else logits.sum()  # empty shard: 0
                 opt.zero_grad()
-                loss.backward()
+                (loss * w).backward()
                 opt.step()
                 model.apply_masks()
                 if state is not None:
-                    state.observe(records)
-                loss_sum += float(loss) * len(idx)
+                    state.observe(records, dist.reduce_stats if dist.distributed else None)
+                loss_sum += float(loss) * len(y)
                 correct += int((scores.argmax(1) == y).sum())
                 if on_batch is not None:
                     on_batch(epoch, b)
                 if stop.is_set():
                     snapshot(epoch, b + 1, gen_at_start, loss_sum, correct)
                     raise TrainingInterrupted(checkpoint, epoch, b + 1)
+            loss_sum, correct = dist.sum_scalars(loss_sum, correct)
             rec = {"epoch": epoch, "method": method, "loss": loss_sum / n, "train_accuracy": correct / n}
             if state is not None:
                 state.end_epoch(epoch)
                 state.apply(model, opt)
             elif method == "magnitude":
                 _magnitude_step(model, prunable, target_sparsity, epoch, dpap_cfg.e0, cfg.epochs)
+            dist.check_masks(model, state)
             if cfg.compact_every_epoch and method != "dense":
                 model, opt = _compact_in_place(model, opt, state)
+                net = dist.wrap(model)
             if budget is not None and epoch >= dpap_cfg.e0:
                 from dpap_deploy.train.compact import to_ir
 
                 rec["budget"] = budget.step_epoch(to_ir(compact(model)[0], cfg.time_steps), state, epoch)
-            rec["test_accuracy"] = float((classify(predict(model, x_test)) == ds.y_test).mean())
-            if cfg.fixed_point_eval and isinstance(model, SpikingMLP) and input_kind == "rate":
+            if dist.is_main:
+                rec["test_accuracy"] = float((classify(predict(model, x_test)) == ds.y_test).mean())
+            if dist.is_main and cfg.fixed_point_eval and isinstance(model, SpikingMLP) and input_kind == "rate":
                 rec["fixed_point_accuracy"] = fixed_point_accuracy(model, x_test, ds.y_test, cfg.time_steps)
             rec["layers"] = {nm: {"neurons": int(w), "synapses": int(m.sum())}
                              for nm, w, m in zip(model.layer_names(), model.widths(), model.masks)}
@@ -370,8 +389,9 @@ def train(
             history.append(rec)
             if checkpoint is not None:
                 snapshot(epoch + 1, 0, generator_state(gen), 0.0, 0)
-            bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['test_accuracy']:.3f}", synapses=rec["synapses"])
-            if on_epoch is not None:
+            bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec.get('test_accuracy', float('nan')):.3f}",
+                            synapses=rec["synapses"])
+            if on_epoch is not None and dist.is_main:
                 on_epoch(rec)
             if stop.is_set():  # SIGINT during the epoch's evaluation: the checkpoint just written resumes it
                 raise TrainingInterrupted(checkpoint, epoch + 1, 0)
