@@ -23,7 +23,7 @@ import logging
 import os
 import sys
 import time
-from typing import List, Optional
+from typing import List, NamedTuple, Optional
 
 
 from dpap_deploy.errors import DataError, DpapError, IRError, TrainingInterrupted
@@ -355,7 +355,7 @@ def run(args: argparse.Namespace) -> int:
             x_test = x_test[: ir.time_steps]
     pred_norse = classify(predict(model, x_test))
     t0 = time.perf_counter()
-    result = exporter(ir, args.out, spikes=x_test, progress=progress, record_hidden=not ann)
+    result = exporter(ir, args.out, spikes=x_test, progress=progress)
     timing["export"] = time.perf_counter() - t0 - result.seconds.get("run", 0.0)
     timing["lava_sim"] = result.seconds.get("run", 0.0)
     sim_key = result.extra.get("accuracy_key", "lava")
@@ -385,8 +385,10 @@ def run(args: argparse.Namespace) -> int:
     plots = [plot_resources(mapping.to_report(), os.path.join(args.out, "resources.png")),
              plot_pruning(history, os.path.join(args.out, "pruning.png"),
                           title=f"DPAP on {ds.name}" if train_cfg and train_cfg.prune else f"dense training on {ds.name}")]
-    if not ann:
-        plots.append(_raster_png(exported, x_test, y_test, args.out))
+    probe = None
+    if not ann:  # every population in Lava for the first samples: raster.png and Lava's synaptic ops
+        probe = _lava_probe(exported, x_test)
+        plots.append(_raster_png(probe, y_test, args.out))
 
     model_sec = model_section(exported, result.synapses_per_layer,
                               result.extra.get("synapses_counted_from", f"the {args.target} export"))
@@ -396,9 +398,10 @@ def run(args: argparse.Namespace) -> int:
         from dpap_deploy.train.loop import population_spikes
 
         norse_pops = population_spikes(model, x_test)
-        lava_hidden = result.extra.get("hidden_spikes")
+        n = probe.x.shape[1]
         energy = energy_section(exported, model_sec["sparsity"], norse=[x_test] + norse_pops[:-1],
-                                lava=[x_test] + list(lava_hidden) if lava_hidden is not None else None)
+                                lava=[probe.x] + list(probe.hidden),
+                                norse_probe=[probe.x] + [p[:, :n] for p in norse_pops[:-1]])
     report = {
         "target": args.target,
         "profile": profile.name,
@@ -440,20 +443,38 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _raster_png(ir, x_test, y_test, out: str) -> Optional[str]:
-    """``raster.png``: input, hidden and output spikes of test sample 0 as Lava's fixed-point
-    simulator produces them (a one-sample run with a sink on every population)."""
+class LavaProbe(NamedTuple):
+    """Every population in Lava for the first test samples (:func:`_lava_probe`)."""
+
+    x: "np.ndarray"             # input spikes (T, n, ...)
+    hidden: list                # per hidden layer (T, n, n_l)
+    output: "np.ndarray"        # output spikes (T, n, C)
+    counts: "np.ndarray"        # output spike counts (n, C)
+    ir: object                  # the quantised network that ran
+
+
+def _lava_probe(ir, x_test, samples: int = 32) -> LavaProbe:
+    """The first ``samples`` test samples through Lava's fixed-point simulator with a sink on
+    every population (sinks make Lava several times slower, so not on the whole split)."""
     from dpap_deploy.export import lava_sim
     from dpap_deploy.export.quantize import quantize
-    from dpap_deploy.plots import plot_raster
 
     q = ir if ir.quantized else quantize(ir)
-    x = x_test[:, :1]
+    x = x_test[:, :samples]
     counts, info = lava_sim.run(q, x, record_hidden=True)
-    pops = [("input", x.reshape(x.shape[0], -1))]
-    pops += [(l.name, h[:, 0]) for l, h in zip(q.layers[:-1], info["hidden_spikes"])]
-    pops.append((q.layers[-1].name + " (output)", info["output_spikes"][:, 0]))
-    title = (f"test sample 0 (label {int(y_test[0])}, predicted {int(counts[0].argmax())}) in Lava "
+    return LavaProbe(x, info["hidden_spikes"], info["output_spikes"], counts, q)
+
+
+def _raster_png(probe: LavaProbe, y_test, out: str) -> Optional[str]:
+    """``raster.png``: input, hidden and output spikes of test sample 0 as Lava's fixed-point
+    simulator produced them."""
+    from dpap_deploy.plots import plot_raster
+
+    x = probe.x
+    pops = [("input", x[:, 0].reshape(x.shape[0], -1))]
+    pops += [(l.name, h[:, 0]) for l, h in zip(probe.ir.layers[:-1], probe.hidden)]
+    pops.append((probe.ir.layers[-1].name + " (output)", probe.output[:, 0]))
+    title = (f"test sample 0 (label {int(y_test[0])}, predicted {int(probe.counts[0].argmax())}) in Lava "
              f"Loihi2SimCfg fixed point, T = {x.shape[0]}")
     return plot_raster(pops, os.path.join(out, "raster.png"), title)
 

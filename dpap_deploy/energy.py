@@ -77,9 +77,12 @@ def timestep_sparsity(ir: NetworkIR, time_steps_trained: Optional[int] = None) -
 
 
 def energy_section(ir: NetworkIR, weight_sparsity: float, norse: Optional[Sequence[np.ndarray]] = None,
-                   lava: Optional[Sequence[np.ndarray]] = None) -> dict:
+                   lava: Optional[Sequence[np.ndarray]] = None,
+                   norse_probe: Optional[Sequence[np.ndarray]] = None) -> dict:
     """``report.json``'s ``energy``: ``rho_w``, ``rho_t``, ``relative_energy`` (paper eqs. 14-15)
-    and ``synops_per_sample`` measured from Norse's and Lava's spikes (see :func:`synops_per_sample`)."""
+    and ``synops_per_sample`` measured from spikes (see :func:`synops_per_sample`): ``norse`` on the
+    whole test split; ``lava`` on the samples Lava recorded every population for, and
+    ``norse_same_samples`` (``norse_probe``) on those same samples, for a like-for-like comparison."""
     rho_t = timestep_sparsity(ir)
     out = {"rho_w": round(float(weight_sparsity), 6), "rho_t": round(rho_t, 6),
            "relative_energy": round((1.0 - weight_sparsity) * (1.0 - rho_t), 6),
@@ -91,5 +94,8 @@ def energy_section(ir: NetworkIR, weight_sparsity: float, norse: Optional[Sequen
         out["synops_per_sample"]["dense_connectivity_same_spikes"] = round(synops_per_sample(ir, norse, dense=True), 2)
     if lava is not None:
         out["synops_per_sample"]["lava"] = round(synops_per_sample(ir, lava), 2)
+        out["lava_samples"] = int(np.asarray(lava[0]).shape[1])
+    if norse_probe is not None:
+        out["synops_per_sample"]["norse_same_samples"] = round(synops_per_sample(ir, norse_probe), 2)
     out["formula"] = "relative_energy = (1 - rho_w) * (1 - rho_t), Han et al. TPAMI 2025 eqs. 14-15"
     return out

@@ -111,6 +111,8 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result_and_run_toml_repeat
     assert f"{100 * report['accuracy']['lava']:.2f} %" in md and "![pruning.png](pruning.png)" in md
     syn = report["energy"]["synops_per_sample"]
     assert syn["lava"] > 0 and syn["norse"] > 0 and syn["dense_connectivity_same_spikes"] >= syn["norse"]
+    assert report["energy"]["lava_samples"] == 20  # --max-test 20: all of them went through the probe
+    assert abs(syn["lava"] - syn["norse_same_samples"]) <= 0.1 * syn["norse_same_samples"]
     assert report["energy"]["relative_energy"] == pytest.approx(1 - report["model"]["sparsity"], abs=1e-5)
     assert "## Energy" in md
     for png in ("pruning.png", "raster.png", "resources.png"):
