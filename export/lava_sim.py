@@ -269,12 +269,11 @@ def run(ir: NetworkIR, spikes: np.ndarray, progress: bool = False, chunk: int = 
 
 @register_target("loihi-sim")
 def export_loihi_sim(ir: NetworkIR, out_dir: str, spikes: Optional[np.ndarray] = None,
-                     progress: bool = False, record_hidden: bool = False, **_) -> ExportResult:
+                     progress: bool = False, **_) -> ExportResult:
     """Quantise ``ir``, write ``out_dir/network.npz`` (the fixed-point IR Lava runs) and,
     if ``spikes`` ``(T, N, F)`` are given, run them in Lava's fixed-point simulator.
 
     The processes are built from the saved file's contents, so what is verified is what was written.
-    ``record_hidden`` also records every hidden population (``result.extra["hidden_spikes"]``).
     """
     check_supported(ir)
     q = quantize(ir)
@@ -284,10 +283,8 @@ def export_loihi_sim(ir: NetworkIR, out_dir: str, spikes: Optional[np.ndarray] =
     result = ExportResult(target="loihi-sim", network=q)
     result.extra["synapses_counted_from"] = "lava Sparse process weights (non-zero)"
     if spikes is not None:
-        counts, info = run(q, spikes, progress=progress, record_hidden=record_hidden)
+        counts, info = run(q, spikes, progress=progress)
         result.counts = counts
-        if record_hidden:
-            result.extra["hidden_spikes"] = info["hidden_spikes"]
         result.synapses_per_layer = info["synapses_per_layer"]
         result.seconds = info["seconds"]
         result.extra["lava_steps"] = info["steps"]
