@@ -113,3 +113,43 @@ def test_synapse_counts_are_the_models_not_the_folded_copies(events):
     # dense sizes are those of the model before compaction (4-6-16-10 channels/neurons), on pooled inputs
     d = m.dense_widths
     assert [l.synapses_dense for l in ir.layers] == [d[0] * 2 * 9, d[1] * d[0] * 9, d[2] * d[1] * m.flat_hw, d[3] * d[2]]
+
+
+def test_timestep_masks_of_conv_channels_are_gated_in_lava(events):
+    """Spatio-temporal DPAP on a conv SNN: a conv channel silenced at a step (every pixel of it)
+    and an FC neuron silenced at a step are dropped alike by Norse, by Lava's float and fixed-point
+    runs (a ``SpikeGate`` per population, mask broadcast over ``(W, H)``) and by both emulator engines."""
+    m = _model(events)
+    x = _frames(events, 16)
+    T = x.shape[0]
+    _, rec = m(torch.from_numpy(x))
+    silenced = {}
+    for l in (0, 1, 2):  # conv1, conv2 (channels) and fc1 (neurons): three (unit, step) pairs each where they spike
+        s = rec[l][1].detach().numpy()
+        per_unit = s.sum(axis=(1, 3, 4)) if s.ndim == 5 else s.sum(axis=1)  # (T, units)
+        pairs = np.argwhere(per_unit[: T - 1] > 0)[[0, len(per_unit) // 2, -1]]
+        mask = torch.ones(per_unit.shape[1], T, dtype=torch.bool)
+        for t, u in pairs:
+            mask[u, t] = False
+        m.set_time_mask(l, mask)
+        silenced[l] = pairs
+    out, rec = m(torch.from_numpy(x))
+    for l, pairs in silenced.items():
+        for t, u in pairs:
+            assert float(rec[l][1][t, :, u].sum()) == 0.0
+    ir = cnn_to_ir(m, T)
+    assert ir.time_steps == T and ir.silenced_inside_window()
+    counts, _ = lava_sim.run(ir, x, precision="float")
+    np.testing.assert_array_equal(counts, out.detach().numpy())
+
+    qir = quantize(ir)
+    counts, info = lava_sim.run(qir, x, record_hidden=True)
+    assert counts.sum() >= 20
+    for l, pairs in silenced.items():
+        lavas = info["hidden_spikes"][l].reshape(T, x.shape[1], qir.layers[l].time_mask.shape[0], -1)
+        assert all(lavas[t, :, u].sum() == 0 for t, u in pairs)
+    for engine in ("numba", "torch"):
+        emu, rasters = emulate(qir, x, record=True, engine=engine)
+        np.testing.assert_array_equal(emu, counts)
+        for mine, lavas in zip(rasters[:-1], info["hidden_spikes"]):
+            np.testing.assert_array_equal(mine, lavas)
