@@ -85,7 +85,7 @@ def run(ds, seed: int, name: str, epochs: int, T: int, lr: float, target: float 
     pops = population_spikes(m, x_test)
     e = energy_section(ir, rho_w, norse=[x_test[: ir.time_steps]] + pops[:-1])
     pred = classify(pops[-1].sum(0))
-    return {"setting": name, "seed": seed, "epochs": epochs, "T": T, "T_deployed": ir.time_steps,
+    return {"setting": name, "timestep_rule": rule, "seed": seed, "epochs": epochs, "T": T, "T_deployed": ir.time_steps,
             "accuracy": float((pred == ds.y_test).mean()), "rho_w": rho_w, "rho_t": e["rho_t"],
             "relative_energy": e["relative_energy"], "synops_per_sample": e["synops_per_sample"]["norse"],
             "train_s": res.seconds, "curve": [h["test_accuracy"] for h in res.history],
@@ -108,7 +108,8 @@ def table(rows) -> str:
            "change vs dense | epochs to dense best (runs) | T deployed | wall s |",
            "|---|---|---|---|---|---|---|---|---|---|"]
     dense = {r["seed"]: r for r in rows if r["setting"] == "dense"}
-    for name in [*SETTINGS, "magnitude"]:
+    names = sorted({r["setting"] for r in rows}, key=lambda n: (n == "magnitude", n != "dense", n))
+    for name in names:
         rs = [r for r in rows if r["setting"] == name]
         if not rs:
             continue
@@ -125,6 +126,7 @@ def table(rows) -> str:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--first-seed", type=int, default=0, help="seeds run are first-seed .. first-seed + seeds - 1")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--time-steps", type=int, default=20)
     p.add_argument("--lr", type=float, default=1e-2)
@@ -133,15 +135,30 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: cores / jobs)")
     p.add_argument("--settings", default=",".join([*SETTINGS, "magnitude"]),
                    help="comma-separated subset of: " + ", ".join([*SETTINGS, "magnitude"]))
+    p.add_argument("--timestep-rule", action="append", default=[], metavar="NAME=EPSILON,ETA",
+                   help="add a spatio-temporal DPAP setting (repeatable), e.g. dpap-st-c=2.0,10")
+    p.add_argument("--table", metavar="JSONL", default=None, help="only print the table of a results file")
     p.add_argument("--out", default=os.path.join(HERE, "dpap_spatiotemporal_results.jsonl"))
     args = p.parse_args(argv)
+    if args.table:
+        with open(args.table) as f:
+            print(table([json.loads(line) for line in f if line.strip()]))
+        return
     ds = load_event_digits(time_steps=args.time_steps)
     if args.per_class:
         keep_tr = np.concatenate([np.flatnonzero(ds.y_train == c)[: args.per_class] for c in range(ds.n_classes)])
         keep_te = np.concatenate([np.flatnonzero(ds.y_test == c)[: args.per_class] for c in range(ds.n_classes)])
         ds = replace(ds, x_train=ds.x_train[keep_tr], y_train=ds.y_train[keep_tr],
                      x_test=ds.x_test[keep_te], y_test=ds.y_test[keep_te])
+    for spec in args.timestep_rule:
+        try:
+            name, rule = spec.split("=")
+            eps, eta = (float(v) for v in rule.split(","))
+        except ValueError:
+            p.error(f"--timestep-rule {spec!r}: expected NAME=EPSILON,ETA")
+        SETTINGS[name] = ("dpap", (eps, eta))
     names = [n.strip() for n in args.settings.split(",") if n.strip()]
+    names += [spec.split("=")[0] for spec in args.timestep_rule if spec.split("=")[0] not in names]
     bad = [n for n in names if n not in SETTINGS and n != "magnitude"]
     if bad:
         p.error(f"--settings: unknown {', '.join(bad)}")
@@ -151,13 +168,13 @@ def main(argv=None):
     _DS = ds
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     # spatio-temporal runs first: they are the ones the table is about
-    order = [n for n in ("dpap-st-a", "dpap-st-b", "dpap-spatial", "dense") if n in names]
+    order = [n for n in names if n.startswith("dpap-st")] + [n for n in ("dpap-spatial", "dense") if n in names]
     rows = []
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("fork"),
                              initializer=_init_worker, initargs=(threads,)) as pool:
         pending = {pool.submit(_run_job, seed, n, args.epochs, args.time_steps, args.lr)
-                   for seed in range(args.seeds) for n in order}
+                   for seed in range(args.first_seed, args.first_seed + args.seeds) for n in order}
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:

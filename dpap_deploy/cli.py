@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hidden fully connected sizes (default 256,128; 64 for snn-cnn)")
     p.add_argument("--model", default="snn-mlp", choices=("snn-mlp", "snn-cnn", "snn-2c2f", "ann-mlp"),
                    help="snn-mlp (Norse LIF MLP on rate-coded digits, default), snn-cnn (Norse conv SNN on "
-                   "event-digits, 20x20 DVS frames) or ann-mlp (PyTorch ReLU MLP, DPAP's ANN variant; target onnx)")
+                   "event-digits, 20x20 DVS frames), snn-2c2f (the paper's 15C3-AP2-40C3-AP2-300FC-10FC on event-digits) "
+                   "or ann-mlp (PyTorch ReLU MLP, DPAP's ANN variant; target onnx)")
     p.add_argument("--channels", default=None, help="snn-cnn: conv channels per block (conv3x3-LIF-avgpool2; "
                    "default 8,16; snn-2c2f: the paper's 15,40 with hidden 300)")
     p.add_argument("--timestep-pruning", metavar="EPSILON,ETA", default=None,

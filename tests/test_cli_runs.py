@@ -130,3 +130,36 @@ def test_effective_config_leaves_out_how_to_run():
     assert cfg["target"] == "nir" and cfg["epochs"] == 5
     assert not {"out", "force", "quiet", "debug", "log-level", "config", "resume"} & set(cfg)
     assert "data" not in cfg  # None: TOML has no null
+
+
+def test_timestep_pruning_through_the_cli_to_lava_and_its_energy_report(tmp_path, capsys):
+    """``--timestep-pruning``: the trained masks reach ``network.npz``, Lava (with ``SpikeGate``s where
+    needed) equals the emulator, ``report.json``'s energy section follows paper eqs. 14-15, and a
+    target without a per-step gate refuses the run with the layer named."""
+    from dpap_deploy.cli import main
+
+    out = str(tmp_path / "st")
+    # epsilon 1.9: the least important (neuron, step) pairs lose up to 1.9 a pruning epoch from R = 5
+    # (preset mnist-snn), from epoch 5 (e0) on, so they are gone after the third, epoch 7
+    assert main(SMALL[:2] + ["--epochs", "8", "--hidden", "16,8", "--time-steps", "6", "--max-test", "24", "--lr", "0.01",
+                             "--batch-size", "64", "--quiet", "--timestep-pruning", "1.9,13", "--out", out]) == 0
+    rep = json.load(open(os.path.join(out, "report.json")))
+    ir = NetworkIR.load(os.path.join(out, "network.npz"))
+    masks = [l.time_mask for l in ir.layers]
+    assert masks[0] is not None and masks[1] is not None and masks[2] is None  # the output layer is not pruned
+    silenced = sum(int((~np.asarray(m, bool)).sum()) for m in masks[:2])
+    assert silenced > 0
+    e = rep["energy"]
+    assert 0 < e["rho_t"] < 1 and e["time_steps_trained"] == 6 and e["time_steps"] == ir.time_steps
+    assert e["relative_energy"] == pytest.approx((1 - e["rho_w"]) * (1 - e["rho_t"]), abs=2e-6)
+    assert rep["accuracy"]["lava"] == rep["accuracy"]["emulator"]
+    syn = e["synops_per_sample"]
+    assert syn["lava"] == pytest.approx(syn["norse_same_samples"], rel=0.02)
+    # the least important steps are the first ones (the presynaptic trace is still small), not the
+    # window's end, so T stays and Lava needed gates; Loihi's LIF cannot do that: refused, nothing written
+    assert ir.silenced_inside_window()
+    capsys.readouterr()
+    assert main(["--from", out, "--target", "netx", "--out", str(tmp_path / "netx"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot silence neurons at chosen time steps" in err and "fc1" in err
+    assert not os.path.exists(tmp_path / "netx" / "report.json")
