@@ -104,9 +104,9 @@ def fmt(vals, digits=2):
 
 
 def table(rows) -> str:
-    out = ["| setting | weight sparsity % | timestep sparsity % | relative energy % | synops / sample | accuracy % | "
+    out = ["| setting | weight sparsity % | timestep sparsity % | relative energy % | synops / sample | synops % of dense | accuracy % | "
            "change vs dense | epochs to dense best (runs) | T deployed | wall s |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     dense = {r["seed"]: r for r in rows if r["setting"] == "dense"}
     names = sorted({r["setting"] for r in rows}, key=lambda n: (n == "magnitude", n != "dense", n))
     for name in names:
@@ -114,9 +114,10 @@ def table(rows) -> str:
         if not rs:
             continue
         delta = [100 * (r["accuracy"] - dense[r["seed"]]["accuracy"]) for r in rs if r["seed"] in dense]
+        syn = [100 * r["synops_per_sample"] / dense[r["seed"]]["synops_per_sample"] for r in rs if r["seed"] in dense]
         hit = [epochs_to(r["curve"], max(dense[r["seed"]]["curve"])) for r in rs if r["seed"] in dense]
         out.append(f"| {name} | {fmt([100 * r['rho_w'] for r in rs], 1)} | {fmt([100 * r['rho_t'] for r in rs], 1)} | "
-                   f"{fmt([100 * r['relative_energy'] for r in rs], 1)} | {fmt([r['synops_per_sample'] for r in rs], 0)} | "
+                   f"{fmt([100 * r['relative_energy'] for r in rs], 1)} | {fmt([r['synops_per_sample'] for r in rs], 0)} | {fmt(syn, 1)} | "
                    f"{fmt([100 * r['accuracy'] for r in rs])} | {fmt(delta)} | "
                    f"{fmt(hit, 1)} ({sum(h is not None for h in hit)}/{len(rs)}) | {fmt([r['T_deployed'] for r in rs], 1)} | "
                    f"{fmt([r['train_s'] for r in rs], 0)} |")
