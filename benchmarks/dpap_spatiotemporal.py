@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import multiprocessing
+import os
 import statistics
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -145,12 +145,6 @@ def main(argv=None):
         with open(args.table) as f:
             print(table([json.loads(line) for line in f if line.strip()]))
         return
-    ds = load_event_digits(time_steps=args.time_steps)
-    if args.per_class:
-        keep_tr = np.concatenate([np.flatnonzero(ds.y_train == c)[: args.per_class] for c in range(ds.n_classes)])
-        keep_te = np.concatenate([np.flatnonzero(ds.y_test == c)[: args.per_class] for c in range(ds.n_classes)])
-        ds = replace(ds, x_train=ds.x_train[keep_tr], y_train=ds.y_train[keep_tr],
-                     x_test=ds.x_test[keep_te], y_test=ds.y_test[keep_te])
     for spec in args.timestep_rule:
         try:
             name, rule = spec.split("=")
@@ -165,11 +159,18 @@ def main(argv=None):
         p.error(f"--settings: unknown {', '.join(bad)}")
     if "magnitude" in names and "dpap-spatial" not in names:
         p.error("--settings: magnitude needs dpap-spatial (it prunes to DPAP spatial's weight sparsity)")
+    ds = load_event_digits(time_steps=args.time_steps)
+    if args.per_class:
+        keep_tr = np.concatenate([np.flatnonzero(ds.y_train == c)[: args.per_class] for c in range(ds.n_classes)])
+        keep_te = np.concatenate([np.flatnonzero(ds.y_test == c)[: args.per_class] for c in range(ds.n_classes)])
+        ds = replace(ds, x_train=ds.x_train[keep_tr], y_train=ds.y_train[keep_tr],
+                     x_test=ds.x_test[keep_te], y_test=ds.y_test[keep_te])
     global _DS
     _DS = ds
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     # spatio-temporal runs first: they are the ones the table is about
-    order = [n for n in names if n.startswith("dpap-st")] + [n for n in ("dpap-spatial", "dense") if n in names]
+    order = [n for n in names if n in SETTINGS and SETTINGS[n][1] is not None] + \
+        [n for n in ("dpap-spatial", "dense") if n in names]
     rows = []
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("fork"),
