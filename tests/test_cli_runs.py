@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from dpap_deploy.cli import build_parser, parse_args
+from dpap_deploy.cli import build_parser, main, parse_args
 from dpap_deploy.errors import ConfigError
 from dpap_deploy.ir import NetworkIR
 
@@ -61,8 +61,6 @@ def test_bad_config_files_name_the_file_and_key(tmp_path, text, message):
 
 
 def test_missing_config_and_resume_without_a_run(tmp_path, capsys):
-    from dpap_deploy.cli import main
-
     assert main(["--config", str(tmp_path / "none.toml")]) == 2
     assert "none.toml: config file not found" in capsys.readouterr().err
     assert main(["--resume", str(tmp_path)]) == 2
@@ -136,8 +134,6 @@ def test_timestep_pruning_through_the_cli_to_lava_and_its_energy_report(tmp_path
     """``--timestep-pruning``: the trained masks reach ``network.npz``, Lava (with ``SpikeGate``s where
     needed) equals the emulator, ``report.json``'s energy section follows paper eqs. 14-15, and a
     target without a per-step gate refuses the run with the layer named."""
-    from dpap_deploy.cli import main
-
     out = str(tmp_path / "st")
     # epsilon 1.9: the least important (neuron, step) pairs lose up to 1.9 a pruning epoch from R = 5
     # (preset mnist-snn), from epoch 5 (e0) on, so they are gone after the third, epoch 7
