@@ -20,7 +20,7 @@ from dpap_deploy.events import load_event_digits
 from dpap_deploy.export import lava_sim
 from dpap_deploy.export.emulator import emulate
 from dpap_deploy.export.quantize import quantize
-from dpap_deploy.train.compact import cnn_to_ir
+from dpap_deploy.train.compact import to_ir
 from dpap_deploy.train.dpap import PRESETS
 from dpap_deploy.train.loop import TrainConfig, classify, encode, predict, train
 from dpap_deploy.train.models import SpikingCNN
@@ -42,7 +42,7 @@ if __name__ == "__main__":
                     progress=False, model=model, input_kind="frames", method=method)
         m = res.model
         norse = float((classify(predict(m, x)) == ds.y_test).mean())
-        ir = quantize(cnn_to_ir(m, 10))
+        ir = quantize(to_ir(m, 10))
         t0 = time.perf_counter()
         counts, info = lava_sim.run(ir, x)
         t_lava = time.perf_counter() - t0

@@ -32,7 +32,7 @@ import torch
 
 from dpap_deploy.energy import energy_section
 from dpap_deploy.events import load_event_digits
-from dpap_deploy.train.compact import cnn_to_ir
+from dpap_deploy.train.compact import to_ir
 from dpap_deploy.train.dpap import PRESETS, RuleConstants
 from dpap_deploy.train.loop import TEST_ENCODING_SEED_OFFSET, TrainConfig, classify, encode, population_spikes, train
 from dpap_deploy.train.models import SpikingCNN
@@ -80,7 +80,7 @@ def run(ds, seed: int, name: str, epochs: int, T: int, lr: float, target: float 
                 target_sparsity=target, on_epoch=on_epoch)
     m = res.model
     x_test = encode(ds.x_test, "frames", T, seed + TEST_ENCODING_SEED_OFFSET)
-    ir = cnn_to_ir(m, T)
+    ir = to_ir(m, T)
     rho_w = 1.0 - hidden_weights(m) / dense_w
     pops = population_spikes(m, x_test)
     e = energy_section(ir, rho_w, norse=[x_test[: ir.time_steps]] + pops[:-1])

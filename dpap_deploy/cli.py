@@ -318,16 +318,7 @@ def run(args: argparse.Namespace) -> int:
         model, history = res.model, res.history
         timing["train"] = res.seconds
         meta = {"trained_with": "dpap" if train_cfg.prune else "dense", "seed": args.seed}
-        if ann:
-            from dpap_deploy.train.compact import ann_to_ir
-
-            ir = ann_to_ir(model, name="digits-ann" if not cfg["data"] else "ann", metadata=meta)
-        elif cnn:
-            from dpap_deploy.train.compact import cnn_to_ir
-
-            ir = cnn_to_ir(model, args.time_steps, name="event-digits-cnn", metadata=meta)
-        else:
-            ir = to_ir(model, args.time_steps, name="digits-snn" if not cfg["data"] else "snn", metadata=meta)
+        ir = to_ir(model, args.time_steps, name="digits-snn" if not cfg["data"] else "snn", metadata=meta)
         ir.save(os.path.join(args.out, "ir.npz"))
         with atomic_path(os.path.join(args.out, "model.pt")) as tmp:
             torch.save({"model_config": model.config(), "state_dict": model.state_dict(),

@@ -17,8 +17,19 @@ class ProfileError(DpapError):
     """A hardware profile is unknown, malformed or has an invalid field."""
 
 
-class UnknownTargetError(DpapError):
+class UnknownNameError(DpapError):
+    """A name (data source, model family, pruner, target, reader) is not registered; the message
+    lists the known names."""
+
+
+class UnknownTargetError(UnknownNameError):
     """An export target name is not registered."""
+
+
+class ModelError(DpapError):
+    """A network cannot be built or trained as given: a chain of layers in the wrong order or of
+    the wrong shape, a user's model file that cannot be loaded, a saved model configuration that
+    is not ours (the message names the file, layer or field)."""
 
 
 class UnsupportedLayerError(DpapError):

@@ -1,19 +1,24 @@
-"""The one intermediate representation (IR) of a trained spiking network.
+"""The one intermediate representation (IR) of a trained network.
 
-Plain dataclasses holding numpy arrays, no torch (copied from NIR's ``nir/ir``):
-everything downstream (quantisation, every export target, the core mapper and the
-report) reads a :class:`NetworkIR`, never the torch module.
+Plain dataclasses holding numpy arrays, no torch (as NIR's ``nir/ir`` does): everything
+downstream (quantisation, every export target, the emulator, the core mapper, the energy
+count and the report) reads a :class:`NetworkIR`, never the torch module.
 
-A network is a chain of :class:`FCLayer` (fully connected synapses into a population of
-current-based LIF neurons); the last layer's spike counts over ``T`` time steps are the
-class scores. After DPAP and compaction the shapes are the pruned network's real shapes;
-pruned synapses are ``False`` in ``mask`` (and zero in ``weight``).
+A network is a chain of **nodes**, input first: weight layers (:class:`FCLayer`,
+:class:`ConvLayer`: synapses into a population of current-based LIF neurons, or ReLU / identity
+units for ANNs) and the shape nodes between them (:class:`Flatten`, and :class:`AvgPool` where a
+pooling could not be folded into the next layer's weights). ``NetworkIR.layers`` is the weight
+layers alone, which is what most consumers iterate; exporters that lay out tensors (Lava, netx,
+NIR, ONNX) walk ``NetworkIR.nodes`` and meet a flatten as a node, never re-deriving it. The last
+layer's spike counts over ``T`` time steps are the class scores. After DPAP and compaction the
+shapes are the pruned network's real shapes; pruned synapses are ``False`` in ``mask`` (and zero
+in ``weight``).
 """
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, replace
-from typing import List, Optional
+from typing import List, Optional, Union
 
 import numpy as np
 import scipy.sparse as sp
@@ -21,7 +26,11 @@ import scipy.sparse as sp
 from dpap_deploy.errors import IRError
 from dpap_deploy.fileio import atomic_path
 
-IR_FORMAT = "dpap-deploy-ir/1"
+IR_FORMAT = "dpap-deploy-ir/2"
+IR_FORMATS_READ = ("dpap-deploy-ir/1", IR_FORMAT)  # /1: weight layers only, flatten implied
+#: how the first weight layer receives the input: spikes through its synapses, or (current encoding)
+#: the analog sample as a constant input current into its neurons (docs/data.md)
+INPUT_ENCODINGS = ("spikes", "current")
 ACTIVATIONS = ("lif", "relu", "identity")  # "lif": a spiking population; relu/identity: ANN layers
 
 
@@ -253,37 +262,158 @@ class ConvLayer:
 
 
 @dataclass
+class Flatten:
+    """A ``(C, H, W)`` map flattened to ``C*H*W`` neurons in torch's ``C, H, W`` order (no
+    synapses, no neurons: a layout node). Lava realises it as an ``OutPort`` reshape, netx as a
+    ``flatten`` layer, NIR as ``Flatten``, ONNX as ``Flatten``.
+
+    Attributes:
+        name: node name (``fc1_flatten``: named after the layer it feeds).
+        in_shape: ``(C, H, W)``.
+    """
+
+    name: str
+    in_shape: tuple
+    kind: str = "flatten"
+
+    def __post_init__(self):
+        self.in_shape = tuple(int(x) for x in self.in_shape)
+        if len(self.in_shape) != 3:
+            raise IRError(f"node {self.name!r}: flatten takes a (C, H, W) map, got {self.in_shape}")
+
+    @property
+    def out_shape(self) -> tuple:
+        return (int(np.prod(self.in_shape)),)
+
+    @property
+    def n_in(self) -> int:
+        return int(np.prod(self.in_shape))
+
+    @property
+    def n_out(self) -> int:
+        return self.n_in
+
+
+@dataclass
+class AvgPool:
+    """Average pooling by ``pool`` (kernel = stride = ``pool``, no padding) of a ``(C, H, W)`` map,
+    kept as a node only where it could not be folded into the next layer's weights
+    (``train/compact.py``): targets with a pooling of their own (NIR, ONNX) export it, the others
+    refuse it naming the node.
+
+    Attributes:
+        name: node name.
+        in_shape: ``(C, H, W)``.
+        pool: pooling factor, pixels.
+    """
+
+    name: str
+    in_shape: tuple
+    pool: int
+    kind: str = "avgpool"
+
+    def __post_init__(self):
+        self.in_shape = tuple(int(x) for x in self.in_shape)
+        if len(self.in_shape) != 3 or self.pool < 1 or min(self.in_shape[1:]) < self.pool:
+            raise IRError(f"node {self.name!r}: pooling by {self.pool} needs a (C, H, W) map of at least that size, "
+                          f"got {self.in_shape}")
+
+    @property
+    def out_shape(self) -> tuple:
+        c, h, w = self.in_shape
+        return (c, h // self.pool, w // self.pool)
+
+    @property
+    def n_in(self) -> int:
+        return int(np.prod(self.in_shape))
+
+    @property
+    def n_out(self) -> int:
+        return int(np.prod(self.out_shape))
+
+
+Layer = Union[FCLayer, ConvLayer]
+Node = Union[FCLayer, ConvLayer, Flatten, AvgPool]
+WEIGHT_NODE_KINDS = ("fc", "conv")
+SHAPE_NODE_KINDS = ("flatten", "avgpool")
+
+
+def _out_shape(node) -> tuple:
+    return tuple(node.out_shape) if node.kind != "fc" else (node.n_out,)
+
+
+@dataclass
 class NetworkIR:
-    """A feed-forward spiking network, input first.
+    """A feed-forward network, input first.
 
     Attributes:
         name: model name.
-        input_size: input channels ``F`` per time step.
+        input_size: input features ``F`` per time step (``C*H*W`` for frames).
         time_steps: ``T`` per sample.
         dt_s: time step, s.
-        layers: the chain; ``layers[-1]`` is the output population (one neuron per class).
+        nodes: the chain of weight layers and shape nodes; a list of weight layers alone is
+            accepted when no layout node is needed (an MLP). The last node is the output layer
+            (one neuron per class).
         readout: ``"spike_count"``: class = argmax of output spike counts (first on ties);
             ``"logits"`` for ANNs (``time_steps = 1``, layers with ``activation`` relu / identity).
         metadata: free-form facts (training, data set) kept with the network.
+        input_shape: ``(C, H, W)`` of one input frame, or None for flat input ``(F,)``.
+        input_encoding: ``"spikes"`` (0/1 input through the first layer's synapses) or
+            ``"current"``: the first weight layer (fully connected) receives the analog sample
+            at every step and its neurons integrate ``W x`` straight into the membrane, which
+            Lava realises as the population's bias (``docs/data.md``, current encoding).
+
+    Raises:
+        IRError: an empty chain, sizes that do not chain, an FC layer fed a ``(C, H, W)`` map
+            without a :class:`Flatten`, or a shape node at the end.
     """
 
     name: str
     input_size: int
     time_steps: int
     dt_s: float
-    layers: List[FCLayer]
+    nodes: List[Node]
     readout: str = "spike_count"
     metadata: dict = field(default_factory=dict)
-    input_shape: Optional[tuple] = None  # (C, H, W) when the first layer is a convolution
+    input_shape: Optional[tuple] = None
+    input_encoding: str = "spikes"
 
     def __post_init__(self):
+        self.nodes = list(self.nodes)
         if not self.layers:
             raise IRError("a network needs at least one layer")
-        n_in = self.input_size
-        for layer in self.layers:
-            if layer.n_in != n_in:
-                raise IRError(f"layer {layer.name!r} takes {layer.n_in} inputs but receives {n_in}")
-            n_in = layer.n_out
+        if self.input_shape is not None:
+            self.input_shape = tuple(int(x) for x in self.input_shape)
+            if int(np.prod(self.input_shape)) != self.input_size:
+                raise IRError(f"input shape {self.input_shape} does not hold {self.input_size} features")
+        if self.input_encoding not in INPUT_ENCODINGS:
+            raise IRError(f"input encoding {self.input_encoding!r} is not one of {INPUT_ENCODINGS}")
+        if self.input_encoding == "current" and self.nodes[0].kind != "fc":
+            raise IRError(f"current encoding drives a fully connected first layer; {self.nodes[0].name!r} is "
+                          f"{self.nodes[0].kind}")
+        shape = self.input_shape or (self.input_size,)
+        for node in self.nodes:
+            if node.kind == "fc" and len(shape) != 1:
+                raise IRError(f"layer {node.name!r} is fully connected but receives a {shape} map; a flatten node "
+                              "must come first")
+            if node.kind in ("conv", "flatten", "avgpool") and tuple(node.in_shape) != tuple(shape):
+                raise IRError(f"node {node.name!r} takes {tuple(node.in_shape)} but receives {tuple(shape)}")
+            if node.n_in != int(np.prod(shape)):
+                raise IRError(f"layer {node.name!r} takes {node.n_in} inputs but receives {int(np.prod(shape))}")
+            shape = _out_shape(node)
+        if self.nodes[-1].kind not in WEIGHT_NODE_KINDS:
+            raise IRError(f"the network ends with {self.nodes[-1].kind} node {self.nodes[-1].name!r}; the last node "
+                          "must be the output layer")
+
+    @property
+    def layers(self) -> List[Layer]:
+        """The weight layers (:class:`FCLayer`, :class:`ConvLayer`) in order, without shape nodes."""
+        return [n for n in self.nodes if n.kind in WEIGHT_NODE_KINDS]
+
+    def node_before(self, layer) -> Optional[Node]:
+        """The node right before weight layer ``layer`` (a flatten, a pooling, a weight layer), or None."""
+        i = next(k for k, n in enumerate(self.nodes) if n is layer)
+        return self.nodes[i - 1] if i else None
 
     @property
     def n_classes(self) -> int:
@@ -322,8 +452,20 @@ class NetworkIR:
                 out.append(f"{l.name}: {int((~m).sum())} of {m.size} (unit, time step) pairs")
         return out
 
-    def with_layers(self, layers: List[FCLayer]) -> "NetworkIR":
-        return replace(self, layers=layers)
+    def require_nodes(self, kinds, who: str) -> None:
+        """Raise :class:`~dpap_deploy.errors.UnsupportedLayerError` naming every node whose kind is not
+        in ``kinds`` (``who``: the consumer, for the message, e.g. ``"the mapper"``)."""
+        from dpap_deploy.errors import UnsupportedLayerError
+
+        bad = [f"{n.name} ({n.kind})" for n in self.nodes if n.kind not in kinds]
+        if bad:
+            raise UnsupportedLayerError(f"{who} takes {', '.join(kinds)} nodes; unsupported: {', '.join(bad)}")
+
+    def with_layers(self, layers: List[Layer]) -> "NetworkIR":
+        """The same network with its weight layers replaced, in order (shape nodes kept)."""
+        it = iter(layers)
+        nodes = [next(it) if n.kind in WEIGHT_NODE_KINDS else n for n in self.nodes]
+        return replace(self, nodes=nodes)
 
     # -- files ---------------------------------------------------------------------------
     def save(self, path: str) -> None:
@@ -331,9 +473,14 @@ class NetworkIR:
         arrays = {}
         header = {"format": IR_FORMAT, "name": self.name, "input_size": self.input_size,
                   "time_steps": self.time_steps, "dt_s": self.dt_s, "readout": self.readout,
-                  "metadata": self.metadata, "layers": [],
-                  "input_shape": list(self.input_shape) if self.input_shape else None}
-        for i, l in enumerate(self.layers):
+                  "metadata": self.metadata, "nodes": [],
+                  "input_shape": list(self.input_shape) if self.input_shape else None,
+                  "input_encoding": self.input_encoding}
+        for i, l in enumerate(self.nodes):
+            if l.kind in SHAPE_NODE_KINDS:
+                header["nodes"].append({"name": l.name, "kind": l.kind, "in_shape": list(l.in_shape),
+                                        **({"pool": l.pool} if l.kind == "avgpool" else {})})
+                continue
             arrays[f"l{i}_weight"] = l.weight
             arrays[f"l{i}_mask"] = l.mask
             entry = {"name": l.name, "kind": l.kind, "neurons": asdict(l.neurons) if l.neurons else None,
@@ -346,14 +493,15 @@ class NetworkIR:
             if l.fixed is not None:
                 arrays[f"l{i}_fixed_weight"] = l.fixed.weight
                 entry["fixed"] = {k: v for k, v in asdict(l.fixed).items() if k != "weight"}
-            header["layers"].append(entry)
+            header["nodes"].append(entry)
         arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
         with atomic_path(path, suffix=".npz") as tmp:
             np.savez_compressed(tmp, **arrays)
 
     @classmethod
     def load(cls, path: str) -> "NetworkIR":
-        """Read an IR written by :meth:`save`.
+        """Read an IR written by :meth:`save` (this version's format, or ``dpap-deploy-ir/1``,
+        whose flatten between a conv and an FC layer was implied).
 
         Raises:
             IRError: the file is missing, truncated or not a dpap-deploy IR.
@@ -361,28 +509,48 @@ class NetworkIR:
         try:
             with np.load(path, allow_pickle=False) as f:
                 header = json.loads(bytes(f["header"]).decode())
-                if header.get("format") != IR_FORMAT:
+                if header.get("format") not in IR_FORMATS_READ:
                     raise IRError(f"{path!r} is not a dpap-deploy network (format {header.get('format')!r})")
-                layers = []
-                for i, e in enumerate(header["layers"]):
-                    fixed = None
-                    if e["fixed"] is not None:
-                        fixed = FixedPoint(weight=f[f"l{i}_fixed_weight"].astype(np.int32), **e["fixed"])
-                    common = dict(name=e["name"], weight=f[f"l{i}_weight"], mask=f[f"l{i}_mask"],
-                                  neurons=LIFNeurons(**e["neurons"]) if e["neurons"] else None,
-                                  dense_shape=tuple(e["dense_shape"]), fixed=fixed,
-                                  activation=e.get("activation", "lif"), pool_fold=e.get("pool_fold", 1),
-                                  time_mask=f[f"l{i}_time_mask"] if f"l{i}_time_mask" in f.files else None)
-                    if e["kind"] == "conv":
-                        layers.append(ConvLayer(**common, **e["conv"]))
-                    else:
-                        layers.append(FCLayer(**common, kind=e["kind"]))
+                nodes = [_load_node(f, i, e) for i, e in enumerate(header.get("nodes") or header["layers"])]
+                if header["format"] != IR_FORMAT:
+                    nodes = _implied_flattens(nodes)
+                return cls(name=header["name"], input_size=header["input_size"], time_steps=header["time_steps"],
+                           dt_s=header["dt_s"], nodes=nodes, readout=header["readout"], metadata=header["metadata"],
+                           input_shape=tuple(header["input_shape"]) if header.get("input_shape") else None,
+                           input_encoding=header.get("input_encoding", "spikes"))
         except IRError:
             raise
         except FileNotFoundError:
             raise IRError(f"network file {path!r} does not exist") from None
         except Exception as exc:
             raise IRError(f"network file {path!r} is unreadable or not ours ({type(exc).__name__}: {exc})") from None
-        return cls(name=header["name"], input_size=header["input_size"], time_steps=header["time_steps"],
-                   dt_s=header["dt_s"], layers=layers, readout=header["readout"], metadata=header["metadata"],
-                   input_shape=tuple(header["input_shape"]) if header.get("input_shape") else None)
+
+
+def _load_node(f, i: int, e: dict) -> Node:
+    if e["kind"] == "flatten":
+        return Flatten(e["name"], tuple(e["in_shape"]))
+    if e["kind"] == "avgpool":
+        return AvgPool(e["name"], tuple(e["in_shape"]), int(e["pool"]))
+    fixed = None
+    if e["fixed"] is not None:
+        fixed = FixedPoint(weight=f[f"l{i}_fixed_weight"].astype(np.int32), **e["fixed"])
+    common = dict(name=e["name"], weight=f[f"l{i}_weight"], mask=f[f"l{i}_mask"],
+                  neurons=LIFNeurons(**e["neurons"]) if e["neurons"] else None,
+                  dense_shape=tuple(e["dense_shape"]), fixed=fixed,
+                  activation=e.get("activation", "lif"), pool_fold=e.get("pool_fold", 1),
+                  time_mask=f[f"l{i}_time_mask"] if f"l{i}_time_mask" in f.files else None)
+    if e["kind"] == "conv":
+        return ConvLayer(**common, **e["conv"])
+    if e["kind"] != "fc":
+        raise IRError(f"node {e['name']!r} has unknown kind {e['kind']!r}")
+    return FCLayer(**common)
+
+
+def _implied_flattens(layers: List[Layer]) -> List[Node]:
+    """Format /1 chains: an FC layer right after a conv layer flattened its input."""
+    out: List[Node] = []
+    for l in layers:
+        if l.kind == "fc" and out and out[-1].kind == "conv":
+            out.append(Flatten(f"{l.name}_flatten", out[-1].out_shape))
+        out.append(l)
+    return out

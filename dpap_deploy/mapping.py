@@ -367,7 +367,10 @@ def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
     Raises:
         MappingError: a single neuron alone exceeds a per-core limit (no split can help);
             the message names the layer, the resource and the limit.
+        UnsupportedLayerError: a node with no place on a core (an average pooling that could
+            not be folded into a layer's weights).
     """
+    ir.require_nodes(("fc", "conv", "flatten"), "the mapper")
     lim = profile.core
     conns = [surviving(l) for l in ir.layers]
     n_layers = len(ir.layers)

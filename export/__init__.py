@@ -12,6 +12,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from dpap_deploy.errors import UnknownTargetError
+from dpap_deploy.registry import Registry
 
 
 @dataclass
@@ -41,34 +42,45 @@ class ExportResult:
 
 
 Exporter = Callable[..., ExportResult]
-_TARGETS: Dict[str, Exporter] = {}
 
 
-def register_target(name: str, takes: str = "snn") -> Callable[[Exporter], Exporter]:
+def _load_builtin() -> None:
+    from dpap_deploy.export import lava_sim  # noqa: F401  (registers "loihi-sim")
+    from dpap_deploy.export import loihi2_hw  # noqa: F401  (registers "loihi2")
+    from dpap_deploy.export import netx  # noqa: F401  (registers "netx")
+    from dpap_deploy.export import nir_export  # noqa: F401  (registers "nir")
+    from dpap_deploy.export import onnx_export  # noqa: F401  (registers "onnx")
+
+
+#: every export target by its CLI name (``--target NAME``)
+TARGETS: Registry[Exporter] = Registry("target", loader=_load_builtin, error=UnknownTargetError)
+
+
+def register_target(name: str, takes: str = "snn", help: str = "") -> Callable[[Exporter], Exporter]:
     """Decorator registering an exporter under its CLI name.
 
     Args:
         takes: ``"snn"`` (spiking IR; inputs ``(T, N, F)`` spikes) or ``"ann"`` (ANN IR;
             inputs ``(N, F)``); kept on the function as ``fn.takes``.
+        help: one line for ``--help`` (default: the docstring's first line).
     """
 
     def deco(fn: Exporter) -> Exporter:
-        if name in _TARGETS:
-            raise ValueError(f"export target {name!r} is registered twice")
         fn.takes = takes
-        _TARGETS[name] = fn
-        return fn
+        return TARGETS.register(name, fn, help=help)
 
     return deco
 
 
 def check_layers(ir, target: str, kinds, activations, what: Optional[str] = None, hint: str = "") -> None:
-    """Raise :class:`UnsupportedLayerError` naming every layer of ``ir`` whose kind or
-    activation target ``target`` cannot export (``what``: how the message describes the target)."""
+    """Raise :class:`UnsupportedLayerError` naming every node of ``ir`` whose kind (or, for a
+    weight layer, activation) target ``target`` cannot export (``what``: how the message
+    describes the target). ``kinds`` lists the weight-layer and shape-node kinds it takes
+    (``fc``, ``conv``, ``flatten``, ``avgpool``)."""
     from dpap_deploy.errors import UnsupportedLayerError
 
-    bad = [f"{l.name} ({l.kind}, {l.activation})" for l in ir.layers
-           if l.kind not in kinds or l.activation not in activations]
+    bad = [f"{n.name} ({n.kind}{', ' + n.activation if hasattr(n, 'activation') else ''})" for n in ir.nodes
+           if n.kind not in kinds or (hasattr(n, "activation") and n.activation not in activations)]
     if bad:
         what = what or f"supports layer kinds {tuple(kinds)} with activations {tuple(activations)}"
         raise UnsupportedLayerError(f"target {target} {what}; unsupported: {', '.join(bad)}{hint}")
@@ -102,18 +114,9 @@ def check_time_masks(ir, target: str) -> None:
             "Only steps pruned for every neuron at the end of the window deploy (as a shorter window)")
 
 
-def _load_builtin() -> None:
-    from dpap_deploy.export import lava_sim  # noqa: F401  (registers "loihi-sim")
-    from dpap_deploy.export import loihi2_hw  # noqa: F401  (registers "loihi2")
-    from dpap_deploy.export import netx  # noqa: F401  (registers "netx")
-    from dpap_deploy.export import nir_export  # noqa: F401  (registers "nir")
-    from dpap_deploy.export import onnx_export  # noqa: F401  (registers "onnx")
-
-
 def targets() -> List[str]:
     """Names of all registered targets."""
-    _load_builtin()
-    return sorted(_TARGETS)
+    return TARGETS.names()
 
 
 def get_target(name: str) -> Exporter:
@@ -122,8 +125,4 @@ def get_target(name: str) -> Exporter:
     Raises:
         UnknownTargetError: no such target; the message lists the known ones.
     """
-    _load_builtin()
-    try:
-        return _TARGETS[name]
-    except KeyError:
-        raise UnknownTargetError(f"unknown target {name!r}; known targets: {', '.join(sorted(_TARGETS))}") from None
+    return TARGETS.get(name)

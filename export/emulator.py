@@ -184,6 +184,7 @@ def emulate(ir: NetworkIR, spikes: np.ndarray, batch_size: int = 512,
     from dpap_deploy.export import check_time_masks
 
     check_time_masks(ir, "emulator")  # it emulates what Lava runs, so it refuses what Lava cannot run
+    ir.require_nodes(("fc", "conv", "flatten"), "the fixed-point emulator")
     spikes = np.asarray(spikes)
     if spikes.ndim == 5:
         spikes = spikes.reshape(spikes.shape[0], spikes.shape[1], -1)

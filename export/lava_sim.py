@@ -29,7 +29,7 @@ from dpap_deploy.export import ExportResult, check_layers, register_target
 from dpap_deploy.export.quantize import quantize
 from dpap_deploy.ir import NetworkIR
 
-SUPPORTED_KINDS = ("fc", "conv")
+SUPPORTED_KINDS = ("fc", "conv", "flatten")
 
 
 def check_supported(ir: NetworkIR, target: str = "loihi-sim") -> None:
@@ -132,9 +132,6 @@ def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed", record_hidd
     """
     from lava.proc.io.sink import RingBuffer as SpikeOut
     from lava.proc.io.source import RingBuffer as SpikeIn
-    from lava.proc.conv.process import Conv
-    from lava.proc.lif.process import LIFReset
-    from lava.proc.sparse.process import Sparse
 
     if precision not in ("fixed", "float"):
         raise ValueError(f"precision must be 'fixed' or 'float', got {precision!r}")
@@ -142,36 +139,15 @@ def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed", record_hidd
     source = SpikeIn(data=data)
     port = source.s_out
     chain, hidden_sinks = [], []
-    weights = sparse_weights(ir) if precision == "fixed" else [None] * len(ir.layers)
-    for i, (layer, w) in enumerate(zip(ir.layers, weights)):
-        conv = layer.kind == "conv"
-        if conv:
-            c_out, h_out, w_out = layer.out_shape
-            shape = (w_out, h_out, c_out)  # Lava's (W, H, C)
-        else:
-            shape = (layer.n_out,)
-            if i > 0 and ir.layers[i - 1].kind == "conv":  # flatten in torch's (C, H, W) order
-                port = port.transpose([2, 1, 0]).flatten()
-        common = dict(shape=shape, bias_mant=0, reset_interval=T, reset_offset=(i + 2) % T,
-                      name=f"{layer.name}_neurons")
-        n = layer.neurons
-        a_v = ir.dt_s / n.tau_mem_s
-        if conv:
-            c_in, h_in, w_in = layer.in_shape
-            kernel = layer.masked_weight(fixed=True) if precision == "fixed" else a_v * layer.masked_weight()
-            syn = Conv(weight=lava_conv_weight(kernel), input_shape=(w_in, h_in, c_in), padding=layer.padding,
-                       stride=layer.stride, name=f"{layer.name}_synapses")
-        elif precision == "fixed":
-            syn = Sparse(weights=w, weight_exp=int(layer.fixed.weight_exp), num_weight_bits=8,
-                         name=f"{layer.name}_synapses")
-        else:
-            wf = sp.csr_matrix(a_v * layer.masked_weight().astype(np.float64))
-            syn = Sparse(weights=wf, name=f"{layer.name}_synapses")
-        if precision == "fixed":
-            f = layer.fixed
-            lif = LIFReset(du=int(f.du), dv=int(f.dv), vth=int(f.vth), **common)
-        else:
-            lif = LIFReset(du=ir.dt_s / n.tau_syn_s, dv=a_v, vth=float(n.v_th), **common)
+    weights = iter(sparse_weights(ir) if precision == "fixed" else [None] * len(ir.layers))
+    i = -1
+    for node in ir.nodes:
+        if node.kind == "flatten":  # torch's (C, H, W) order from Lava's (W, H, C)
+            port = port.transpose([2, 1, 0]).flatten()
+            continue
+        i += 1
+        layer, w = node, next(weights)
+        syn, lif, shape = _population(ir, i, layer, w, precision)
         port.connect(syn.s_in)
         syn.a_out.connect(lif.a_in)
         port = lif.s_out
@@ -189,6 +165,40 @@ def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed", record_hidd
     sink = SpikeOut(shape=(ir.layers[-1].n_out,), buffer=data.shape[-1])
     port.connect(sink.a_in)
     return source, chain, sink, hidden_sinks
+
+
+def _population(ir: NetworkIR, i: int, layer, w, precision: str):
+    """The synapses (``Sparse`` or ``Conv``) and ``LIFReset`` neurons of weight layer ``i``, and the
+    population's shape in Lava's layout (``(n,)``, conv ``(W, H, C)``)."""
+    from lava.proc.conv.process import Conv
+    from lava.proc.lif.process import LIFReset
+    from lava.proc.sparse.process import Sparse
+
+    T = ir.time_steps
+    conv = layer.kind == "conv"
+    if conv:
+        c_out, h_out, w_out = layer.out_shape
+        shape = (w_out, h_out, c_out)  # Lava's (W, H, C)
+    else:
+        shape = (layer.n_out,)
+    common = dict(shape=shape, bias_mant=0, reset_interval=T, reset_offset=(i + 2) % T, name=f"{layer.name}_neurons")
+    n = layer.neurons
+    a_v = ir.dt_s / n.tau_mem_s
+    if conv:
+        c_in, h_in, w_in = layer.in_shape
+        kernel = layer.masked_weight(fixed=True) if precision == "fixed" else a_v * layer.masked_weight()
+        syn = Conv(weight=lava_conv_weight(kernel), input_shape=(w_in, h_in, c_in), padding=layer.padding,
+                   stride=layer.stride, name=f"{layer.name}_synapses")
+    elif precision == "fixed":
+        syn = Sparse(weights=w, weight_exp=int(layer.fixed.weight_exp), num_weight_bits=8, name=f"{layer.name}_synapses")
+    else:
+        syn = Sparse(weights=sp.csr_matrix(a_v * layer.masked_weight().astype(np.float64)), name=f"{layer.name}_synapses")
+    if precision == "fixed":
+        f = layer.fixed
+        lif = LIFReset(du=int(f.du), dv=int(f.dv), vth=int(f.vth), **common)
+    else:
+        lif = LIFReset(du=ir.dt_s / n.tau_syn_s, dv=a_v, vth=float(n.v_th), **common)
+    return syn, lif, shape
 
 
 def run(ir: NetworkIR, spikes: np.ndarray, progress: bool = False, chunk: int = 2000,
@@ -218,13 +228,12 @@ def run(ir: NetworkIR, spikes: np.ndarray, progress: bool = False, chunk: int = 
     check_supported(ir)
     T, N = spikes.shape[:2]
     F = int(np.prod(spikes.shape[2:]))
-    if ir.layers[0].kind == "conv" and spikes.ndim != 5:
-        raise ExportValidationError(f"network {ir.name!r} starts with a convolution: input spikes must be "
-                                    f"(T, N, C, H, W), got {spikes.shape}")
     if T != ir.time_steps or F != ir.input_size:
         raise ExportValidationError(
             f"input spikes have T={T}, F={F}; network {ir.name!r} expects T={ir.time_steps}, F={ir.input_size}"
         )
+    # the source sends what the first node takes: a (C, H, W) map (a conv or a flatten first), else a vector
+    spikes = spikes.reshape(T, N, *(ir.input_shape or (F,)))
     L = len(ir.layers)
     t0 = time.perf_counter()
     data = input_schedule(spikes, L)

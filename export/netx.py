@@ -34,7 +34,7 @@ from dpap_deploy.export.quantize import quantize
 from dpap_deploy.fileio import atomic_path
 from dpap_deploy.ir import NetworkIR
 
-SUPPORTED_KINDS = ("fc", "conv")
+SUPPORTED_KINDS = ("fc", "conv", "flatten")
 
 
 def check_supported(ir: NetworkIR) -> None:
@@ -74,14 +74,11 @@ def write_netx(ir: NetworkIR, path: str) -> None:
             g = layers.create_group("0")
             text(g, "type", "input")
             g.create_dataset("shape", data=np.array(ir.input_shape or [ir.input_size], dtype=np.int64))  # CHW
-            k = 1
-            for i, l in enumerate(ir.layers):
-                if l.kind == "fc" and i > 0 and ir.layers[i - 1].kind == "conv":
-                    g = layers.create_group(str(k))
-                    text(g, "type", "flatten")
-                    k += 1
+            for k, l in enumerate(ir.nodes, start=1):
                 g = layers.create_group(str(k))
-                k += 1
+                if l.kind == "flatten":
+                    text(g, "type", "flatten")
+                    continue
                 if l.kind == "conv":  # netx flips the kernel and reorders it to Lava's (out, W, H, in)
                     text(g, "type", "conv")
                     g.create_dataset("shape", data=np.array(l.out_shape, dtype=np.int64))  # CHW
@@ -298,115 +295,128 @@ def read_netx(path: str) -> NetworkIR:
     import h5py
 
     from dpap_deploy.errors import DpapError, NetworkFileError, UnsupportedLayerError
-    from dpap_deploy.ir import ConvLayer, FCLayer, FixedPoint, LIFNeurons
 
     if not os.path.isfile(path):
         raise NetworkFileError(f"{path}: netx file does not exist")
-    where = "/"
+    where = ["/"]  # the group being read, for messages
     try:
         with h5py.File(path, "r") as f:
-            r = _NetxFile(path, f)
-            T = r.attr(f, "time_steps", "/", int, 1)
-            dt = r.attr(f, "dt_s", "/", float, 1e-3)
-            name = r.attr(f, "name", "/", str, os.path.splitext(os.path.basename(path))[0])
-            layers_g = r.group(f, "layer", "/")
-            keys = list(layers_g.keys())
-            if sorted(keys, key=lambda k: (len(k), k)) != [str(i) for i in range(len(keys))]:
-                r.fail("layer", f"groups {sorted(keys)[:8]} are not numbered 0..{len(keys) - 1}")
-            if len(keys) < 2:
-                r.fail("layer", f"has {len(keys)} group(s); expected an input group '0' and at least one layer")
-            where = "layer/0"
-            g0 = r.group(layers_g, "0", "layer")
-            if r.text(g0, "type", where) != "input":
-                r.fail(where, f"type is {r.text(g0, 'type', where)!r}; expected 'input'")
-            in_shape = tuple(int(v) for v in r.integers(g0, "shape", where, ndim=1))
-            if len(in_shape) not in (1, 3) or min(in_shape) < 1:
-                r.fail(f"{where}/shape", f"= {list(in_shape)}; expected [F] or [C, H, W] of positive sizes")
-            shape, layers, flattened = in_shape, [], False
-            for k in range(1, len(keys)):
-                where = f"layer/{k}"
-                g = r.group(layers_g, str(k), "layer")
-                kind = r.text(g, "type", where)
-                if kind == "flatten":
-                    if len(shape) != 3:
-                        r.fail(where, f"flatten after a layer of shape {list(shape)}; expected a [C, H, W] conv output")
-                    shape, flattened = (int(np.prod(shape)),), True
-                    continue
-                if kind not in ("dense", "conv"):
-                    r.fail(where, f"layer type {kind!r} is not supported; this reader takes input, dense, conv and "
-                           "flatten", UnsupportedLayerError)
-                extra = sorted(set(g.keys()) - (_DENSE_KEYS if kind == "dense" else _CONV_KEYS))
-                if extra:
-                    r.fail(where, f"key {extra[0]!r} of a {kind} layer is not supported (keys it takes: "
-                           f"{', '.join(sorted(_DENSE_KEYS if kind == 'dense' else _CONV_KEYS))})", UnsupportedLayerError)
-                n_layer = len(layers) + 1
-                lname = r.attr(g, "name", where, str, f"{'fc' if kind == 'dense' else 'conv'}{n_layer}")
-                out_shape = tuple(int(v) for v in r.integers(g, "shape", where, ndim=1))
-                if kind == "dense":
-                    w = r.integers(g, "weight", where, ndim=2)
-                    n_in = int(np.prod(shape))
-                    if w.shape[1] != n_in:
-                        r.fail(f"{where}/weight", f"has shape {w.shape}: takes {w.shape[1]} inputs but the layer "
-                               f"before gives {n_in}")
-                    if out_shape != (w.shape[0],):
-                        r.fail(f"{where}/shape", f"= {list(out_shape)}; the weight {w.shape} gives [{w.shape[0]}]")
-                else:
-                    w = r.integers(g, "weight", where, ndim=4)
-                    if len(shape) != 3 or w.shape[1] != shape[0]:
-                        r.fail(f"{where}/weight", f"has shape {w.shape}: takes {w.shape[1]} channels but the layer "
-                               f"before gives {list(shape)}")
-                    stride = r.scalar(g, "stride", where, 1)
-                    padding = r.scalar(g, "padding", where, 0)
-                    for key in ("dilation", "groups"):
-                        if r.scalar(g, key, where, 1) != 1:
-                            r.fail(f"{where}/{key}", f"= {r.scalar(g, key, where, 1)}; this reader takes 1 only",
-                                   UnsupportedLayerError)
-                    want = (w.shape[0], (shape[1] + 2 * padding - w.shape[2]) // stride + 1,
-                            (shape[2] + 2 * padding - w.shape[3]) // stride + 1)
-                    if min(want) < 1 or out_shape != want:
-                        r.fail(f"{where}/shape", f"= {list(out_shape)}; a {w.shape} kernel with stride {stride}, "
-                               f"padding {padding} on {list(shape)} gives {list(want)}")
-                if flattened and kind == "conv":
-                    r.fail(where, "conv layer after a flatten; expected conv layers first")
-                nw = where + "/neuron"
-                n = r.group(g, "neuron", where)
-                ntype = r.text(n, "type", nw)
-                if ntype != "CUBA":
-                    r.fail(nw, f"neuron type {ntype!r} is not supported; this reader takes CUBA", UnsupportedLayerError)
-                extra = sorted(set(n.keys()) - _NEURON_KEYS)
-                if extra:
-                    r.fail(nw, f"key {extra[0]!r} is not supported (keys it takes: {', '.join(sorted(_NEURON_KEYS))})",
-                           UnsupportedLayerError)
-                i_decay = r.scalar(n, "iDecay", nw, 1, 4096)
-                v_decay = r.scalar(n, "vDecay", nw, 1, 4096)
-                vth = r.scalar(n, "vThMant", nw, 1, 2**31 - 1)
-                for key, want_v in (("refDelay", 1), ("gradedSpike", 0)):
-                    if key in n and r.scalar(n, key, nw, 0) != want_v:
-                        r.fail(f"{nw}/{key}", f"= {r.scalar(n, key, nw, 0)}; our LIF has {key} {want_v} only",
-                               UnsupportedLayerError)
-                scale = r.attr(g, "scale", where, float, 1.0)
-                dense_shape = r.attr(g, "dense_shape", where, tuple, tuple(w.shape[:2]))
-                pool_fold = r.attr(g, "pool_fold", where, int, 1)
-                neurons = LIFNeurons(tau_syn_s=4096 * dt / i_decay, tau_mem_s=4096 * dt / v_decay, v_th=vth / scale)
-                fixed = FixedPoint(weight=w.astype(np.int32), weight_exp=0, du=i_decay - 1, dv=v_decay, vth=vth,
-                                   scale=scale)
-                w_float = w / (scale * v_decay / 4096)
-                if kind == "dense":
-                    layers.append(FCLayer(lname, w_float, w != 0, neurons, dense_shape, fixed=fixed,
-                                          pool_fold=pool_fold))
-                else:
-                    layers.append(ConvLayer(lname, w_float, np.any(w != 0, axis=(2, 3)), neurons, shape, dense_shape,
-                                            stride=stride, padding=padding, fixed=fixed, pool_fold=pool_fold))
-                shape = out_shape
-            if len({l.name for l in layers}) != len(layers):
-                r.fail("layer", f"layer names {[l.name for l in layers]} are not unique")
-            where = "/"
-            return NetworkIR(name=name, input_size=int(np.prod(in_shape)), time_steps=T, dt_s=dt, layers=layers,
-                             metadata={"read_from": path, "format": "netx"},
-                             input_shape=in_shape if layers[0].kind == "conv" else None)
+            return _read_netx_file(_NetxFile(path, f), f, path, where)
     except DpapError as exc:
         if isinstance(exc, (NetworkFileError, UnsupportedLayerError)):
             raise
-        raise NetworkFileError(f"{path}: {where}: {exc}") from None
+        raise NetworkFileError(f"{path}: {where[0]}: {exc}") from None
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:  # h5py on truncated/foreign files
-        raise NetworkFileError(f"{path}: {where}: not a readable netx HDF5 file ({type(exc).__name__}: {exc})") from None
+        raise NetworkFileError(f"{path}: {where[0]}: not a readable netx HDF5 file ({type(exc).__name__}: {exc})") from None
+
+
+def _read_netx_file(r: _NetxFile, f, path: str, where: list) -> NetworkIR:
+    """The network of an open netx file (see :func:`read_netx`); ``where[0]`` follows the group read."""
+    from dpap_deploy.errors import UnsupportedLayerError
+    from dpap_deploy.ir import Flatten
+
+    T = r.attr(f, "time_steps", "/", int, 1)
+    dt = r.attr(f, "dt_s", "/", float, 1e-3)
+    name = r.attr(f, "name", "/", str, os.path.splitext(os.path.basename(path))[0])
+    layers_g = r.group(f, "layer", "/")
+    keys = list(layers_g.keys())
+    if sorted(keys, key=lambda k: (len(k), k)) != [str(i) for i in range(len(keys))]:
+        r.fail("layer", f"groups {sorted(keys)[:8]} are not numbered 0..{len(keys) - 1}")
+    if len(keys) < 2:
+        r.fail("layer", f"has {len(keys)} group(s); expected an input group '0' and at least one layer")
+    where[0] = "layer/0"
+    g0 = r.group(layers_g, "0", "layer")
+    if r.text(g0, "type", where[0]) != "input":
+        r.fail(where[0], f"type is {r.text(g0, 'type', where[0])!r}; expected 'input'")
+    in_shape = tuple(int(v) for v in r.integers(g0, "shape", where[0], ndim=1))
+    if len(in_shape) not in (1, 3) or min(in_shape) < 1:
+        r.fail(f"{where[0]}/shape", f"= {list(in_shape)}; expected [F] or [C, H, W] of positive sizes")
+    shape, nodes, flattened = in_shape, [], False
+    for k in range(1, len(keys)):
+        where[0] = f"layer/{k}"
+        g = r.group(layers_g, str(k), "layer")
+        kind = r.text(g, "type", where[0])
+        if kind == "flatten":
+            if len(shape) != 3:
+                r.fail(where[0], f"flatten after a layer of shape {list(shape)}; expected a [C, H, W] map")
+            nodes.append(Flatten("flatten", shape))  # named after the layer it feeds, below
+            shape, flattened = (int(np.prod(shape)),), True
+            continue
+        if kind not in ("dense", "conv"):
+            r.fail(where[0], f"layer type {kind!r} is not supported; this reader takes input, dense, conv and "
+                   "flatten", UnsupportedLayerError)
+        if flattened and kind == "conv":
+            r.fail(where[0], "conv layer after a flatten; expected conv layers first")
+        node = _read_netx_layer(r, g, where[0], kind, shape, sum(n.kind != "flatten" for n in nodes) + 1, dt)
+        if nodes and nodes[-1].kind == "flatten":
+            nodes[-1] = Flatten(f"{node.name}_flatten", nodes[-1].in_shape)
+        nodes.append(node)
+        shape = node.out_shape if kind == "conv" else (node.n_out,)
+    names = [n.name for n in nodes if n.kind != "flatten"]
+    if len(set(names)) != len(names):
+        r.fail("layer", f"layer names {names} are not unique")
+    where[0] = "/"
+    return NetworkIR(name=name, input_size=int(np.prod(in_shape)), time_steps=T, dt_s=dt, nodes=nodes,
+                     metadata={"read_from": path, "format": "netx"},
+                     input_shape=in_shape if len(in_shape) == 3 else None)
+
+
+def _read_netx_layer(r: _NetxFile, g, where: str, kind: str, shape: tuple, n_layer: int, dt: float):
+    """One ``dense`` or ``conv`` group and its ``neuron`` group as an IR layer with its fixed point."""
+    from dpap_deploy.errors import UnsupportedLayerError
+    from dpap_deploy.ir import ConvLayer, FCLayer, FixedPoint, LIFNeurons
+
+    extra = sorted(set(g.keys()) - (_DENSE_KEYS if kind == "dense" else _CONV_KEYS))
+    if extra:
+        r.fail(where, f"key {extra[0]!r} of a {kind} layer is not supported (keys it takes: "
+               f"{', '.join(sorted(_DENSE_KEYS if kind == 'dense' else _CONV_KEYS))})", UnsupportedLayerError)
+    lname = r.attr(g, "name", where, str, f"{'fc' if kind == 'dense' else 'conv'}{n_layer}")
+    out_shape = tuple(int(v) for v in r.integers(g, "shape", where, ndim=1))
+    stride = padding = None
+    if kind == "dense":
+        w = r.integers(g, "weight", where, ndim=2)
+        n_in = int(np.prod(shape))
+        if w.shape[1] != n_in:
+            r.fail(f"{where}/weight", f"has shape {w.shape}: takes {w.shape[1]} inputs but the layer before gives {n_in}")
+        if out_shape != (w.shape[0],):
+            r.fail(f"{where}/shape", f"= {list(out_shape)}; the weight {w.shape} gives [{w.shape[0]}]")
+    else:
+        w = r.integers(g, "weight", where, ndim=4)
+        if len(shape) != 3 or w.shape[1] != shape[0]:
+            r.fail(f"{where}/weight", f"has shape {w.shape}: takes {w.shape[1]} channels but the layer before gives "
+                   f"{list(shape)}")
+        stride = r.scalar(g, "stride", where, 1)
+        padding = r.scalar(g, "padding", where, 0)
+        for key in ("dilation", "groups"):
+            if r.scalar(g, key, where, 1) != 1:
+                r.fail(f"{where}/{key}", f"= {r.scalar(g, key, where, 1)}; this reader takes 1 only", UnsupportedLayerError)
+        want = (w.shape[0], (shape[1] + 2 * padding - w.shape[2]) // stride + 1,
+                (shape[2] + 2 * padding - w.shape[3]) // stride + 1)
+        if min(want) < 1 or out_shape != want:
+            r.fail(f"{where}/shape", f"= {list(out_shape)}; a {w.shape} kernel with stride {stride}, padding "
+                   f"{padding} on {list(shape)} gives {list(want)}")
+    nw = where + "/neuron"
+    n = r.group(g, "neuron", where)
+    ntype = r.text(n, "type", nw)
+    if ntype != "CUBA":
+        r.fail(nw, f"neuron type {ntype!r} is not supported; this reader takes CUBA", UnsupportedLayerError)
+    extra = sorted(set(n.keys()) - _NEURON_KEYS)
+    if extra:
+        r.fail(nw, f"key {extra[0]!r} is not supported (keys it takes: {', '.join(sorted(_NEURON_KEYS))})",
+               UnsupportedLayerError)
+    i_decay = r.scalar(n, "iDecay", nw, 1, 4096)
+    v_decay = r.scalar(n, "vDecay", nw, 1, 4096)
+    vth = r.scalar(n, "vThMant", nw, 1, 2**31 - 1)
+    for key, want_v in (("refDelay", 1), ("gradedSpike", 0)):
+        if key in n and r.scalar(n, key, nw, 0) != want_v:
+            r.fail(f"{nw}/{key}", f"= {r.scalar(n, key, nw, 0)}; our LIF has {key} {want_v} only", UnsupportedLayerError)
+    scale = r.attr(g, "scale", where, float, 1.0)
+    dense_shape = r.attr(g, "dense_shape", where, tuple, tuple(w.shape[:2]))
+    pool_fold = r.attr(g, "pool_fold", where, int, 1)
+    neurons = LIFNeurons(tau_syn_s=4096 * dt / i_decay, tau_mem_s=4096 * dt / v_decay, v_th=vth / scale)
+    fixed = FixedPoint(weight=w.astype(np.int32), weight_exp=0, du=i_decay - 1, dv=v_decay, vth=vth, scale=scale)
+    w_float = w / (scale * v_decay / 4096)
+    if kind == "dense":
+        return FCLayer(lname, w_float, w != 0, neurons, dense_shape, fixed=fixed, pool_fold=pool_fold)
+    return ConvLayer(lname, w_float, np.any(w != 0, axis=(2, 3)), neurons, shape, dense_shape, stride=stride,
+                     padding=padding, fixed=fixed, pool_fold=pool_fold)

@@ -28,7 +28,8 @@ OPSET = 13
 
 def check_supported(ir: NetworkIR) -> None:
     """ONNX export takes ANN fully connected layers; spiking layers are rejected by name."""
-    check_layers(ir, "onnx", ("fc", "conv"), ("relu", "identity"), what="exports ANNs (fc/conv layers with relu/identity)",
+    check_layers(ir, "onnx", ("fc", "conv", "flatten", "avgpool"), ("relu", "identity"),
+                 what="exports ANNs (fc/conv layers with relu/identity, flatten, average pooling)",
                  hint=" (spiking networks go to loihi-sim, netx or nir)")
 
 
@@ -40,17 +41,20 @@ def to_onnx(ir: NetworkIR):
     check_supported(ir)
     nodes, inits = [], []
     x = "input"
-    for i, l in enumerate(ir.layers):
-        last = i == len(ir.layers) - 1
+    for l in ir.nodes:
+        if l.kind in ("flatten", "avgpool"):
+            out = f"{l.name}.out"
+            nodes.append(helper.make_node("Flatten", [x], [out], name=l.name, axis=1) if l.kind == "flatten" else
+                         helper.make_node("AveragePool", [x], [out], name=l.name, kernel_shape=[l.pool, l.pool],
+                                          strides=[l.pool, l.pool]))
+            x = out
+            continue
         if l.kind == "conv":
             inits.append(numpy_helper.from_array(l.masked_weight().astype(np.float32), name=f"{l.name}.weight"))
             p = int(l.padding)
             nodes.append(helper.make_node("Conv", [x, f"{l.name}.weight"], [f"{l.name}.out"], name=l.name,
                                           strides=[l.stride, l.stride], pads=[p, p, p, p], kernel_shape=list(l.kernel)))
         else:
-            if i > 0 and ir.layers[i - 1].kind == "conv":
-                nodes.append(helper.make_node("Flatten", [x], [f"{l.name}.flat"], name=f"{l.name}_flatten", axis=1))
-                x = f"{l.name}.flat"
             w = l.masked_weight().astype(np.float32).T.copy()  # (n_in, n_out)
             inits.append(numpy_helper.from_array(w, name=f"{l.name}.weight"))
             nodes.append(helper.make_node("MatMul", [x, f"{l.name}.weight"], [f"{l.name}.out"], name=l.name))
@@ -58,8 +62,7 @@ def to_onnx(ir: NetworkIR):
         if l.activation == "relu":
             nodes.append(helper.make_node("Relu", [x], [f"{l.name}.relu"], name=f"{l.name}_relu"))
             x = f"{l.name}.relu"
-        if last:
-            nodes.append(helper.make_node("Identity", [x], ["logits"], name="logits"))
+    nodes.append(helper.make_node("Identity", [x], ["logits"], name="logits"))
     in_dims = ["batch", *(ir.input_shape or [ir.input_size])]
     graph = helper.make_graph(
         nodes, ir.name,
@@ -93,13 +96,14 @@ def _reference_forward(ir: NetworkIR, x: np.ndarray) -> np.ndarray:
 
     z = torch.from_numpy(x.astype(np.float64))
     with torch.no_grad():
-        for i, l in enumerate(ir.layers):
+        for l in ir.nodes:
+            if l.kind in ("flatten", "avgpool"):
+                z = z.flatten(1) if l.kind == "flatten" else torch.nn.functional.avg_pool2d(z, l.pool)
+                continue
             w = torch.from_numpy(l.masked_weight().astype(np.float64))
             if l.kind == "conv":
                 z = torch.nn.functional.conv2d(z, w, stride=l.stride, padding=l.padding)
             else:
-                if z.dim() > 2:
-                    z = z.flatten(1)
                 z = z @ w.T
             if l.activation == "relu":
                 z = torch.relu(z)

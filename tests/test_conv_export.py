@@ -16,7 +16,7 @@ from dpap_deploy.export.quantize import quantize
 from dpap_deploy.ir import NetworkIR
 from dpap_deploy.mapping import conv_connectivity, map_network
 from dpap_deploy.hardware_profiles import load_profile
-from dpap_deploy.train.compact import cnn_to_ir, compact, fold_pool_into_conv
+from dpap_deploy.train.compact import to_ir, compact, fold_pool_into_conv
 from dpap_deploy.train.models import SpikingCNN
 
 
@@ -58,14 +58,14 @@ def test_lava_float_reproduces_norse_on_a_conv_snn(events):
     x = _frames(events)
     ours, records = m(torch.from_numpy(x))
     assert ours.sum() >= 20, "the test needs output spikes"
-    counts, info = lava_sim.run(cnn_to_ir(m, 6), x, precision="float")
+    counts, info = lava_sim.run(to_ir(m, 6), x, precision="float")
     np.testing.assert_array_equal(counts, ours.detach().numpy())
 
 
 @pytest.mark.parametrize("prune", [False, True])
 def test_lava_fixed_point_conv_equals_the_emulator(events, prune, tmp_path):
     m = _model(events, prune)
-    ir = quantize(cnn_to_ir(m, 6))
+    ir = quantize(to_ir(m, 6))
     if prune:  # conv1's channel 1 fed nothing any more: compaction removed it, and filter 5 of conv2
         assert ir.layers[0].out_shape[0] == 3 and ir.layers[1].out_shape[0] == 5
     x = _frames(events, 16)
@@ -84,7 +84,7 @@ def test_lava_fixed_point_conv_equals_the_emulator(events, prune, tmp_path):
 
 
 def test_conv_layers_map_unrolled(events):
-    ir = cnn_to_ir(_model(events), 6)
+    ir = to_ir(_model(events), 6)
     c1 = ir.layers[0]
     conn = conv_connectivity(c1)
     # 3x3 kernel, padding 1, 2 input channels, 20x20: interior outputs see 18 inputs, corners 8
@@ -94,18 +94,30 @@ def test_conv_layers_map_unrolled(events):
     assert m.fits and sum(c.neurons for c in m.cores) == ir.neurons
 
 
-def test_odd_pooled_maps_before_a_conv_are_rejected(events):
+def test_a_pooling_that_cannot_be_folded_stays_a_node_that_lava_refuses(events):
+    """A pooled map whose size is not a multiple of the factor feeds a convolution: folding would
+    read pixels the pooling drops, so the IR keeps an AvgPool node; Lava and the mapper refuse it
+    naming the node, while NIR and ONNX (which have a pooling) could export it."""
+    from dpap_deploy.export.lava_sim import check_supported
+    from dpap_deploy.hardware_profiles import load_profile
+    from dpap_deploy.mapping import map_network
+
     torch.manual_seed(0)
     m = SpikingCNN((2, 12, 12), (4, 4, 4), (8,), 10)  # 12 -> 6 -> 3: every pooled map a conv reads is even
     m_odd = SpikingCNN((2, 10, 10), (4, 4, 4), (8,), 10)  # 10 -> 5 -> conv3 would read avgpool of a 5x5 map
-    cnn_to_ir(m, 4)
-    with pytest.raises(UnsupportedLayerError, match='layer "conv3": its input .* pooled by 2 with a remainder'):
-        cnn_to_ir(m_odd, 4)
+    assert [n.kind for n in to_ir(m, 4).nodes] == ["conv", "conv", "conv", "flatten", "fc", "fc"]
+    odd = to_ir(m_odd, 4)
+    assert [(n.kind, tuple(n.in_shape)) for n in odd.nodes[:4]] == [
+        ("conv", (2, 10, 10)), ("conv", (4, 10, 10)), ("avgpool", (4, 5, 5)), ("conv", (4, 2, 2))]
+    with pytest.raises(UnsupportedLayerError, match=r"unsupported: pool1 \(avgpool\)"):
+        check_supported(odd)
+    with pytest.raises(UnsupportedLayerError, match=r"the mapper .* unsupported: pool1 \(avgpool\)"):
+        map_network(odd, load_profile("loihi2"))
 
 
 def test_synapse_counts_are_the_models_not_the_folded_copies(events):
     m = _model(events, prune=True)
-    ir = cnn_to_ir(m, 6)
+    ir = to_ir(m, 6)
     # a folded pooling repeats every weight p*p times in the exported layer; counted once
     for layer, w, mask in zip(ir.layers, m.layers, m.masks):
         assert layer.synapses == int(torch.count_nonzero(w.weight * mask)), layer.name
@@ -137,7 +149,7 @@ def test_timestep_masks_of_conv_channels_are_gated_in_lava(events):
     for l, pairs in silenced.items():
         for t, u in pairs:
             assert float(rec[l][1][t, :, u].sum()) == 0.0
-    ir = cnn_to_ir(m, T)
+    ir = to_ir(m, T)
     assert ir.time_steps == T and ir.silenced_inside_window()
     counts, _ = lava_sim.run(ir, x, precision="float")
     np.testing.assert_array_equal(counts, out.detach().numpy())

@@ -54,11 +54,11 @@ def test_netx_rejects_what_it_cannot_express_and_bad_files(tmp_path):
 def test_conv_snn_netx_file_runs_with_loihi_sim_spikes(tmp_path):
     from dpap_deploy.events import load_event_digits
     from dpap_deploy.export.quantize import quantize
-    from dpap_deploy.train.compact import cnn_to_ir
+    from dpap_deploy.train.compact import to_ir
     from test_conv_export import _frames, _model
 
     ev = load_event_digits(time_steps=6, limit=100)
-    ir = cnn_to_ir(_model(ev, prune=True), 6)
+    ir = to_ir(_model(ev, prune=True), 6)
     x = _frames(ev, 16)
     res = get_target("netx")(ir, str(tmp_path), spikes=x)
     q = quantize(ir, min_vth=1)  # what the netx target writes: weight_exp 0 everywhere

@@ -62,7 +62,7 @@ def test_truncated_or_foreign_files_are_named(tmp_path):
     path.write_bytes(data[: len(data) // 3])
     with pytest.raises(IRError, match="network.nir: not a readable NIR graph"):
         read_checked(str(path), ir)
-    other = replace(ir, layers=[replace(ir.layers[0], weight=ir.layers[0].weight * 2)] + ir.layers[1:])
+    other = ir.with_layers([replace(ir.layers[0], weight=ir.layers[0].weight * 2)] + ir.layers[1:])
     get_target("nir")(ir, str(tmp_path))
     with pytest.raises(IRError, match="node 'fc1' weight differs"):
         read_checked(str(path), other)
@@ -70,24 +70,24 @@ def test_truncated_or_foreign_files_are_named(tmp_path):
 
 def test_unsupported_layers_are_rejected_by_name():
     ir = to_ir(_pruned_model(), 8)
-    ann = replace(ir, layers=[replace(ir.layers[0], neurons=None, activation="relu")] + ir.layers[1:])
+    ann = ir.with_layers([replace(ir.layers[0], neurons=None, activation="relu")] + ir.layers[1:])
     with pytest.raises(UnsupportedLayerError, match=r"target nir supports .*unsupported: fc1 \(fc, relu\)"):
         to_nir(ann)
 
 
 def test_conv_snn_to_nir_and_back_through_norse(tmp_path):
     from dpap_deploy.events import load_event_digits
-    from dpap_deploy.train.compact import cnn_to_ir
+    from dpap_deploy.train.compact import to_ir
     from test_conv_export import _frames, _model
 
     ev = load_event_digits(time_steps=6, limit=100)
     model = _model(ev, prune=True)
     x = _frames(ev, 16)
-    res = get_target("nir")(cnn_to_ir(model, 6), str(tmp_path), spikes=x)
+    res = get_target("nir")(to_ir(model, 6), str(tmp_path), spikes=x)
     ours, _ = model(torch.from_numpy(x))
     assert ours.sum() >= 10
     np.testing.assert_array_equal(res.counts, ours.detach().numpy().astype(np.int64))
-    g = read_checked(str(tmp_path / "network.nir"), cnn_to_ir(model, 6))
+    g = read_checked(str(tmp_path / "network.nir"), to_ir(model, 6))
     assert type(g.nodes["conv2"]).__name__ == "Conv2d" and np.all(np.asarray(g.nodes["conv2"].stride) == 2)
     assert type(g.nodes["fc1_flatten"]).__name__ == "Flatten"
     assert g.nodes["conv1_lif"].tau_mem.shape == (3, 20, 20)  # per neuron of the compacted conv population

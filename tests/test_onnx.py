@@ -7,7 +7,7 @@ import torch
 from dpap_deploy.errors import IRError, UnsupportedLayerError
 from dpap_deploy.export import get_target
 from dpap_deploy.export.onnx_export import run_onnx, to_onnx
-from dpap_deploy.train.compact import ann_to_ir, to_ir
+from dpap_deploy.train.compact import to_ir
 from dpap_deploy.train.dpap import PRESETS
 from dpap_deploy.train.loop import TrainConfig, train
 from dpap_deploy.train.models import ANNMLP, SpikingMLP
@@ -28,7 +28,7 @@ def pruned_ann(digits):
 def test_onnx_of_a_pruned_ann_matches_torch_on_the_test_split(pruned_ann, digits, tmp_path):
     model = pruned_ann
     assert model.widths()[0] < 64, "DPAP should have removed some neurons"
-    ir = ann_to_ir(model)
+    ir = to_ir(model)
     res = get_target("onnx")(ir, str(tmp_path), spikes=digits.x_test)
     with torch.no_grad():
         logits, _ = model(torch.from_numpy(digits.x_test))
@@ -53,7 +53,7 @@ def test_onnx_rejects_spiking_networks_and_bad_files(tmp_path):
 
 
 def test_onnx_of_a_channel_pruned_ann_cnn(tmp_path, digits):
-    from dpap_deploy.train.compact import cnn_to_ir, compact
+    from dpap_deploy.train.compact import to_ir, compact
     from dpap_deploy.train.models import ANNCNN
 
     torch.manual_seed(0)
@@ -65,7 +65,7 @@ def test_onnx_of_a_channel_pruned_ann_cnn(tmp_path, digits):
     small, _ = compact(m)
     assert small.widths()[:2] == [3, 5]
     x = digits.x_test.reshape(-1, 1, 8, 8)
-    res = get_target("onnx")(cnn_to_ir(small), str(tmp_path), spikes=x)
+    res = get_target("onnx")(to_ir(small), str(tmp_path), spikes=x)
     with torch.no_grad():
         ref, _ = m(torch.from_numpy(x))  # the uncompacted, masked model
     assert np.abs(res.counts - ref.numpy()).max() < 1e-5

@@ -13,7 +13,7 @@ from dpap_deploy.export.emulator import emulate
 from dpap_deploy.export.netx import read_netx, write_netx
 from dpap_deploy.export.nir_export import read_nir, to_nir
 from dpap_deploy.export.quantize import quantize
-from dpap_deploy.train.compact import cnn_to_ir, compact, to_ir
+from dpap_deploy.train.compact import compact, to_ir
 from dpap_deploy.train.models import SpikingCNN
 from test_nir import _pruned_model
 
@@ -39,7 +39,7 @@ def cnn_ir():
         m.masks[1][:, 1] = False
         m.masks[1][5] = False
         m.apply_masks()
-    return cnn_to_ir(compact(m)[0], 6)
+    return to_ir(compact(m)[0], 6)
 
 
 def _same_structure(a, b):

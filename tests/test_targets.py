@@ -22,7 +22,7 @@ def _tiny_ann():
 
     ir = _tiny()
     layers = [replace(l, neurons=None, activation=a) for l, a in zip(ir.layers, ("relu", "identity"))]
-    return replace(ir, layers=layers, time_steps=1, readout="logits")
+    return replace(ir.with_layers(layers), time_steps=1, readout="logits")
 
 
 @pytest.mark.parametrize("name", targets())

@@ -15,8 +15,8 @@ from typing import List, Sequence, Tuple
 import numpy as np
 import torch
 
-from dpap_deploy.ir import FCLayer, LIFNeurons, NetworkIR
-from dpap_deploy.train.models import MaskedNet, SpikingMLP
+from dpap_deploy.ir import AvgPool, ConvLayer, FCLayer, Flatten, LIFNeurons, NetworkIR
+from dpap_deploy.train.models import MaskedNet
 
 
 def surviving_units(connectivity: Sequence[np.ndarray]) -> List[np.ndarray]:
@@ -85,74 +85,18 @@ def compact(model: MaskedNet) -> Tuple[MaskedNet, List[np.ndarray]]:
     return small, kept
 
 
-def to_ir(model: SpikingMLP, time_steps: int, name: str = "snn", metadata: dict | None = None) -> NetworkIR:
-    """The IR of a (compacted) :class:`SpikingMLP`; float weights, no fixed point yet.
-
-    Args:
-        model: the network; ``model.dense_widths`` (kept by :func:`compact`) gives the unpruned shapes.
-        time_steps: ``T`` per sample.
-    """
-    if not isinstance(model, SpikingMLP):
-        raise TypeError(f"to_ir supports SpikingMLP, got {type(model).__name__}")
-    lif = model.lif
-    neurons = LIFNeurons(tau_syn_s=1.0 / lif.tau_syn_inv, tau_mem_s=1.0 / lif.tau_mem_inv, v_th=lif.v_th)
-    dense = [model.sizes[0], *model.dense_widths]
-    layers = []
-    for l, (fc, m, nm) in enumerate(zip(model.layers, model.masks, model.layer_names())):
-        w = (fc.weight * m).detach().cpu().numpy()
-        layers.append(FCLayer(nm, w, m.cpu().numpy(), neurons, dense_shape=(dense[l + 1], dense[l]),
-                              time_mask=_time_mask(model, l)))
-    return NetworkIR(name=name, input_size=model.sizes[0], time_steps=model.active_steps(time_steps),
-                     dt_s=float(lif.dt), layers=layers, metadata=_window(model, time_steps, metadata))
-
-
-def _time_mask(model, l: int):
-    tm = model.time_mask(l)
-    return None if tm is None else tm.cpu().numpy().copy()
-
-
-def _window(model, time_steps: int, metadata: dict | None) -> dict:
-    """Metadata, plus the trained window when timestep pruning shortened it."""
-    meta = dict(metadata or {})
-    if model.active_steps(time_steps) < time_steps:
-        meta["time_steps_trained"] = int(time_steps)
-    return meta
-
-
-def ann_to_ir(model, name: str = "ann", metadata: dict | None = None) -> NetworkIR:
-    """The IR of a (compacted) :class:`~dpap_deploy.train.models.ANNMLP`: ReLU hidden layers,
-    identity (logits) output, ``time_steps = 1``, readout ``"logits"``.
-
-    Raises:
-        TypeError: not an ANNMLP (conv ANNs are not in the IR yet).
-    """
-    from dpap_deploy.train.models import ANNMLP
-
-    if not isinstance(model, ANNMLP):
-        raise TypeError(f"ann_to_ir supports ANNMLP, got {type(model).__name__}")
-    dense = [model.sizes[0], *model.dense_widths]
-    layers = []
-    n = len(model.layers)
-    for l, (fc, m, nm) in enumerate(zip(model.layers, model.masks, model.layer_names())):
-        w = (fc.weight * m).detach().cpu().numpy()
-        layers.append(FCLayer(nm, w, m.cpu().numpy(), None, dense_shape=(dense[l + 1], dense[l]),
-                              activation="relu" if l < n - 1 else "identity"))
-    return NetworkIR(name=name, input_size=model.sizes[0], time_steps=1, dt_s=0.0, layers=layers,
-                     readout="logits", metadata=dict(metadata or {}))
-
-
-def fold_pool_into_conv(weight: np.ndarray, pool: int, padding: int) -> Tuple[np.ndarray, int, int]:
+def fold_pool_into_conv(weight: np.ndarray, pool: int, padding: int, stride: int = 1) -> Tuple[np.ndarray, int, int]:
     """A convolution on the ``pool``-average-pooled input as one convolution on the unpooled input.
 
-    ``conv(avgpool_p(z), K, pad)`` equals ``conv(z, K', stride=p, pad=p*pad)`` with the kernel
-    ``K'[o, i, a*p + u, b*p + v] = K[o, i, a, b] / p**2`` (``u, v < p``), when the pooled input's
-    height and width are ``H // p`` exactly (checked by the caller: ``H % p == 0``).
+    ``conv(avgpool_p(z), K, stride=s, pad)`` equals ``conv(z, K', stride=s*p, pad=p*pad)`` with the
+    kernel ``K'[o, i, a*p + u, b*p + v] = K[o, i, a, b] / p**2`` (``u, v < p``), when the pooled
+    input's height and width are ``H / p`` exactly (checked by the caller: ``H % p == 0``).
 
     Returns:
         ``(K', stride, padding)``.
     """
     k_out = np.repeat(np.repeat(weight, pool, axis=2), pool, axis=3) / float(pool * pool)
-    return k_out, pool, padding * pool
+    return k_out, stride * pool, padding * pool
 
 
 def fold_pool_into_fc(weight: np.ndarray, mask: np.ndarray, in_shape: Tuple[int, int, int], pool: int):
@@ -175,72 +119,133 @@ def fold_pool_into_fc(weight: np.ndarray, mask: np.ndarray, in_shape: Tuple[int,
     return big_w.reshape(n, -1), big_m.reshape(n, -1)
 
 
-def cnn_to_ir(model, time_steps: int = 1, name: str = "cnn", metadata: dict | None = None) -> NetworkIR:
-    """The IR of a (compacted) :class:`~dpap_deploy.train.models.SpikingCNN` (LIF layers) or
-    :class:`~dpap_deploy.train.models.ANNCNN` (ReLU layers, logits out; ``time_steps`` ignored),
-    input ``(C, H, W)``.
+def _window(model, time_steps: int, metadata: dict | None) -> dict:
+    """Metadata, plus the trained window when timestep pruning shortened it."""
+    meta = dict(metadata or {})
+    if model.active_steps(time_steps) < time_steps:
+        meta["time_steps_trained"] = int(time_steps)
+    return meta
 
-    Every ``AvgPool2d`` of the model is folded into the weights of the layer after it
-    (:func:`fold_pool_into_conv`, :func:`fold_pool_into_fc`): pooling is linear, so the IR
-    computes exactly what the model does, with only convolutions and fully connected layers
-    (what Lava's ``Conv`` and ``Sparse`` synapses provide).
+
+def _neurons(model, l: int):
+    """``(activation, LIFNeurons or None)`` of weight layer ``l``."""
+    d = model.neuron_def(l)
+    if d is None:
+        return "identity", None
+    if d.kind == "relu":
+        return "relu", None
+    c = d.lif
+    return "lif", LIFNeurons(tau_syn_s=1.0 / c.tau_syn_inv, tau_mem_s=1.0 / c.tau_mem_inv, v_th=c.v_th,
+                             v_leak=c.v_leak, v_reset=c.v_reset)
+
+
+def _dt(model) -> float:
+    """The one time step of a spiking model (every population must share it)."""
+    from dpap_deploy.errors import UnsupportedLayerError
+
+    dts = {float(model.neuron_def(l).lif.dt) for l in range(len(model.layers))}
+    if len(dts) > 1:
+        raise UnsupportedLayerError(f"populations of {model.family} use different time steps dt {sorted(dts)} s; "
+                                    "the IR (and Lava) run one dt")
+    return dts.pop()
+
+
+class _IRBuilder:
+    """Walks a :class:`~dpap_deploy.train.models.SequentialNet`'s steps into IR nodes, folding each
+    average pooling into the weights of the layer after it where that is exact."""
+
+    def __init__(self, model):
+        self.model = model
+        self.specs = model.specs()
+        self.dense = model.dense_widths
+        self.nodes = []
+        self.shape = tuple(model.in_shape)       # what the next node receives
+        self.pool = None                          # (factor, unpooled shape) waiting to be folded
+        self.flatten_from = None                  # the (C, H, W) a pending flatten takes
+
+    def step(self, step: tuple) -> None:
+        if step[0] == "pool":
+            if self.pool is not None:  # two poolings in a row: the first stays a node
+                self._emit_pool()
+            self.pool = (step[1], self.shape)
+            c, h, w = self.shape
+            self.shape = (c, h // step[1], w // step[1])
+        elif step[0] == "flatten":
+            self.flatten_from = self.pool[1] if self.pool else self.shape
+            self.shape = (int(np.prod(self.shape)),)
+        else:
+            self._weight(step[1])
+
+    def _emit_pool(self) -> None:
+        """Keep a pending pooling as an :class:`AvgPool` node (it could not be folded)."""
+        p, unpooled = self.pool
+        self.nodes.append(AvgPool(f"pool{sum(n.kind == 'avgpool' for n in self.nodes) + 1}", unpooled, p))
+        self.pool = None
+
+    def _weight(self, l: int) -> None:
+        m, spec = self.model, self.specs[l]
+        layer, mask = m.layers[l], m.masks[l]
+        w = (layer.weight * mask).detach().cpu().numpy().astype(np.float64)
+        mk = mask.cpu().numpy()
+        act, neurons = _neurons(m, l)
+        tmask = None
+        if m.time_mask(l) is not None:
+            tmask = m.time_mask(l).cpu().numpy().copy()
+        n_in_dense = (self.dense[l - 1] if l else spec.n_in) * spec.in_block
+        common = dict(neurons=neurons, activation=act, time_mask=tmask)
+        if spec.kind == "conv":
+            d = m._weight_def(l)
+            stride, pad, fold = d.stride, d.padding, 1
+            if self.pool is not None:
+                p, unpooled = self.pool
+                if unpooled[1] % p or unpooled[2] % p:  # the fold would read pixels the pooling drops
+                    self._emit_pool()
+                else:
+                    w, stride, pad = fold_pool_into_conv(w, p, pad, stride)
+                    self.shape, fold, self.pool = unpooled, p, None
+            node = ConvLayer(spec.name, w, mk.any(axis=(2, 3)), in_shape=self.shape, dense_shape=(self.dense[l], n_in_dense),
+                             stride=stride, padding=pad, pool_fold=fold, **common)
+            self.nodes.append(node)
+            self.shape = node.out_shape
+            return
+        fold = 1
+        if self.flatten_from is not None:
+            if self.pool is not None:  # flatten(avgpool(z)): fold the pooling into this layer's weights
+                p, unpooled = self.pool
+                w, mk = fold_pool_into_fc(w, mk, unpooled, p)
+                fold, self.pool = p, None
+            self.nodes.append(Flatten(f"{spec.name}_flatten", self.flatten_from))
+            self.flatten_from = None
+        self.nodes.append(FCLayer(spec.name, w, mk, dense_shape=(self.dense[l], n_in_dense), pool_fold=fold, **common))
+        self.shape = (spec.n_out,)
+
+
+def to_ir(model: MaskedNet, time_steps: int = 1, name: str = "snn", metadata: dict | None = None) -> NetworkIR:
+    """The IR of a (compacted) network of any family: float weights, no fixed point yet.
+
+    Weight layers become :class:`~dpap_deploy.ir.FCLayer` / :class:`~dpap_deploy.ir.ConvLayer`
+    (LIF populations, or ReLU / identity units for ANNs, whose IR has ``T = 1`` and readout
+    ``"logits"``); a flatten becomes a :class:`~dpap_deploy.ir.Flatten` node. Every average
+    pooling is folded into the weights of the layer after it (:func:`fold_pool_into_conv`,
+    :func:`fold_pool_into_fc`): pooling is linear, so the IR computes exactly what the model
+    does with only the synapses Lava's ``Conv`` and ``Sparse`` provide. A pooling that feeds a
+    convolution from a map whose size is not a multiple of the factor cannot be folded and stays
+    an :class:`~dpap_deploy.ir.AvgPool` node.
+
+    Args:
+        model: the network; ``model.dense_widths`` (kept by :func:`compact`) gives the unpruned shapes.
+        time_steps: ``T`` per sample (SNNs; timestep pruning may shorten it).
 
     Raises:
-        UnsupportedLayerError: a pooled feature map whose size is not a multiple of the pool
-            factor feeds a convolution (the fold would read pixels the pooling drops).
+        UnsupportedLayerError: populations with different time steps.
     """
-    from dpap_deploy.errors import UnsupportedLayerError
-    from dpap_deploy.ir import ConvLayer
-    from dpap_deploy.train.models import ANNCNN, SpikingCNN
-
-    if not isinstance(model, (SpikingCNN, ANNCNN)):
-        raise TypeError(f"cnn_to_ir supports SpikingCNN and ANNCNN, got {type(model).__name__}")
-    spiking = isinstance(model, SpikingCNN)
-    if spiking:
-        lif = model.lif
-        neurons = LIFNeurons(tau_syn_s=1.0 / lif.tau_syn_inv, tau_mem_s=1.0 / lif.tau_mem_inv, v_th=lif.v_th)
-    else:
-        neurons = None
-    n_layers = len(model.layers)
-
-    def act(l):  # ANN: ReLU on hidden layers, logits out
-        return "lif" if spiking else ("relu" if l < n_layers - 1 else "identity")
-    names = model.layer_names()
-    dense = model.dense_widths
-    p, k = model.pool, model.kernel
-    layers = []
-    shape = model.in_shape  # (C, H, W) the next layer receives, before any pooling
-    pooled_in = False
-    c_prev_dense = model.in_shape[0]
-    for l, (layer, m) in enumerate(zip(model.layers, model.masks)):
-        w = (layer.weight * m).detach().cpu().numpy().astype(np.float64)
-        mk = m.cpu().numpy()
-        if l < model.n_conv:
-            ch_mask = mk.any(axis=(2, 3))
-            stride, pad = 1, k // 2
-            if pooled_in:
-                if shape[1] % p or shape[2] % p:
-                    raise UnsupportedLayerError(
-                        f'layer "{names[l]}": its input {shape} is pooled by {p} with a remainder; the pooling '
-                        "cannot be folded into the convolution")
-                w, stride, pad = fold_pool_into_conv(w, p, pad)
-            conv = ConvLayer(names[l], w, ch_mask, neurons, in_shape=shape, dense_shape=(dense[l], c_prev_dense),
-                             stride=stride, padding=pad, activation=act(l), pool_fold=p if pooled_in else 1,
-                             time_mask=_time_mask(model, l) if spiking else None)
-            layers.append(conv)
-            shape, pooled_in, c_prev_dense = conv.out_shape, True, dense[l]
-        else:
-            fold = 1
-            if l == model.n_conv:  # flatten(avgpool(conv output))
-                w, mk = fold_pool_into_fc(w, mk, shape, p)
-                n_in_dense = c_prev_dense * (shape[1] // p) * (shape[2] // p)
-                fold = p
-            else:
-                n_in_dense = dense[l - 1]
-            layers.append(FCLayer(names[l], w, mk, neurons, dense_shape=(dense[l], n_in_dense), activation=act(l),
-                                  pool_fold=fold, time_mask=_time_mask(model, l) if spiking else None))
+    b = _IRBuilder(model)
+    for step in model.steps():
+        b.step(step)
+    spiking = model.spiking
+    meta = _window(model, time_steps, metadata) if spiking else dict(metadata or {})
     return NetworkIR(name=name, input_size=int(np.prod(model.in_shape)),
                      time_steps=model.active_steps(time_steps) if spiking else 1,
-                     dt_s=float(model.lif.dt) if spiking else 0.0, layers=layers,
-                     metadata=_window(model, time_steps, metadata) if spiking else dict(metadata or {}),
-                     input_shape=tuple(model.in_shape), readout="spike_count" if spiking else "logits")
+                     dt_s=_dt(model) if spiking else 0.0, nodes=b.nodes, readout="spike_count" if spiking else "logits",
+                     metadata=meta, input_shape=tuple(model.in_shape) if len(model.in_shape) == 3 else None,
+                     input_encoding="current" if model.input_current else "spikes")

@@ -1,33 +1,48 @@
-"""Networks that DPAP prunes: Norse SNNs (MLP, CNN) and plain PyTorch ANNs (MLP, CNN).
+"""Networks that DPAP prunes: one generic chain, :class:`SequentialNet`, for every family.
 
-Every model is a :class:`MaskedNet`: a chain of weight layers (``torch.nn.Linear`` or
-``torch.nn.Conv2d``, no bias, so a neuron or channel that lost its dendrite is silent),
-each with a boolean mask of the weight's shape. The forward pass uses ``weight * mask``,
-so a pruned synapse is exactly zero. ``forward`` returns the class scores and, per weight
-layer, ``(pre, post)``: the layer's input and its neurons' output, time first
-``(T, B, ...)`` (ANNs: ``T = 1``), which is what DPAP's scores read.
+A network is a sequence of :class:`LayerDef`: weight layers (``linear``, ``conv``: no bias, so
+a neuron or channel that lost its dendrite is silent), each followed by its neurons (``lif``:
+Norse's current-based LIF, ``norse.torch.LIFCell``; ``relu`` for ANNs; nothing after an ANN's
+last layer, whose outputs are the logits), with ``avgpool`` and ``flatten`` between them. The
+built-in families (:class:`SpikingMLP`, :class:`SpikingCNN`, :class:`ANNMLP`, :class:`ANNCNN`)
+and a user's own Norse ``SequentialState`` (``train/user_model.py``) are all such chains, so
+DPAP, compaction (``train/compact.py``) and the conversion to the IR read one structure.
 
-SNNs use current-based LIF neurons (``norse.torch.LIFCell``); the output population
-spikes as well and the class score is its spike count over ``T`` (the readout Lava
-uses). Input: ``(T, B, F)`` for the MLP, ``(T, B, C, H, W)`` for the CNN (as in Norse).
-Neuron parameters are kept here in SI units and saved by ``config()``, because Norse
-does not register them in ``state_dict()`` (``shared/specs/deployment.md`` sec. 4b).
+Each weight layer has a boolean mask of its weight's shape; the forward pass uses
+``weight * mask``, so a pruned synapse is exactly zero. ``forward`` returns the class scores and,
+per weight layer, ``(pre, post)``: the layer's input and its neurons' output, time first
+``(T, B, ...)`` (ANNs: ``T = 1``), which is what DPAP's scores read. SNN input is
+``(T, B, F)`` or ``(T, B, C, H, W)`` (time first, as in Norse); the class score is the output
+population's spike count over ``T`` (the readout Lava uses).
+
+With ``input_current=True`` (the *current* encoding of static data, ``docs/data.md``) the first
+weight layer receives the analog sample itself at every step and its neurons integrate that
+input current directly into the membrane (Norse's ``lif_current_encoder`` dynamics: no synaptic
+current), which Lava realises as the population's bias (``bias_mant``).
+
+Neuron parameters are kept in :class:`LIFConfig` (SI units) and saved by ``config()``, because
+Norse does not register them in ``state_dict()``.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
+from dpap_deploy.errors import ModelError
+
 Record = Tuple[torch.Tensor, torch.Tensor]
+WEIGHT_KINDS = ("linear", "conv")
+NEURON_KINDS = ("lif", "relu")
+SHAPE_KINDS = ("avgpool", "flatten")
 
 
 @dataclass(frozen=True)
 class LIFConfig:
-    """Current-based LIF parameters shared by every population (Norse ``LIFParameters``).
+    """Current-based LIF parameters of a population (Norse ``LIFParameters``).
 
     Attributes:
         tau_syn_inv: inverse synaptic time constant, 1/s (Norse default 200).
@@ -36,6 +51,8 @@ class LIFConfig:
         dt: simulation time step, s.
         surrogate: Norse surrogate-gradient method. Norse 1.1.0's ``"super"``
             (SuperSpike) ignores ``alpha``; its gradient is ``1 / (|v - v_th| + 1)^2``.
+        v_leak, v_reset: leak and reset potentials (Lava's LIF needs both 0).
+        alpha: surrogate-gradient sharpness (Norse default 100).
     """
 
     tau_syn_inv: float = 200.0
@@ -43,6 +60,85 @@ class LIFConfig:
     v_th: float = 1.0
     dt: float = 1e-3
     surrogate: str = "super"
+    v_leak: float = 0.0
+    v_reset: float = 0.0
+    alpha: float = 100.0
+
+    def parameters(self):
+        """Norse ``LIFParameters`` of this configuration."""
+        import norse.torch as norse
+
+        return norse.LIFParameters(tau_syn_inv=torch.as_tensor(self.tau_syn_inv),
+                                   tau_mem_inv=torch.as_tensor(self.tau_mem_inv), v_th=torch.as_tensor(self.v_th),
+                                   v_leak=torch.as_tensor(self.v_leak), v_reset=torch.as_tensor(self.v_reset),
+                                   method=self.surrogate, alpha=torch.as_tensor(self.alpha))
+
+
+@dataclass(frozen=True)
+class LayerDef:
+    """One element of a :class:`SequentialNet`.
+
+    Attributes:
+        kind: ``linear``, ``conv`` (weight layers), ``lif``, ``relu`` (neurons), ``avgpool``, ``flatten``.
+        n: output features (``linear``) or channels (``conv``).
+        kernel, stride, padding: of a ``conv`` (pixels; square stride and symmetric zero padding).
+        pool: ``avgpool`` factor (kernel = stride, no padding).
+        lif: ``lif`` neuron parameters.
+    """
+
+    kind: str
+    n: int = 0
+    kernel: Tuple[int, int] = (0, 0)
+    stride: int = 1
+    padding: int = 0
+    pool: int = 0
+    lif: Optional[LIFConfig] = None
+
+    def to_dict(self) -> dict:
+        d = {"kind": self.kind}
+        if self.kind in WEIGHT_KINDS:
+            d["n"] = self.n
+        if self.kind == "conv":
+            d.update(kernel=list(self.kernel), stride=self.stride, padding=self.padding)
+        if self.kind == "avgpool":
+            d["pool"] = self.pool
+        if self.kind == "lif":
+            d["lif"] = asdict(self.lif)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LayerDef":
+        d = dict(d)
+        if "kernel" in d:
+            d["kernel"] = tuple(int(k) for k in d["kernel"])
+        if d.get("lif") is not None:
+            d["lif"] = LIFConfig(**d["lif"])
+        return cls(**d)
+
+
+def linear_def(n: int) -> LayerDef:
+    return LayerDef("linear", n=int(n))
+
+
+def conv_def(n: int, kernel: int = 3, stride: int = 1, padding: Optional[int] = None) -> LayerDef:
+    return LayerDef("conv", n=int(n), kernel=(int(kernel), int(kernel)), stride=int(stride),
+                    padding=int(kernel) // 2 if padding is None else int(padding))
+
+
+def lif_def(cfg: LIFConfig = LIFConfig()) -> LayerDef:
+    return LayerDef("lif", lif=cfg)
+
+
+def relu_def() -> LayerDef:
+    return LayerDef("relu")
+
+
+def avgpool_def(p: int) -> LayerDef:
+    return LayerDef("avgpool", pool=int(p))
+
+
+def flatten_def() -> LayerDef:
+    return LayerDef("flatten")
 
 
 @dataclass(frozen=True)
@@ -53,8 +149,9 @@ class LayerSpec:
         name: ``conv1``, ``fc1`` ...
         kind: ``"fc"`` or ``"conv"``.
         n_out: neurons (fc) or output channels (conv).
-        n_in: input units: features, or channels (conv, and an fc layer after a flatten).
-        in_block: input features per input unit: ``H*W`` for the fc layer after a flatten, else 1.
+        n_in: input units: features, or channels (conv, and an fc layer after a flatten of a conv map).
+        in_block: input features per input unit: ``H*W`` for the fc layer after a flatten of a
+            conv map, else 1.
     """
 
     name: str
@@ -64,18 +161,237 @@ class LayerSpec:
     in_block: int = 1
 
 
-class MaskedNet(nn.Module):
-    """Base of every prunable model: ``self.layers`` (weight layers) and their masks."""
+@dataclass
+class _Plan:
+    """What :class:`SequentialNet` derives from its definitions (see :func:`plan`)."""
 
+    steps: List[tuple] = field(default_factory=list)   # ("flatten",), ("pool", p), ("weight", i)
+    specs: List[LayerSpec] = field(default_factory=list)
+    in_shapes: List[tuple] = field(default_factory=list)   # per weight layer, its input shape
+    neurons: List[Optional[LayerDef]] = field(default_factory=list)   # per weight layer: lif, relu or None
     spiking: bool = True
 
-    def _init_masks(self, init_gain: float = 1.0) -> None:
+
+def _where(i: int, d: LayerDef) -> str:
+    return f"layer {i} ({d.kind})"
+
+
+def plan(in_shape: Sequence[int], defs: Sequence[LayerDef]) -> _Plan:
+    """Check a chain of definitions and derive its shapes, steps and layer specs.
+
+    The chain is ``(avgpool|flatten)*`` then, per weight layer, ``linear|conv``, its neurons
+    (``lif`` or ``relu``; an ANN's last layer may have none), then ``(avgpool|flatten)*``; the last
+    element is the output population (SNN) or the last weight layer (ANN logits).
+
+    Raises:
+        ModelError: an element in the wrong place or of the wrong shape (names it and why).
+    """
+    p = _Plan()
+    shape = tuple(int(s) for s in in_shape)
+    units, block = int(np.prod(shape)), 1   # input units of the next weight layer, features per unit
+    from_weights = False                    # the current tensor is a weight layer's (conv) output
+    counts = {"linear": 0, "conv": 0}
+    kinds = {d.kind for d in defs if d.kind in NEURON_KINDS}
+    if len(kinds) > 1:
+        raise ModelError("a network mixes lif and relu neurons; use lif (SNN) or relu (ANN) throughout")
+    p.spiking = kinds != {"relu"}
+    pending = None  # a weight layer still waiting for its neurons
+    for i, d in enumerate(defs):
+        if d.kind in NEURON_KINDS:
+            if pending is None:
+                raise ModelError(f"{_where(i, d)}: neurons must follow a Linear or Conv2d layer")
+            p.neurons.append(d)
+            pending = None
+            continue
+        if pending is not None:
+            if p.spiking:
+                raise ModelError(f"{_where(i - 1, defs[i - 1])}: a weight layer must be followed by its LIF neurons")
+            p.neurons.append(None)
+            pending = None
+        if d.kind == "flatten":
+            if len(shape) != 3:
+                raise ModelError(f"{_where(i, d)}: flatten takes a (C, H, W) map, got {shape}")
+            if from_weights:
+                units, block = shape[0], shape[1] * shape[2]
+            shape = (int(np.prod(shape)),)
+            p.steps.append(("flatten",))
+        elif d.kind == "avgpool":
+            if len(shape) != 3 or d.pool < 1 or min(shape[1:]) < d.pool:
+                raise ModelError(f"{_where(i, d)}: average pooling by {d.pool} needs a (C, H, W) map of at least "
+                                 f"{d.pool} x {d.pool}, got {shape}")
+            shape = (shape[0], shape[1] // d.pool, shape[2] // d.pool)
+            if from_weights:
+                block = shape[1] * shape[2]
+            p.steps.append(("pool", d.pool))
+        elif d.kind in WEIGHT_KINDS:
+            if d.n < 1:
+                raise ModelError(f"{_where(i, d)}: needs at least one output, got {d.n}")
+            counts[d.kind] += 1
+            if d.kind == "conv":
+                if len(shape) != 3:
+                    raise ModelError(f"{_where(i, d)}: Conv2d takes (C, H, W) input, got {shape}")
+                kh, kw = d.kernel
+                ho = (shape[1] + 2 * d.padding - kh) // d.stride + 1
+                wo = (shape[2] + 2 * d.padding - kw) // d.stride + 1
+                if min(kh, kw, d.stride) < 1 or ho < 1 or wo < 1:
+                    raise ModelError(f"{_where(i, d)}: kernel {d.kernel}, stride {d.stride}, padding {d.padding} "
+                                     f"do not fit the input {shape}")
+                spec = LayerSpec(f"conv{counts['conv']}", "conv", d.n, shape[0], 1)
+                out = (d.n, ho, wo)
+            else:
+                if len(shape) != 1:
+                    raise ModelError(f"{_where(i, d)}: Linear takes flat input, got {shape}; put a Flatten before it")
+                spec = LayerSpec(f"fc{counts['linear']}", "fc", d.n, units, block)
+                out = (d.n,)
+            p.in_shapes.append(shape)
+            p.specs.append(spec)
+            p.steps.append(("weight", len(p.specs) - 1))
+            shape, from_weights, pending = out, True, d
+            units, block = (d.n, 1)
+        else:
+            raise ModelError(f"{_where(i, d)}: unknown kind {d.kind!r}")
+    if pending is not None:
+        if p.spiking:
+            raise ModelError(f"{_where(len(defs) - 1, defs[-1])}: the output layer needs its LIF neurons (the class "
+                             "score is the output population's spike count)")
+        p.neurons.append(None)
+    if not p.specs:
+        raise ModelError("a network needs at least one Linear or Conv2d layer")
+    if p.steps[-1][0] != "weight" or p.specs[-1].kind != "fc":
+        raise ModelError("the network must end with a Linear layer (and its neurons) giving one output per class")
+    return p
+
+
+def _lif_cell(cfg: LIFConfig):
+    import norse.torch as norse
+
+    return norse.LIFCell(p=cfg.parameters(), dt=cfg.dt)
+
+
+class SequentialNet(nn.Module):
+    """A chain of weight layers, neurons, pooling and flatten (see the module docstring).
+
+    Args:
+        in_shape: one sample's shape per time step: ``(F,)`` or ``(C, H, W)``.
+        defs: the chain (:func:`linear_def`, :func:`conv_def`, :func:`lif_def`, :func:`relu_def`,
+            :func:`avgpool_def`, :func:`flatten_def`).
+        init_gain: multiplies PyTorch's default initialisation of every weight (so that a random
+            SNN spikes from the first batch).
+        family: the model family's name, kept in ``config()``.
+        input_current: the first layer's input is an analog current (current encoding), not spikes.
+
+    Raises:
+        ModelError: a chain :func:`plan` refuses.
+    """
+
+    def __init__(self, in_shape: Sequence[int], defs: Sequence[LayerDef], init_gain: float = 1.0,
+                 family: str = "sequential", input_current: bool = False):
+        super().__init__()
+        self.in_shape = tuple(int(s) for s in in_shape)
+        self.defs = tuple(defs)
+        self.init_gain = float(init_gain)
+        self.family = family
+        self.input_current = bool(input_current)
+        self._plan = plan(self.in_shape, self.defs)
+        if self.input_current and (not self.spiking or self._plan.steps[0] != ("weight", 0)):
+            raise ModelError("current encoding drives the first population of a spiking network whose first "
+                             "element is a Linear layer")
+        layers = []
+        for spec, shp in zip(self._plan.specs, self._plan.in_shapes):
+            if spec.kind == "conv":
+                d = self._weight_def(len(layers))
+                layers.append(nn.Conv2d(shp[0], d.n, d.kernel, stride=d.stride, padding=d.padding, bias=False))
+            else:
+                layers.append(nn.Linear(shp[0], spec.n_out, bias=False))
+        self.layers = nn.ModuleList(layers)
         with torch.no_grad():
             for layer in self.layers:
-                layer.weight.mul_(init_gain)
+                layer.weight.mul_(self.init_gain)
         for i, layer in enumerate(self.layers):
             self.register_buffer(f"mask{i}", torch.ones_like(layer.weight, dtype=torch.bool))
+        if self.spiking:
+            self.cells = nn.ModuleList(_lif_cell(d.lif) for d in self._plan.neurons)
 
+    # -- structure -------------------------------------------------------------------------
+    @property
+    def spiking(self) -> bool:
+        return self._plan.spiking
+
+    def _weight_def(self, l: int) -> LayerDef:
+        return [d for d in self.defs if d.kind in WEIGHT_KINDS][l]
+
+    def neuron_def(self, l: int) -> Optional[LayerDef]:
+        """Layer ``l``'s neurons: a ``lif`` or ``relu`` definition, or None (an ANN's logits)."""
+        return self._plan.neurons[l]
+
+    def steps(self) -> List[tuple]:
+        """The forward pass in order: ``("flatten",)``, ``("pool", p)``, ``("weight", l)``."""
+        return list(self._plan.steps)
+
+    def layer_input_shape(self, l: int) -> tuple:
+        """The shape weight layer ``l`` receives per sample and step."""
+        return self._plan.in_shapes[l]
+
+    def specs(self) -> List[LayerSpec]:
+        return list(self._plan.specs)
+
+    def layer_names(self) -> List[str]:
+        return [s.name for s in self._plan.specs]
+
+    def widths(self) -> List[int]:
+        """Output units per weight layer (neurons or channels)."""
+        return [s.n_out for s in self._plan.specs]
+
+    @property
+    def sizes(self) -> Tuple[int, ...]:
+        """``(F, N_1, ..., N_L)`` of a network of fully connected layers."""
+        return (int(np.prod(self.in_shape)), *self.widths())
+
+    @property
+    def fcs(self) -> List[nn.Linear]:
+        return [l for l in self.layers if isinstance(l, nn.Linear)]
+
+    @property
+    def n_conv(self) -> int:
+        return sum(1 for s in self._plan.specs if s.kind == "conv")
+
+    @property
+    def channels(self) -> Tuple[int, ...]:
+        return tuple(s.n_out for s in self._plan.specs if s.kind == "conv")
+
+    @property
+    def hidden(self) -> Tuple[int, ...]:
+        return tuple(s.n_out for s in self._plan.specs if s.kind == "fc")[:-1]
+
+    @property
+    def flat_hw(self) -> int:
+        """Pixels per channel at the flatten after the conv layers (1 without one)."""
+        fc = [s for s in self._plan.specs if s.kind == "fc"]
+        return fc[0].in_block if fc else 1
+
+    @property
+    def lif(self) -> Optional[LIFConfig]:
+        """The first population's LIF parameters (None for ANNs)."""
+        return self._plan.neurons[0].lif if self.spiking else None
+
+    def resized(self, widths: Sequence[int]) -> "SequentialNet":
+        """The same chain with ``widths`` output units per weight layer (weights initialised anew)."""
+        it = iter(int(w) for w in widths)
+        defs = [replace(d, n=next(it)) if d.kind in WEIGHT_KINDS else d for d in self.defs]
+        return self._like(defs)
+
+    def _like(self, defs) -> "SequentialNet":
+        net = self.__class__.__new__(self.__class__)  # keeps the family's class without its constructor
+        SequentialNet.__init__(net, self.in_shape, defs, self.init_gain, self.family, self.input_current)
+        return net
+
+    def config(self) -> dict:
+        """Everything needed to rebuild the network (JSON-safe): :func:`model_from_config`."""
+        return {"kind": "sequential", "family": self.family, "in_shape": list(self.in_shape),
+                "defs": [d.to_dict() for d in self.defs], "init_gain": self.init_gain,
+                "input_current": self.input_current}
+
+    # -- masks -----------------------------------------------------------------------------
     @property
     def masks(self) -> List[torch.Tensor]:
         return [getattr(self, f"mask{i}") for i in range(len(self.layers))]
@@ -83,21 +399,31 @@ class MaskedNet(nn.Module):
     def masked_weights(self) -> List[torch.Tensor]:
         return [layer.weight * m for layer, m in zip(self.layers, self.masks)]
 
-    def specs(self) -> List[LayerSpec]:
-        raise NotImplementedError
+    @torch.no_grad()
+    def apply_masks(self) -> None:
+        """Zero every pruned weight in place (called after each optimizer step)."""
+        for layer, m in zip(self.layers, self.masks):
+            layer.weight.mul_(m)
 
-    def layer_names(self) -> List[str]:
-        return [s.name for s in self.specs()]
+    def unit_connectivity(self, l: int) -> np.ndarray:
+        """``(n_out, n_in units)`` bool: output unit ``i`` has a surviving synapse from input unit ``j``."""
+        m = self.masks[l].cpu().numpy()
+        spec = self._plan.specs[l]
+        if m.ndim == 4:  # conv: any over the kernel
+            return m.any(axis=(2, 3))
+        if spec.in_block > 1:  # fc after flatten: any over the unit's H*W features
+            return m.reshape(m.shape[0], spec.n_in, spec.in_block).any(axis=2)
+        return m
 
-    def widths(self) -> List[int]:
-        """Output units per weight layer (neurons or channels)."""
-        return [s.n_out for s in self.specs()]
+    @property
+    def dense_widths(self) -> List[int]:
+        return list(getattr(self, "_dense_widths", None) or self.widths())
 
-    def resized(self, widths: Sequence[int]) -> "MaskedNet":
-        """A new model of the same kind and hyper-parameters with ``widths`` output units per layer."""
-        raise NotImplementedError
+    @dense_widths.setter
+    def dense_widths(self, w: Sequence[int]) -> None:
+        self._dense_widths = [int(x) for x in w]
 
-    # -- timestep masks (spatio-temporal DPAP, spec sec. 4b) -----------------------------
+    # -- timestep masks (spatio-temporal DPAP, docs/dpap.md sec. 5) -------------------------
     def time_mask(self, l: int) -> Optional[torch.Tensor]:
         """Layer ``l``'s timestep mask ``(units, T)`` bool (False: unit silent at that step), or None."""
         return getattr(self, f"tmask{l}", None)
@@ -112,18 +438,17 @@ class MaskedNet(nn.Module):
             raise ValueError(f"layer {self.layer_names()[l]}: time mask must be ({self.widths()[l]}, T), "
                              f"got {tuple(mask.shape)}")
         if self.time_mask(l) is None or self.time_mask(l).shape != mask.shape:
-            self.register_buffer(f"tmask{l}", mask.clone())
+            self.register_buffer(f"tmask{l}", mask.clone().to(self.masks[l].device))
         else:
             self.time_mask(l).copy_(mask)
 
     def active_steps(self, time_steps: int) -> int:
         """Time steps the network still needs: the window shortened by the steps pruned for
         *every* unit of every timestep-pruned layer at its end (``time_steps`` when none)."""
-        last = -1
-        masks = [self.time_mask(l) for l in range(len(self.layers))]
-        masks = [m for m in masks if m is not None]
+        masks = [m for m in (self.time_mask(l) for l in range(len(self.layers))) if m is not None]
         if not masks:
             return int(time_steps)
+        last = -1
         for m in masks:
             cols = torch.nonzero(m[:, :time_steps].any(0)).flatten()
             last = max(last, int(cols[-1]) if len(cols) else -1)
@@ -143,40 +468,104 @@ class MaskedNet(nn.Module):
                 self.register_buffer(key, torch.zeros_like(value, dtype=torch.bool))
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
-    @torch.no_grad()
-    def apply_masks(self) -> None:
-        """Zero every pruned weight in place (called after each optimizer step)."""
-        for layer, m in zip(self.layers, self.masks):
-            layer.weight.mul_(m)
+    # -- forward ---------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[Record]]:
+        """Run the network.
 
-    def unit_connectivity(self, l: int) -> np.ndarray:
-        """``(n_out, n_in units)`` bool: output unit ``i`` has a surviving synapse from input unit ``j``."""
-        m = self.masks[l].cpu().numpy()
-        spec = self.specs()[l]
-        if m.ndim == 4:  # conv: any over the kernel
-            return m.any(axis=(2, 3))
-        if spec.in_block > 1:  # fc after flatten: any over the unit's H*W features
-            return m.reshape(m.shape[0], spec.n_in, spec.in_block).any(axis=2)
-        return m
+        Args:
+            x: SNN: ``(T, B, *in_shape)`` spikes (with ``input_current``: analog values, the same
+                at every step); ANN: ``(B, *in_shape)``.
 
-    @property
-    def dense_widths(self) -> List[int]:
-        return list(getattr(self, "_dense_widths", None) or self.widths())
+        Returns:
+            ``(scores, records)``: class scores ``(B, n_classes)`` (SNN: output spike counts; ANN:
+            logits) and per weight layer ``(input (T, B, ...), output (T, B, ...))`` (ANN: ``T = 1``).
 
-    @dense_widths.setter
-    def dense_widths(self, w: Sequence[int]) -> None:
-        self._dense_widths = [int(x) for x in w]
+        Raises:
+            ValueError: an input of the wrong shape.
+        """
+        lead = 2 if self.spiking else 1
+        if x.dim() != lead + len(self.in_shape) or tuple(x.shape[lead:]) != self.in_shape:
+            want = ("T, B, " if self.spiking else "B, ") + ", ".join(map(str, self.in_shape))
+            raise ValueError(f"input must be ({want}), got {tuple(x.shape)}")
+        if not self.spiking:
+            return self._forward_ann(x)
+        x = x[: self.active_steps(x.shape[0])]  # a window shortened by timestep pruning
+        weights = self.masked_weights()
+        states: List[Optional[object]] = [None] * len(self.layers)
+        pre: List[List[torch.Tensor]] = [[] for _ in self.layers]
+        post: List[List[torch.Tensor]] = [[] for _ in self.layers]
+        for t in range(x.shape[0]):
+            z = x[t]
+            for step in self._plan.steps:
+                if step[0] != "weight":
+                    z = _shape_step(step, z)
+                    continue
+                l = step[1]
+                pre[l].append(z)
+                z, states[l] = self._population(l, self._synapses(l, z, weights[l]), states[l])
+                z = self._gate(l, z, t)
+                post[l].append(z)
+        records = [(torch.stack(a), torch.stack(b)) for a, b in zip(pre, post)]
+        return records[-1][1].sum(0), records
+
+    def _synapses(self, l: int, z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        if w.dim() == 4:
+            d = self._weight_def(l)
+            return torch.nn.functional.conv2d(z, w, stride=d.stride, padding=d.padding)
+        return torch.nn.functional.linear(z, w)
+
+    def _population(self, l: int, current: torch.Tensor, state):
+        if l == 0 and self.input_current:  # the input current drives the membrane directly (bias)
+            from norse.torch.functional.lif import lif_current_encoder
+
+            v = torch.zeros_like(current) if state is None else state
+            return lif_current_encoder(current, v, self.cells[0].p, self.cells[0].dt)
+        return self.cells[l](current, state)
+
+    def _forward_ann(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[Record]]:
+        records: List[Record] = []
+        weights = self.masked_weights()
+        for step in self._plan.steps:
+            if step[0] != "weight":
+                x = _shape_step(step, x)
+                continue
+            l = step[1]
+            inp = x
+            x = self._synapses(l, x, weights[l])
+            if self._plan.neurons[l] is not None:
+                x = torch.relu(x)
+            records.append((inp[None], x[None]))
+        return x, records
 
 
-def _lif_cells(lif: LIFConfig, n: int) -> nn.ModuleList:
-    import norse.torch as norse
-
-    p = norse.LIFParameters(tau_syn_inv=torch.as_tensor(lif.tau_syn_inv), tau_mem_inv=torch.as_tensor(lif.tau_mem_inv),
-                            v_th=torch.as_tensor(lif.v_th), method=lif.surrogate)
-    return nn.ModuleList(norse.LIFCell(p=p, dt=lif.dt) for _ in range(n))
+def _shape_step(step: tuple, z: torch.Tensor) -> torch.Tensor:
+    if step[0] == "flatten":
+        return z.flatten(1)
+    return torch.nn.functional.avg_pool2d(z, step[1])
 
 
-class SpikingMLP(MaskedNet):
+# -- the built-in families' chains --------------------------------------------------------
+def mlp_defs(widths: Sequence[int], neurons: Optional[LayerDef], flat_input: bool = False) -> List[LayerDef]:
+    """``[flatten]`` + ``linear(w), neurons`` per width; an ANN (``neurons`` relu) ends in logits."""
+    defs = [flatten_def()] if flat_input else []
+    for i, w in enumerate(widths):
+        defs.append(linear_def(w))
+        if neurons is not None and (neurons.kind == "lif" or i < len(widths) - 1):
+            defs.append(neurons)
+    return defs
+
+
+def cnn_defs(channels: Sequence[int], hidden: Sequence[int], n_classes: int, neurons: LayerDef,
+             kernel: int = 3, pool: int = 2) -> List[LayerDef]:
+    """``Conv2d(k, padding=k//2) -> neurons -> AvgPool2d(pool)`` per channel count, flatten,
+    then the fully connected layers (:func:`mlp_defs`)."""
+    defs: List[LayerDef] = []
+    for c in channels:
+        defs += [conv_def(c, kernel), neurons, avgpool_def(pool)]
+    return defs + [flatten_def()] + mlp_defs([*hidden, n_classes], neurons)
+
+
+class SpikingMLP(SequentialNet):
     """Feed-forward LIF network, e.g. 64-256-128-10.
 
     Args:
@@ -184,64 +573,22 @@ class SpikingMLP(MaskedNet):
         lif: neuron parameters, shared by all populations.
         init_gain: multiplies PyTorch's default ``Linear`` initialisation so that a random
             network spikes from the first batch.
+        in_shape: a ``(C, H, W)`` input of ``F`` features that each step flattens (event frames).
+        input_current: current encoding (see the module docstring).
     """
 
-    def __init__(self, sizes: Sequence[int], lif: LIFConfig = LIFConfig(), init_gain: float = 2.0):
-        super().__init__()
+    def __init__(self, sizes: Sequence[int], lif: LIFConfig = LIFConfig(), init_gain: float = 2.0,
+                 in_shape: Optional[Sequence[int]] = None, input_current: bool = False):
         if len(sizes) < 2:
-            raise ValueError(f"sizes must name an input and at least one layer, got {tuple(sizes)}")
-        self.sizes = tuple(int(s) for s in sizes)
-        self.lif = lif
-        self.init_gain = float(init_gain)
-        self.layers = nn.ModuleList(nn.Linear(a, b, bias=False) for a, b in zip(self.sizes[:-1], self.sizes[1:]))
-        self._init_masks(init_gain)
-        self.cells = _lif_cells(lif, len(self.layers))
-
-    @property
-    def fcs(self) -> nn.ModuleList:
-        return self.layers
-
-    def specs(self) -> List[LayerSpec]:
-        return [LayerSpec(f"fc{i + 1}", "fc", b, a) for i, (a, b) in enumerate(zip(self.sizes[:-1], self.sizes[1:]))]
-
-    def config(self) -> dict:
-        return {"kind": "snn-mlp", "sizes": list(self.sizes), "lif": asdict(self.lif), "init_gain": self.init_gain}
-
-    @classmethod
-    def from_config(cls, cfg: dict) -> "SpikingMLP":
-        return cls(cfg["sizes"], LIFConfig(**cfg["lif"]), cfg.get("init_gain", 1.0))
-
-    def resized(self, widths: Sequence[int]) -> "SpikingMLP":
-        return SpikingMLP([self.sizes[0], *widths], self.lif, self.init_gain)
-
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[Record]]:
-        """Run ``T`` time steps.
-
-        Args:
-            x: input spikes ``(T, B, F)``.
-
-        Returns:
-            ``(counts, records)``: output spike counts ``(B, N_L)`` and per layer
-            ``(input spikes (T, B, N_{l-1}), output spikes (T, B, N_l))``.
-        """
-        if x.dim() != 3 or x.shape[-1] != self.sizes[0]:
-            raise ValueError(f"input must be (T, B, {self.sizes[0]}), got {tuple(x.shape)}")
-        weights = self.masked_weights()
-        states = [None] * len(self.layers)
-        out: List[List[torch.Tensor]] = [[] for _ in self.layers]
-        x = x[: self.active_steps(x.shape[0])]  # a window shortened by timestep pruning
-        for t in range(x.shape[0]):
-            z = x[t]
-            for i, (w, cell) in enumerate(zip(weights, self.cells)):
-                z, states[i] = cell(torch.nn.functional.linear(z, w), states[i])
-                z = self._gate(i, z, t)
-                out[i].append(z)
-        spikes = [torch.stack(r) for r in out]
-        records = list(zip([x] + spikes[:-1], spikes))
-        return spikes[-1].sum(0), records
+            raise ModelError(f"sizes must name an input and at least one layer, got {tuple(sizes)}")
+        shape = tuple(in_shape) if in_shape is not None else (int(sizes[0]),)
+        if int(np.prod(shape)) != int(sizes[0]):
+            raise ModelError(f"input shape {shape} does not have {sizes[0]} features")
+        super().__init__(shape, mlp_defs(sizes[1:], lif_def(lif), len(shape) > 1), init_gain, "snn-mlp",
+                         input_current)
 
 
-class SpikingCNN(MaskedNet):
+class SpikingCNN(SequentialNet):
     """Convolutional LIF network, time first: ``(T, B, C, H, W)`` in, spike counts out.
 
     Blocks ``Conv2d(k, padding=k//2) -> LIF -> AvgPool2d(pool)`` per entry of ``channels``,
@@ -258,191 +605,55 @@ class SpikingCNN(MaskedNet):
 
     def __init__(self, in_shape: Sequence[int], channels: Sequence[int], hidden: Sequence[int], n_classes: int,
                  kernel: int = 3, pool: int = 2, lif: LIFConfig = LIFConfig(), init_gain: float = 8.0):
-        super().__init__()
-        self.in_shape = tuple(int(s) for s in in_shape)
-        self.channels, self.hidden = tuple(int(c) for c in channels), tuple(int(h) for h in hidden)
-        self.n_classes, self.kernel, self.pool = int(n_classes), int(kernel), int(pool)
-        self.lif, self.init_gain = lif, float(init_gain)
-        c_in, h, w = self.in_shape
-        convs = []
-        for c in self.channels:
-            convs.append(nn.Conv2d(c_in, c, self.kernel, padding=self.kernel // 2, bias=False))
-            c_in, h, w = c, h // self.pool, w // self.pool
-        if h < 1 or w < 1:
-            raise ValueError(f"input {self.in_shape} is too small for {len(self.channels)} pooling stages of {pool}")
-        self.flat_hw = h * w
-        fcs, f = [], c_in * h * w
-        for n in (*self.hidden, self.n_classes):
-            fcs.append(nn.Linear(f, n, bias=False))
-            f = n
-        self.n_conv = len(convs)
-        self.layers = nn.ModuleList(convs + fcs)
-        self._init_masks(init_gain)
-        self.cells = _lif_cells(lif, len(self.layers))
-        self.avgpool = nn.AvgPool2d(self.pool)
-
-    def specs(self) -> List[LayerSpec]:
-        out, c_in = [], self.in_shape[0]
-        for i, c in enumerate(self.channels):
-            out.append(LayerSpec(f"conv{i + 1}", "conv", c, c_in))
-            c_in = c
-        n_in, block = c_in, self.flat_hw
-        for i, n in enumerate((*self.hidden, self.n_classes)):
-            out.append(LayerSpec(f"fc{i + 1}", "fc", n, n_in, block))
-            n_in, block = n, 1
-        return out
-
-    def config(self) -> dict:
-        return {"kind": "snn-cnn", "in_shape": list(self.in_shape), "channels": list(self.channels),
-                "hidden": list(self.hidden), "n_classes": self.n_classes, "kernel": self.kernel, "pool": self.pool,
-                "lif": asdict(self.lif), "init_gain": self.init_gain}
-
-    @classmethod
-    def from_config(cls, cfg: dict) -> "SpikingCNN":
-        return cls(cfg["in_shape"], cfg["channels"], cfg["hidden"], cfg["n_classes"], cfg["kernel"], cfg["pool"],
-                   LIFConfig(**cfg["lif"]), cfg.get("init_gain", 1.0))
-
-    def resized(self, widths: Sequence[int]) -> "SpikingCNN":
-        k = self.n_conv
-        return SpikingCNN(self.in_shape, widths[:k], widths[k:-1], widths[-1], self.kernel, self.pool, self.lif,
-                          self.init_gain)
-
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[Record]]:
-        """Args: ``x`` ``(T, B, C, H, W)``. Returns ``(counts (B, n_classes), records)``."""
-        if x.dim() != 5 or tuple(x.shape[2:]) != self.in_shape:
-            raise ValueError(f"input must be (T, B, {', '.join(map(str, self.in_shape))}), got {tuple(x.shape)}")
-        weights = self.masked_weights()
-        states: List[Optional[object]] = [None] * len(self.layers)
-        pre: List[List[torch.Tensor]] = [[] for _ in self.layers]
-        post: List[List[torch.Tensor]] = [[] for _ in self.layers]
-        x = x[: self.active_steps(x.shape[0])]  # a window shortened by timestep pruning
-        for t in range(x.shape[0]):
-            z = x[t]
-            for i, (layer, w, cell) in enumerate(zip(self.layers, weights, self.cells)):
-                if i == self.n_conv:
-                    z = z.flatten(1)
-                pre[i].append(z)
-                if i < self.n_conv:
-                    cur = torch.nn.functional.conv2d(z, w, padding=self.kernel // 2)
-                else:
-                    cur = torch.nn.functional.linear(z, w)
-                z, states[i] = cell(cur, states[i])
-                z = self._gate(i, z, t)
-                post[i].append(z)
-                if i < self.n_conv:
-                    z = self.avgpool(z)
-        records = [(torch.stack(a), torch.stack(b)) for a, b in zip(pre, post)]
-        return records[-1][1].sum(0), records
+        super().__init__(in_shape, cnn_defs(channels, hidden, n_classes, lif_def(lif), kernel, pool), init_gain,
+                         "snn-cnn")
 
 
-class ANNMLP(MaskedNet):
+class ANNMLP(SequentialNet):
     """Plain PyTorch MLP with ReLU (DPAP's ANN variant, paper eqs. 12-13), logits out.
 
     Input ``(B, F)``; records are ``(T=1, B, N)`` ReLU activations (the output layer: logits).
     """
 
-    spiking = False
-
-    def __init__(self, sizes: Sequence[int], init_gain: float = 1.0):
-        super().__init__()
-        self.sizes = tuple(int(s) for s in sizes)
-        self.init_gain = float(init_gain)
-        self.layers = nn.ModuleList(nn.Linear(a, b, bias=False) for a, b in zip(self.sizes[:-1], self.sizes[1:]))
-        self._init_masks(init_gain)
-
-    def specs(self) -> List[LayerSpec]:
-        return [LayerSpec(f"fc{i + 1}", "fc", b, a) for i, (a, b) in enumerate(zip(self.sizes[:-1], self.sizes[1:]))]
-
-    def config(self) -> dict:
-        return {"kind": "ann-mlp", "sizes": list(self.sizes), "init_gain": self.init_gain}
-
-    @classmethod
-    def from_config(cls, cfg: dict) -> "ANNMLP":
-        return cls(cfg["sizes"], cfg.get("init_gain", 1.0))
-
-    def resized(self, widths: Sequence[int]) -> "ANNMLP":
-        return ANNMLP([self.sizes[0], *widths], self.init_gain)
-
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[Record]]:
-        """Args: ``x`` ``(B, F)``. Returns ``(logits (B, C), records)``."""
-        records = []
-        weights = self.masked_weights()
-        for i, w in enumerate(weights):
-            inp = x
-            x = torch.nn.functional.linear(x, w)
-            if i < len(weights) - 1:
-                x = torch.relu(x)
-            records.append((inp[None], x[None]))
-        return x, records
+    def __init__(self, sizes: Sequence[int], init_gain: float = 1.0, in_shape: Optional[Sequence[int]] = None):
+        shape = tuple(in_shape) if in_shape is not None else (int(sizes[0]),)
+        super().__init__(shape, mlp_defs(sizes[1:], relu_def(), len(shape) > 1), init_gain, "ann-mlp")
 
 
-class ANNCNN(MaskedNet):
+class ANNCNN(SequentialNet):
     """Plain PyTorch CNN with ReLU: ``Conv2d -> ReLU -> AvgPool2d`` blocks, flatten, ``Linear -> ReLU``, logits.
 
     Input ``(B, C, H, W)``; records are ``(T=1, B, ...)`` activations.
     """
 
-    spiking = False
-
     def __init__(self, in_shape: Sequence[int], channels: Sequence[int], hidden: Sequence[int], n_classes: int,
                  kernel: int = 3, pool: int = 2, init_gain: float = 1.0):
-        super().__init__()
-        self.in_shape = tuple(int(s) for s in in_shape)
-        self.channels, self.hidden = tuple(int(c) for c in channels), tuple(int(h) for h in hidden)
-        self.n_classes, self.kernel, self.pool, self.init_gain = int(n_classes), int(kernel), int(pool), float(init_gain)
-        c_in, h, w = self.in_shape
-        layers = []
-        for c in self.channels:
-            layers.append(nn.Conv2d(c_in, c, self.kernel, padding=self.kernel // 2, bias=False))
-            c_in, h, w = c, h // self.pool, w // self.pool
-        self.flat_hw = h * w
-        f = c_in * h * w
-        for n in (*self.hidden, self.n_classes):
-            layers.append(nn.Linear(f, n, bias=False))
-            f = n
-        self.n_conv = len(self.channels)
-        self.layers = nn.ModuleList(layers)
-        self._init_masks(init_gain)
-        self.avgpool = nn.AvgPool2d(self.pool)
-
-    specs = SpikingCNN.specs
-
-    def config(self) -> dict:
-        return {"kind": "ann-cnn", "in_shape": list(self.in_shape), "channels": list(self.channels),
-                "hidden": list(self.hidden), "n_classes": self.n_classes, "kernel": self.kernel, "pool": self.pool,
-                "init_gain": self.init_gain}
-
-    @classmethod
-    def from_config(cls, cfg: dict) -> "ANNCNN":
-        return cls(cfg["in_shape"], cfg["channels"], cfg["hidden"], cfg["n_classes"], cfg["kernel"], cfg["pool"],
-                   cfg.get("init_gain", 1.0))
-
-    def resized(self, widths: Sequence[int]) -> "ANNCNN":
-        k = self.n_conv
-        return ANNCNN(self.in_shape, widths[:k], widths[k:-1], widths[-1], self.kernel, self.pool, self.init_gain)
-
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[Record]]:
-        records = []
-        weights = self.masked_weights()
-        for i, w in enumerate(weights):
-            if i == self.n_conv:
-                x = x.flatten(1)
-            inp = x
-            if i < self.n_conv:
-                x = torch.relu(torch.nn.functional.conv2d(x, w, padding=self.kernel // 2))
-                records.append((inp[None], x[None]))
-                x = self.avgpool(x)
-            else:
-                x = torch.nn.functional.linear(x, w)
-                if i < len(weights) - 1:
-                    x = torch.relu(x)
-                records.append((inp[None], x[None]))
-        return x, records
+        super().__init__(in_shape, cnn_defs(channels, hidden, n_classes, relu_def(), kernel, pool), init_gain, "ann-cnn")
 
 
-MODEL_KINDS = {"snn-mlp": SpikingMLP, "snn-cnn": SpikingCNN, "ann-mlp": ANNMLP, "ann-cnn": ANNCNN}
+#: the class each family's saved networks are rebuilt as (others: SequentialNet)
+FAMILY_CLASSES = {"snn-mlp": SpikingMLP, "snn-cnn": SpikingCNN, "ann-mlp": ANNMLP, "ann-cnn": ANNCNN}
+
+# the masked-network base every pruner and exporter expects
+MaskedNet = SequentialNet
 
 
-def model_from_config(cfg: dict) -> MaskedNet:
-    """Rebuild any model from its ``config()`` (checkpoints)."""
-    return MODEL_KINDS[cfg.get("kind", "snn-mlp")].from_config(cfg)
+def model_from_config(cfg: dict) -> SequentialNet:
+    """Rebuild a network from its ``config()`` (saved models and checkpoints).
+
+    Raises:
+        ModelError: not a configuration this version writes (names what is wrong).
+    """
+    try:
+        if cfg.get("kind") != "sequential":
+            raise ModelError(f"model configuration of kind {cfg.get('kind')!r}; this version reads 'sequential'")
+        cls = FAMILY_CLASSES.get(cfg.get("family"), SequentialNet)
+        net = cls.__new__(cls)
+        SequentialNet.__init__(net, cfg["in_shape"], [LayerDef.from_dict(d) for d in cfg["defs"]],
+                               float(cfg.get("init_gain", 1.0)), str(cfg.get("family", "sequential")),
+                               bool(cfg.get("input_current", False)))
+        return net
+    except ModelError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ModelError(f"not a model configuration ({type(exc).__name__}: {exc})") from None
