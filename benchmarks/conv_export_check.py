@@ -16,13 +16,13 @@ import time
 import numpy as np
 import torch
 
-from dpap_deploy.events import load_event_digits
+from dpap_deploy.data.event_digits import load_event_digits
 from dpap_deploy.export import lava_sim
 from dpap_deploy.export.emulator import emulate
 from dpap_deploy.export.quantize import quantize
 from dpap_deploy.train.compact import to_ir
 from dpap_deploy.train.dpap import PRESETS
-from dpap_deploy.train.loop import TrainConfig, classify, encode, predict, train
+from dpap_deploy.train.loop import TrainConfig, classify, predict, train
 from dpap_deploy.train.models import SpikingCNN
 
 if __name__ == "__main__":
@@ -31,7 +31,7 @@ if __name__ == "__main__":
     args = p.parse_args()
     torch.set_num_threads(2)
     ds = load_event_digits(time_steps=10)
-    x = encode(ds.x_test, "frames", 10, 0)  # (T, N, C, H, W)
+    x = np.ascontiguousarray(ds.x_test.swapaxes(0, 1))  # (T, N, C, H, W)
     print("| model | hidden weights as exported (each folded-pool weight counted 4x) | Norse % | Lava fixed % | emulator % | "
           "output spikes equal Lava vs emulator | Lava s | emulator s |")
     print("|---|---|---|---|---|---|---|---|")
@@ -39,7 +39,7 @@ if __name__ == "__main__":
         torch.manual_seed(0)
         model = SpikingCNN(ds.x_train.shape[2:], (8, 16), (64,), ds.n_classes)
         res = train(ds, TrainConfig(epochs=args.epochs, time_steps=10, lr=1e-2, seed=0), PRESETS["cifar-snn"],
-                    progress=False, model=model, input_kind="frames", method=method)
+                    progress=False, model=model, method=method)
         m = res.model
         norse = float((classify(predict(m, x)) == ds.y_test).mean())
         ir = quantize(to_ir(m, 10))

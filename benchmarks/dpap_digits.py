@@ -27,20 +27,20 @@ import time
 import torch
 
 from dpap_deploy.data import load_digits
-from dpap_deploy.events import load_event_digits
-from dpap_deploy.nmnist import load_nmnist
+from dpap_deploy.data.event_digits import load_event_digits
+from dpap_deploy.data.nmnist import load_nmnist
 from dpap_deploy.train.dpap import PRESETS
-from dpap_deploy.train.loop import TEST_ENCODING_SEED_OFFSET, TrainConfig, encode, spikes_per_sample, train
+from dpap_deploy.train.loop import TrainConfig, encoder_for, spikes_per_sample, test_inputs, train
 from dpap_deploy.train.models import ANNMLP, SpikingCNN, SpikingMLP
 
 SETUPS = {
     # constants: the spec's defaults (``cifar-snn``: FC 1.5/2/13, conv channels 0.65/5/12, R init 10);
     # lr 2e-2 / 1e-2 after the sweep in benchmarks/README.md (pruned networks recover better at a higher lr)
-    "snn-mlp": dict(data="digits", input="rate", epochs=60, T=16, lr=2e-2, preset="cifar-snn",
+    "snn-mlp": dict(data="digits", epochs=60, T=16, lr=2e-2, preset="cifar-snn",
                     make=lambda ds: SpikingMLP([64, 128, 64, 10])),
-    "snn-cnn": dict(data="event-digits", input="frames", epochs=30, T=10, lr=1e-2, preset="cifar-snn",
+    "snn-cnn": dict(data="event-digits", epochs=30, T=10, lr=1e-2, preset="cifar-snn",
                     make=lambda ds: SpikingCNN(ds.x_train.shape[2:], (8, 16), (64,), ds.n_classes)),
-    "ann-mlp": dict(data="digits", input="static", epochs=60, T=1, lr=1e-2, preset="cifar-snn",
+    "ann-mlp": dict(data="digits", epochs=60, T=1, lr=1e-2, preset="cifar-snn",
                     make=lambda ds: ANNMLP([64, 128, 64, 10])),
 }
 
@@ -56,7 +56,7 @@ def run_one(name, setup, ds, seed, method, target=0.0):
     model = setup["make"](ds)
     dense_syn, dense_neu = hidden_counts(model)
     cfg = TrainConfig(epochs=setup["epochs"], time_steps=setup["T"], seed=seed, lr=setup["lr"])
-    res = train(ds, cfg, PRESETS[setup["preset"]], progress=False, model=model, input_kind=setup["input"],
+    res = train(ds, cfg, PRESETS[setup["preset"]], progress=False, model=model,
                 method=method, target_sparsity=target)
     m = res.model
     syn, neu = hidden_counts(m)
@@ -66,7 +66,7 @@ def run_one(name, setup, ds, seed, method, target=0.0):
            "best_epoch_accuracy": max(h["test_accuracy"] for h in res.history),
            "curve": [h["test_accuracy"] for h in res.history]}
     if m.spiking:
-        x_test = encode(ds.x_test, setup["input"], setup["T"], seed + TEST_ENCODING_SEED_OFFSET)
+        x_test = test_inputs(ds, encoder_for(ds, m, cfg), seed)
         out["spikes_per_sample"] = spikes_per_sample(m, x_test)
     return out
 

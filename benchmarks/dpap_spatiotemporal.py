@@ -31,10 +31,10 @@ import numpy as np
 import torch
 
 from dpap_deploy.energy import energy_section
-from dpap_deploy.events import load_event_digits
+from dpap_deploy.data.event_digits import load_event_digits
 from dpap_deploy.train.compact import to_ir
 from dpap_deploy.train.dpap import PRESETS, RuleConstants
-from dpap_deploy.train.loop import TEST_ENCODING_SEED_OFFSET, TrainConfig, classify, encode, population_spikes, train
+from dpap_deploy.train.loop import TrainConfig, classify, encoder_for, population_spikes, test_inputs, train
 from dpap_deploy.train.models import SpikingCNN
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -76,10 +76,10 @@ def run(ds, seed: int, name: str, epochs: int, T: int, lr: float, target: float 
     if rule is not None:
         dpap_cfg = replace(dpap_cfg, timestep=RuleConstants(rule[0], 2.0, rule[1]))
     cfg = TrainConfig(epochs=epochs, time_steps=T, seed=seed, lr=lr)
-    res = train(ds, cfg, dpap_cfg, progress=False, model=model, input_kind="frames", method=method,
+    res = train(ds, cfg, dpap_cfg, progress=False, model=model, method=method,
                 target_sparsity=target, on_epoch=on_epoch)
     m = res.model
-    x_test = encode(ds.x_test, "frames", T, seed + TEST_ENCODING_SEED_OFFSET)
+    x_test = test_inputs(ds, encoder_for(ds, m, cfg), seed)
     ir = to_ir(m, T)
     rho_w = 1.0 - hidden_weights(m) / dense_w
     pops = population_spikes(m, x_test)

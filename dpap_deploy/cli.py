@@ -4,11 +4,16 @@ Example::
 
     dpap-export --target loihi-sim --profile loihi2 --out runs/demo
     dpap-export --target loihi-sim --from runs/demo --profile loihi1 --out runs/loihi1
+    dpap-export --target loihi-sim --model snn-cnn --data my_events.npz --out runs/events
+    dpap-export --target loihi-sim --model mynet.py:build --data my_events.npz --out runs/mine
+    dpap-export --target onnx --model ann-mlp --data wine --out runs/wine-ann
 
     dpap-report --profile loihi1 runs/demo          # re-check an exported network, no retraining
 
     dpap-export --config run.toml --epochs 10       # options from a TOML file; flags win
     dpap-export --resume runs/demo                  # continue an interrupted run (Ctrl-C saves one)
+
+This module only parses the command line; the run itself is :func:`dpap_deploy.pipeline.run_pipeline`.
 
 Exit codes: 0 done; 2 bad input (the message names what and the limit); 3 the network
 does not fit the profile and ``--require-fit`` was given (``dpap-report``: whenever it does
@@ -22,11 +27,9 @@ import json
 import logging
 import os
 import sys
-import time
-from typing import List, NamedTuple, Optional
+from typing import List, Optional
 
-
-from dpap_deploy.errors import DataError, DpapError, IRError, TrainingInterrupted
+from dpap_deploy.errors import DpapError, IRError, TrainingInterrupted
 
 EXIT_BAD_INPUT = 2
 EXIT_DOES_NOT_FIT = 3
@@ -36,446 +39,83 @@ RESUME_OPTIONS = ("resume", "quiet", "debug", "log_level")
 log = logging.getLogger("dpap_deploy")
 
 
+def _names(registry) -> str:
+    return ", ".join(registry.names())
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """``dpap-export``'s options; the choices of units come from their registries."""
+    from dpap_deploy.data import SOURCES
+    from dpap_deploy.data.encoding import ENCODINGS
+    from dpap_deploy.export import TARGETS
+    from dpap_deploy.train.families import FAMILIES
+    from dpap_deploy.train.pruners import PRUNERS
+
     p = argparse.ArgumentParser(
         prog="dpap-export",
         description="Train a DPAP-pruned spiking network in Norse (or reuse one with --from), export it, "
-        "run it in Lava's fixed-point simulator and check it against a hardware profile.",
-    )
-    p.add_argument("--target", default=None, help="export target, e.g. loihi-sim (required, here or in --config)")
-    p.add_argument("--config", metavar="TOML", help="read options from a TOML file (keys: the long option names); "
-                   "flags on the command line override it")
-    p.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR with its own settings "
-                   "(DIR/run.toml, DIR/checkpoint.pt)")
-    p.add_argument("--profile", default="loihi2",
-                   help="bundled profile (loihi2, loihi1, loihi2-sim, kapoho-point, truenorth, xylo-audio2) or a .toml path")
-    p.add_argument("--chips", type=int, default=None, help="chips on the board (default: the profile's)")
-    p.add_argument("--no-pack", action="store_true", help="one layer per core (do not let small layers share cores)")
-    p.add_argument("--budget-cores", type=int, default=None, metavar="N",
-                   help="train until the network fits N cores of --profile: DPAP prunes the layers over their "
-                   "targets harder and stops pruning once it fits (exit 3 if it never does)")
-    p.add_argument("--fit", action="store_true", help="like --budget-cores with all cores of --profile x --chips")
-    p.add_argument("--check-only", action="store_true",
-                   help="with --from: only map the exported network onto --profile (no simulation); exit 3 if it does not fit")
-    p.add_argument("--out", default="runs/latest", help="output folder (default: runs/latest)")
-    p.add_argument("--force", action="store_true", help="reuse an output folder that already holds a run")
-    p.add_argument("--from", dest="from_dir", metavar="DIR", help="export the network of an earlier run, no training")
-    p.add_argument("--data", metavar="FILE", help=".npz with x (N, ...) and y (N,); default: scikit-learn digits")
-    p.add_argument("--epochs", type=int, default=40, help="training epochs (default 40)")
-    p.add_argument("--seed", type=int, default=0, help="seed of weights, split, batches and spike encoding")
-    p.add_argument("--time-steps", type=int, default=32, help="time steps T per sample (default 32)")
-    p.add_argument("--hidden", default=None,
-                   help="hidden fully connected sizes (default 256,128; 64 for snn-cnn)")
-    p.add_argument("--model", default="snn-mlp", choices=("snn-mlp", "snn-cnn", "snn-2c2f", "ann-mlp"),
-                   help="snn-mlp (Norse LIF MLP on rate-coded digits, default), snn-cnn (Norse conv SNN on "
-                   "event-digits, 20x20 DVS frames), snn-2c2f (the paper's 15C3-AP2-40C3-AP2-300FC-10FC on event-digits) "
-                   "or ann-mlp (PyTorch ReLU MLP, DPAP's ANN variant; target onnx)")
-    p.add_argument("--channels", default=None, help="snn-cnn: conv channels per block (conv3x3-LIF-avgpool2; "
-                   "default 8,16; snn-2c2f: the paper's 15,40 with hidden 300)")
-    p.add_argument("--timestep-pruning", metavar="EPSILON,ETA", default=None,
-                   help="spatio-temporal DPAP (paper eq. 8): also prune (neuron, time step) pairs with decay value "
-                   "EPSILON and decay rate ETA (e.g. 1.5,13); steps pruned for every neuron at the window's end "
-                   "shorten the deployed T")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--no-prune", action="store_true", help="train dense (baseline), no DPAP")
-    p.add_argument("--dpap-preset", default=None,
-                   help="DPAP constants: mnist-snn (default for snn-mlp; the author's MNIST SNN script), mnist-ann "
-                   "(default for ann-mlp) or cifar-snn (the spec's defaults)")
-    p.add_argument("--max-test", type=int, default=None, help="simulate only the first N test samples")
-    p.add_argument("--require-fit", action="store_true", help="exit with 3 when the network does not fit the profile")
-    p.add_argument("--quiet", action="store_true", help="no progress bars (they are off anyway when stderr is not a terminal)")
-    p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"),
-                   help="log messages on stderr from this level up (default warning; info: each stage)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+        "run it in Lava's fixed-point simulator and check it against a hardware profile.")
+    a = p.add_argument
+    a("--target", default=None, help=f"export target: {_names(TARGETS)} (required, here or in --config)")
+    a("--config", metavar="TOML", help="read options from a TOML file (keys: the long option names); flags win")
+    a("--resume", metavar="DIR", help="continue the interrupted run of DIR with its own settings")
+    a("--profile", default="loihi2", help="bundled profile (loihi2, loihi1, loihi2-sim, kapoho-point, truenorth, "
+      "xylo-audio2) or a .toml path")
+    a("--chips", type=int, default=None, help="chips on the board (default: the profile's)")
+    a("--no-pack", action="store_true", help="one layer per core (do not let small layers share cores)")
+    a("--budget-cores", type=int, default=None, metavar="N", help="train until the network fits N cores of "
+      "--profile: DPAP prunes the layers over their targets harder and stops once it fits (exit 3 if it never does)")
+    a("--fit", action="store_true", help="like --budget-cores with all cores of --profile x --chips")
+    a("--check-only", action="store_true",
+      help="with --from: only map the exported network onto --profile (no simulation); exit 3 if it does not fit")
+    a("--out", default="runs/latest", help="output folder (default: runs/latest); written when the run succeeds")
+    a("--force", action="store_true", help="replace an output folder that already holds a run")
+    a("--from", dest="from_dir", metavar="DIR", help="export the network of an earlier run, no training")
+    a("--data", metavar="SPEC", help=f"data: a source ({_names(SOURCES)}; NAME:ARG for nmnist:ROOT, tonic:NAME:ROOT) "
+      "or an .npz with x (N, F) | (N, T, F) | (N, T, C, H, W) and y (N,); default: the model family's")
+    a("--model", default="snn-mlp", help=f"model family ({_names(FAMILIES)}) or PATH.py:FUNCTION, a function "
+      "(input_shape, n_classes) -> Norse SequentialState of Linear, Conv2d, AvgPool2d, Flatten and LIFCell")
+    a("--encoding", default="rate", choices=ENCODINGS.names(),
+      help="static features into a spiking network: rate (Bernoulli spikes) or current (constant input current "
+      "into the first population; Lava: its bias)")
+    a("--epochs", type=int, default=40, help="training epochs (default 40)")
+    a("--seed", type=int, default=0, help="seed of weights, split, batches and spike encoding")
+    a("--time-steps", type=int, default=None, help="time steps T per sample (default: the data's own T; 32 for "
+      "encoded static data and generated event data)")
+    a("--hidden", default=None, help="hidden fully connected sizes (default 256,128; 64 for snn-cnn)")
+    a("--channels", default=None, help="conv channels per block (snn-cnn default 8,16; snn-2c2f 15,40)")
+    a("--timestep-pruning", metavar="EPSILON,ETA", default=None, help="spatio-temporal DPAP (paper eq. 8): also "
+      "prune (neuron, time step) pairs with decay value EPSILON and decay rate ETA (e.g. 1.5,13)")
+    a("--batch-size", type=int, default=32)
+    a("--lr", type=float, default=2e-3)
+    a("--pruner", default="dpap", choices=PRUNERS.names(), help="dpap (default), magnitude (gradual global L1 to "
+      "--target-sparsity) or dense")
+    a("--no-prune", action="store_true", help="train dense (baseline): --pruner dense")
+    a("--target-sparsity", type=float, default=0.8, help="final sparsity of --pruner magnitude (default 0.8)")
+    a("--dpap-preset", default=None, help="DPAP constants: mnist-snn (default for SNNs), mnist-ann (ANNs) or "
+      "cifar-snn (the BrainCog CIFAR-10 constants)")
+    a("--device", default="cpu", help="training and the torch emulator engine: cpu (default), cuda, cuda:N or auto")
+    a("--max-test", type=int, default=None, help="simulate only the first N test samples")
+    a("--require-fit", action="store_true", help="exit with 3 when the network does not fit the profile")
+    a("--quiet", action="store_true", help="no progress bars (they are off anyway when stderr is not a terminal)")
+    a("--log-level", default="warning", choices=("debug", "info", "warning", "error"),
+      help="log messages on stderr from this level up (default warning; info: each stage)")
+    a("--debug", action="store_true", help="show tracebacks")
     return p
 
 
-def _positive(name: str, v: Optional[int], minimum: int = 1) -> None:
-    if v is not None and v < minimum:
-        raise DpapError(f"--{name} must be >= {minimum}, got {v}")
-
-
-def _hidden(text: str) -> List[int]:
-    try:
-        sizes = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise DpapError(f"--hidden must be comma-separated integers, got {text!r}") from None
-    if any(s < 1 for s in sizes):
-        raise DpapError(f"--hidden sizes must be >= 1, got {text!r}")
-    return sizes
-
-
-def _prepare_out(out: str, force: bool) -> None:
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise DpapError(f"output {out!r} exists and is not a folder")
-    if os.path.isfile(os.path.join(out, "report.json")) and not force:
-        raise DpapError(f"output folder {out!r} already holds a run; pass --force to overwrite it or choose another --out")
-    if os.path.isfile(os.path.join(out, "checkpoint.pt")) and not force:
-        raise DpapError(f"output folder {out!r} holds an unfinished run; continue it with --resume {out}, "
-                        "or pass --force to start over")
-    from dpap_deploy.fileio import ensure_writable_dir
-
-    ensure_writable_dir(out)
-
-
-def _with_timestep_rule(cfg, text: str, model: str):
-    """The DPAP config with spatio-temporal pruning: ``EPSILON,ETA`` (paper names) as the timestep
-    rule's ``c`` and ``rho``; ``b`` = 2, the fully connected protection (spec sec. 4)."""
-    from dataclasses import replace
-
-    from dpap_deploy.train.dpap import RuleConstants
-
-    try:
-        eps, eta = (float(v) for v in text.split(","))
-    except ValueError:
-        raise DpapError(f"--timestep-pruning takes EPSILON,ETA (two numbers), got {text!r}") from None
-    if not (0.0 < eps < 2.0) or eta <= 0:
-        raise DpapError(f"--timestep-pruning EPSILON must be in (0, 2) (at 2 nothing is protected) and ETA > 0, "
-                        f"got {text!r}")
-    if model == "ann-mlp":
-        raise DpapError("--timestep-pruning prunes time steps of spiking networks; --model ann-mlp has none")
-    return replace(cfg, timestep=RuleConstants(eps, 2.0, eta))
-
-
-def preload_lava() -> None:
-    """Import Lava's runtime first: it calls ``multiprocessing.set_start_method('fork')`` at
-    import time, which fails once anything (tqdm's lock, torch) has fixed the start method."""
-    import lava.magma.core.process.process  # noqa: F401
-
-
 def run(args: argparse.Namespace) -> int:
-    preload_lava()
-    import numpy as np
-    import torch
+    """Run ``dpap-export`` with parsed options: the pipeline, or ``--check-only``'s mapping."""
+    from dpap_deploy.pipeline import RunConfig, run_pipeline
 
-    from dpap_deploy.data import load_digits, load_npz
-    from dpap_deploy.export import get_target
-    from dpap_deploy.fileio import atomic_path, write_json
-    from dpap_deploy.hardware_profiles import load_profile
-    from dpap_deploy.ir import NetworkIR
-    from dpap_deploy.mapping import map_network
-    from dpap_deploy.report import model_section, summary_text, validate
-    from dpap_deploy.train.compact import to_ir
-    from dpap_deploy.train.dpap import PRESETS
-    from dpap_deploy.train.loop import TrainConfig, classify, predict, test_spikes, train
-    from dpap_deploy.train.models import model_from_config
-
-    # -- check every input before any work ----------------------------------------------
-    if not args.target:
-        raise DpapError("--target is required (on the command line, or target = \"...\" in --config)")
-    exporter = get_target(args.target)
-    profile = load_profile(args.profile)
-    if args.chips is not None:
-        profile = profile.with_chips(args.chips)
     if args.check_only:
+        from dpap_deploy.hardware_profiles import load_profile
+
         if not args.from_dir:
             raise DpapError("--check-only needs --from DIR (the run whose exported network to check)")
-        return check(args.from_dir, profile, pack=not args.no_pack)
-    budget = None
-    if args.budget_cores is not None or args.fit:
-        from dpap_deploy.budget import Budget
-
-        if args.no_prune or args.from_dir:
-            raise DpapError("--budget-cores/--fit drive DPAP during training; they cannot be used with --no-prune or --from")
-        if args.budget_cores is not None:
-            profile = profile.with_cores(args.budget_cores)
-        budget = Budget(profile, pack=not args.no_pack)
-    _positive("time-steps", args.time_steps)
-    _positive("epochs", args.epochs)
-    _positive("batch-size", args.batch_size)
-    _positive("max-test", args.max_test)
-    if args.model == "snn-2c2f":  # the paper's 2C2F for event data: 15C3-AP2-40C3-AP2-300FC-10FC
-        args.channels, args.hidden = args.channels or "15,40", args.hidden or "300"
-    hidden = _hidden(args.hidden or ("64" if args.model == "snn-cnn" else "256,128"))
-    channels = _hidden(args.channels or "8,16")
-    if args.dpap_preset is None:
-        args.dpap_preset = "mnist-ann" if args.model == "ann-mlp" else "mnist-snn"
-    if args.dpap_preset not in PRESETS:
-        raise DpapError(f"unknown --dpap-preset {args.dpap_preset!r}; known: {', '.join(sorted(PRESETS))}")
-    dpap_cfg = PRESETS[args.dpap_preset]
-    if args.timestep_pruning:
-        dpap_cfg = _with_timestep_rule(dpap_cfg, args.timestep_pruning, args.model)
-    progress = not args.quiet and sys.stderr.isatty()
-    from dpap_deploy.train.distributed import local_world_size
-
-    torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // local_world_size())))  # torchrun: shared
-
-    cfg = {"seed": args.seed, "time_steps": args.time_steps, "data": args.data, "test_fraction": 0.2,
-           "model": args.model}
-    if args.from_dir:
-        from dpap_deploy.rundir import read_run_config
-
-        saved = read_run_config(args.from_dir)
-        cfg.update({k: saved[k] for k in ("seed", "time_steps", "data", "test_fraction", "model") if k in saved})
-        if args.data:
-            cfg["data"] = args.data
-    cnn = cfg["model"] in ("snn-cnn", "snn-2c2f")
-    if cnn and cfg["data"]:
-        raise DpapError("--model snn-cnn trains on the bundled event-digits; --data is for the MLPs")
-    if cnn:
-        from dpap_deploy.events import load_event_digits
-
-        ds = load_event_digits(time_steps=cfg["time_steps"], test_fraction=cfg["test_fraction"], seed=cfg["seed"])
-    elif cfg["data"]:
-        ds = load_npz(cfg["data"], cfg["test_fraction"], cfg["seed"])
-    else:
-        ds = load_digits(cfg["test_fraction"], cfg["seed"])
-    ann = cfg["model"] == "ann-mlp"
-    if exporter.takes == "ann" and not ann:
-        raise DpapError(f"target {args.target} exports ANNs; train one with --model ann-mlp")
-    if exporter.takes == "snn" and ann:
-        raise DpapError(f"target {args.target} needs a spiking network; --model ann-mlp goes to target onnx")
-    if budget is not None and cfg["model"] != "snn-mlp":
-        raise DpapError("--budget-cores/--fit drive the spiking MLP (--model snn-mlp)")
-    if budget is not None:  # an impossible budget stops before anything is written
-        budget.check_feasible([ds.n_features, *hidden, ds.n_classes], prunable=len(hidden))
-    ckpt_path = os.path.join(args.out, "checkpoint.pt")
-    resume_ckpt = None
-    if args.resume and not args.from_dir:
-        from dpap_deploy.train.checkpoint import load_checkpoint
-
-        resume_ckpt = load_checkpoint(ckpt_path)
-        log.info("resuming %s at epoch %d batch %d", args.out, resume_ckpt["position"]["epoch"],
-                 resume_ckpt["position"]["batch"])
-    else:
-        _prepare_out(args.out, args.force)
-
-    def save_run_toml() -> None:  # once every input has been checked: a refused run writes nothing
-        if not args.resume:
-            from dpap_deploy.config import effective_config, write_config
-
-            write_config(os.path.join(args.out, "run.toml"), effective_config(args, build_parser()))
-
-    # -- train (or load) ----------------------------------------------------------------
-    from dpap_deploy.train.distributed import setup as setup_distributed
-
-    dist = setup_distributed()  # under torchrun: this rank of a data-parallel run (gloo); else one process
-    progress = progress and dist.is_main
-    timing = {"train": 0.0}
-    history = []
-    if args.from_dir:
-        if _others_leave(dist):
-            return 0
-        ir = NetworkIR.load(os.path.join(args.from_dir, "ir.npz"))
-        try:
-            ckpt = torch.load(os.path.join(args.from_dir, "model.pt"), map_location="cpu")
-            model = model_from_config(ckpt["model_config"])
-            model.load_state_dict(ckpt["state_dict"])
-            model.dense_widths = ckpt.get("dense_widths") or model.widths()
-        except Exception as exc:
-            raise IRError(f"{args.from_dir}/model.pt is not a dpap-deploy checkpoint ({type(exc).__name__}: {exc})") from None
-        if not cnn and (ir.input_size != ds.n_features or ir.n_classes < ds.n_classes):
-            raise DataError(f"data {ds.name!r} has {ds.n_features} features and {ds.n_classes} classes; the network "
-                            f"in {args.from_dir!r} takes {ir.input_size} inputs and has {ir.n_classes} outputs")
-        train_cfg = None
-        save_run_toml()
-    else:
-        train_cfg = TrainConfig(hidden=hidden, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                time_steps=args.time_steps, seed=args.seed, prune=not args.no_prune)
-        from dpap_deploy.fileio import StagedFile
-
-        # staged under a temporary name, renamed when training ends: an interrupted or failed
-        # training leaves an earlier run's log as it was (a resumed run rewrites the epochs it had);
-        # under torchrun rank 0 alone writes it
-        train_log = StagedFile(os.path.join(args.out, "train_log.jsonl")) if dist.is_main else None
-        for rec in (resume_ckpt["history"] if resume_ckpt and train_log else []):
-            train_log.write(json.dumps(rec) + "\n")
-
-        def on_epoch(rec):
-            train_log.write(json.dumps(rec) + "\n")
-            train_log.flush()
-            log.debug("epoch %d: %s", rec["epoch"], json.dumps({k: v for k, v in rec.items() if k != "layers"}))
-
-        save_run_toml()
-        log.info("training %s (%s) for %d epochs", cfg["model"], "dense" if args.no_prune else "DPAP", args.epochs)
-        resumable = dict(checkpoint=ckpt_path, resume=resume_ckpt, dist=dist)
-        try:
-            if ann:
-                from dpap_deploy.train.models import ANNMLP
-
-                torch.manual_seed(args.seed)
-                res = train(ds, train_cfg, dpap_cfg, progress=progress, on_epoch=on_epoch,
-                            model=ANNMLP([ds.n_features, *hidden, ds.n_classes]), input_kind="static", **resumable)
-            elif cnn:
-                from dpap_deploy.train.models import SpikingCNN
-
-                torch.manual_seed(args.seed)
-                res = train(ds, train_cfg, dpap_cfg, progress=progress, on_epoch=on_epoch,
-                            model=SpikingCNN(ds.x_train.shape[2:], channels, hidden, ds.n_classes),
-                            input_kind="frames", **resumable)
-            else:
-                res = train(ds, train_cfg, dpap_cfg, progress=progress, on_epoch=on_epoch,
-                            budget=budget, **resumable)
-        except BaseException:
-            if train_log is not None:
-                train_log.discard()
-            raise
-        if train_log is not None:
-            train_log.commit()
-        if _others_leave(dist):
-            return 0
-        model, history = res.model, res.history
-        timing["train"] = res.seconds
-        meta = {"trained_with": "dpap" if train_cfg.prune else "dense", "seed": args.seed}
-        ir = to_ir(model, args.time_steps, name="digits-snn" if not cfg["data"] else "snn", metadata=meta)
-        ir.save(os.path.join(args.out, "ir.npz"))
-        with atomic_path(os.path.join(args.out, "model.pt")) as tmp:
-            torch.save({"model_config": model.config(), "state_dict": model.state_dict(),
-                        "dense_widths": model.dense_widths, "train_config": train_cfg.to_dict(),
-                        "dpap_state": res.state.state_dict() if res.state is not None else None}, tmp)
-        write_json(os.path.join(args.out, "config.json"), {**cfg, "train": train_cfg.to_dict(), "target": args.target,
-                                                           "profile": args.profile})
-
-    # -- evaluate in Norse, export, simulate ---------------------------------------------
-    y_test = ds.y_test
-    if ann:
-        x_test = ds.x_test.astype("float32")
-        if args.max_test:
-            x_test, y_test = x_test[: args.max_test], y_test[: args.max_test]
-    else:
-        if cnn:
-            from dpap_deploy.train.loop import encode
-
-            x_test = encode(ds.x_test, "frames", cfg["time_steps"], cfg["seed"])
-        else:
-            x_test = test_spikes(ds, cfg["time_steps"], cfg["seed"])
-        if args.max_test:
-            x_test, y_test = x_test[:, : args.max_test], y_test[: args.max_test]
-        if ir.time_steps < x_test.shape[0]:  # timestep pruning removed the window's last steps
-            log.info("timestep pruning shortened the window from %d to %d time steps", x_test.shape[0], ir.time_steps)
-            x_test = x_test[: ir.time_steps]
-    pred_norse = classify(predict(model, x_test))
-    t0 = time.perf_counter()
-    result = exporter(ir, args.out, spikes=x_test, progress=progress)
-    timing["export"] = time.perf_counter() - t0 - result.seconds.get("run", 0.0)
-    timing["lava_sim"] = result.seconds.get("run", 0.0)
-    sim_key = result.extra.get("accuracy_key", "lava")
-    if result.extra.get("message"):
-        print(f"note      {result.extra['message']}", file=sys.stderr)
-    pred_lava = classify(result.counts) if result.counts is not None else None
-    exported = result.network if result.network is not None else ir
-    mapping = map_network(exported, profile, pack=not args.no_pack)
-    accuracy_extra, agreement_extra = {}, {}
-    if exported.quantized and pred_lava is not None:
-        # the batched fixed-point emulator on the same input: what training can use per epoch
-        from dpap_deploy.export.emulator import emulate
-
-        t0 = time.perf_counter()
-        emu_counts, emu_rasters = emulate(exported, x_test, record=result.output_spikes is not None,
-                                          progress=progress)
-        timing["emulator"] = time.perf_counter() - t0
-        pred_emu = classify(emu_counts)
-        accuracy_extra["emulator"] = float((pred_emu == y_test).mean())
-        agreement_extra["emulator_predictions"] = float((pred_emu == pred_lava).mean())
-        if result.output_spikes is not None:
-            agreement_extra["spikes"] = float((emu_rasters[-1] == result.output_spikes).mean())
-    from dpap_deploy.plots import plot_pruning
-    from dpap_deploy.resources import plot_resources
-
-    log.info("writing plots and the report")
-    plots = [plot_resources(mapping.to_report(), os.path.join(args.out, "resources.png")),
-             plot_pruning(history, os.path.join(args.out, "pruning.png"),
-                          title=f"DPAP on {ds.name}" if train_cfg and train_cfg.prune else f"dense training on {ds.name}")]
-    probe = None
-    if not ann:  # every population in Lava for the first samples: raster.png and Lava's synaptic ops
-        probe = _lava_probe(exported, x_test)
-        plots.append(_raster_png(probe, y_test, args.out))
-
-    model_sec = model_section(exported, result.synapses_per_layer,
-                              result.extra.get("synapses_counted_from", f"the {args.target} export"))
-    energy = None
-    if not ann:  # paper eqs. 14-15 and measured synaptic operations, Norse and (when it ran) Lava
-        from dpap_deploy.energy import energy_section
-        from dpap_deploy.train.loop import population_spikes
-
-        norse_pops = population_spikes(model, x_test)
-        n = probe.x.shape[1]
-        energy = energy_section(exported, model_sec["sparsity"], norse=[x_test] + norse_pops[:-1],
-                                lava=[probe.x] + list(probe.hidden),
-                                norse_probe=[probe.x] + [p[:, :n] for p in norse_pops[:-1]])
-    report = {
-        "target": args.target,
-        "profile": profile.name,
-        "dataset": {"name": ds.name, "n_train": int(len(ds.y_train)), "n_test": int(len(y_test)),
-                    "time_steps": 1 if ann else int(cfg["time_steps"]),
-                    "n_features": int(np.prod(ds.x_train.shape[2:])) if cnn else ds.n_features, "n_classes": ds.n_classes,
-                    "seed": cfg["seed"]},
-        "model": model_sec,
-        "energy": energy,
-        "accuracy": {("torch" if ann else "norse"): float((pred_norse == y_test).mean()),
-                     **({sim_key: float((pred_lava == y_test).mean())} if pred_lava is not None else {}),
-                     **accuracy_extra},
-        "agreement": {"predictions": float((pred_norse == pred_lava).mean()) if pred_lava is not None else None,
-                      "compared": f"{'torch' if ann else 'norse'} vs {sim_key}", **agreement_extra},
-        "resources": mapping.to_report(),
-        "budget": budget.to_report() if budget is not None else None,
-        "timing_s": {k: round(v, 3) for k, v in timing.items()},
-        "fixed_point": result.extra.get("fixed_point"),
-        "target_notes": [result.extra["message"]] if result.extra.get("message") else [],
-        "training": {"config": train_cfg.to_dict() if train_cfg else None, "epochs": len(history),
-                     "from": args.from_dir},
-        "files": result.files + [{"path": os.path.join(args.out, f), "verified_by": None}
-                                 for f in ("ir.npz", "model.pt") if os.path.isfile(os.path.join(args.out, f))]
-        + [{"path": p, "verified_by": None} for p in plots if p]
-        + [{"path": os.path.join(args.out, f), "verified_by": None} for f in ("run.toml", "checkpoint.pt", "train_log.jsonl")
-           if os.path.isfile(os.path.join(args.out, f))],
-    }
-    validate(report)
-    write_json(os.path.join(args.out, "report.json"), report)
-    from dpap_deploy.report import markdown_report
-
-    with atomic_path(os.path.join(args.out, "report.md")) as tmp:
-        with open(tmp, "w") as f:
-            f.write(markdown_report(report, [os.path.basename(p) for p in plots if p]))
-    print(summary_text(report))
-    print(f"report    {os.path.join(args.out, 'report.json')}, {os.path.join(args.out, 'report.md')}")
-    if (args.require_fit or budget is not None) and not mapping.fits:
-        return EXIT_DOES_NOT_FIT
-    return 0
-
-
-class LavaProbe(NamedTuple):
-    """Every population in Lava for the first test samples (:func:`_lava_probe`)."""
-
-    x: "np.ndarray"             # input spikes (T, n, ...)
-    hidden: list                # per hidden layer (T, n, n_l)
-    output: "np.ndarray"        # output spikes (T, n, C)
-    counts: "np.ndarray"        # output spike counts (n, C)
-    ir: object                  # the quantised network that ran
-
-
-def _lava_probe(ir, x_test, samples: int = 32) -> LavaProbe:
-    """The first ``samples`` test samples through Lava's fixed-point simulator with a sink on
-    every population (sinks make Lava several times slower, so not on the whole split)."""
-    from dpap_deploy.export import lava_sim
-    from dpap_deploy.export.quantize import quantize
-
-    q = ir if ir.quantized else quantize(ir)
-    x = x_test[:, :samples]
-    counts, info = lava_sim.run(q, x, record_hidden=True)
-    return LavaProbe(x, info["hidden_spikes"], info["output_spikes"], counts, q)
-
-
-def _raster_png(probe: LavaProbe, y_test, out: str) -> Optional[str]:
-    """``raster.png``: input, hidden and output spikes of test sample 0 as Lava's fixed-point
-    simulator produced them."""
-    from dpap_deploy.plots import plot_raster
-
-    x = probe.x
-    pops = [("input", x[:, 0].reshape(x.shape[0], -1))]
-    pops += [(l.name, h[:, 0]) for l, h in zip(probe.ir.layers[:-1], probe.hidden)]
-    pops.append((probe.ir.layers[-1].name + " (output)", probe.output[:, 0]))
-    title = (f"test sample 0 (label {int(y_test[0])}, predicted {int(probe.counts[0].argmax())}) in Lava "
-             f"Loihi2SimCfg fixed point, T = {x.shape[0]}")
-    return plot_raster(pops, os.path.join(out, "raster.png"), title)
-
-
-def _others_leave(dist) -> bool:
-    """Under torchrun, after training: every rank leaves the process group; True on the ranks
-    other than 0, which stop there (exit 0) while rank 0 exports, simulates and reports."""
-    dist.close()
-    return not dist.is_main
+        profile = load_profile(args.profile)
+        return check(args.from_dir, profile.with_chips(args.chips) if args.chips else profile, pack=not args.no_pack)
+    return run_pipeline(RunConfig.from_namespace(args)).exit_code
 
 
 def load_exported(run_dir: str):
@@ -488,7 +128,7 @@ def load_exported(run_dir: str):
     from dpap_deploy.ir import NetworkIR
 
     if os.path.isfile(run_dir):  # one network file: .net, .nir or .npz
-        from dpap_deploy.rundir import read_network_file
+        from dpap_deploy.readers import read_network_file
 
         return read_network_file(run_dir)
     for name in ("network.npz", "ir.npz"):
@@ -545,9 +185,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         if extra:
             raise ConfigError(f"--resume continues {first.resume!r} with its own settings ({first.resume}/run.toml); "
                               f"drop {', '.join('--' + d.replace('_', '-') for d in extra)}")
-        path = os.path.join(first.resume, "run.toml")
-        if not os.path.isfile(path):
-            raise ConfigError(f"--resume {first.resume!r}: no run.toml there, so no dpap-export run to continue")
+        from dpap_deploy.runfolder import unfinished_run
+
+        folder = unfinished_run(first.resume)
+        if folder is None:
+            raise ConfigError(f"--resume {first.resume!r}: no unfinished run there (no run.toml in it or in "
+                              f"{first.resume.rstrip('/')}.partial), so no dpap-export run to continue")
+        path = os.path.join(folder, "run.toml")
         args = parse_with_config(build_parser(), [], path)
         args.out, args.resume, args.force = first.resume, first.resume, True
         args.quiet, args.debug, args.log_level = first.quiet, first.debug, first.log_level

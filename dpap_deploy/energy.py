@@ -44,12 +44,18 @@ def synops_per_sample(ir: NetworkIR, presynaptic: Sequence[np.ndarray], dense: b
     Args:
         ir: the network (its surviving synapses).
         presynaptic: per layer the spikes arriving at it, ``(T, N, n_in)`` (or ``(T, N, C, H, W)``):
-            the input for the first layer, the previous population's spikes for the others.
+            the input for the first layer, the previous population's spikes for the others. With
+            current encoding the first layer's input is analog and ``W x`` is computed by the host
+            (the population's bias): it costs no synaptic operation on the chip and is not counted.
         dense: count with :func:`dense_fan_out` (the same spikes on unpruned connectivity).
     """
+    ir.require_nodes(("fc", "conv", "flatten"), "the synaptic-operation count")
     fo = dense_fan_out(ir) if dense else fan_out(ir)
     total, n = 0.0, None
-    for f, s in zip(fo, presynaptic):
+    for l, (f, s) in enumerate(zip(fo, presynaptic)):
+        if l == 0 and ir.input_encoding == "current":  # W x of the analog input is computed by the host
+            n = np.asarray(s).shape[1]
+            continue
         s = np.asarray(s)
         counts = s.reshape(s.shape[0], s.shape[1], -1).sum(axis=0, dtype=np.float64)  # (N, n_in)
         if counts.shape[1] != len(f):

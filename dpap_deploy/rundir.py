@@ -12,8 +12,9 @@ import os
 
 from dpap_deploy.errors import NetworkFileError
 
-RUN_FILES = ("config.json", "ir.npz", "model.pt")
-NETWORK_SUFFIXES = (".net", ".nir", ".npz")
+#: the trained model's file in a run folder
+MODEL_FILE = "model.pt"
+RUN_FILES = ("config.json", "ir.npz", MODEL_FILE)
 
 
 def read_run_config(run_dir: str) -> dict:
@@ -55,26 +56,33 @@ def read_run_config(run_dir: str) -> dict:
     return saved
 
 
-def read_network_file(path: str):
-    """The network in one exported file, chosen by its suffix: netx ``.net``
-    (:func:`dpap_deploy.export.netx.read_netx`), NIR ``.nir``
-    (:func:`dpap_deploy.export.nir_export.read_nir`) or our IR ``.npz`` (``NetworkIR.load``).
+def save_model(path: str, model, **meta) -> None:
+    """Write the trained model (configuration, weights and masks) and ``meta`` (``train_config``,
+    ``dpap_state``) to ``path``, atomically."""
+    import torch
+
+    from dpap_deploy.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save({"model_config": model.config(), "state_dict": model.state_dict(),
+                    "dense_widths": model.dense_widths, **meta}, tmp)
+
+
+def load_model(path: str):
+    """``(model, meta)`` from a file :func:`save_model` wrote.
 
     Raises:
-        NetworkFileError: an unknown suffix; IRError (or a subclass) from the readers.
+        NetworkFileError: the file is missing or not a model of ours (names it).
     """
-    suffix = os.path.splitext(path)[1].lower()
-    if suffix == ".net":
-        from dpap_deploy.export.netx import read_netx
+    import torch
 
-        return read_netx(path)
-    if suffix == ".nir":
-        from dpap_deploy.export.nir_export import read_nir
+    from dpap_deploy.train.models import model_from_config
 
-        return read_nir(path)
-    if suffix == ".npz":
-        from dpap_deploy.ir import NetworkIR
-
-        return NetworkIR.load(path)
-    raise NetworkFileError(f"{path}: unknown network file type {suffix or '(no suffix)'!r}; "
-                           f"expected a run folder or one of {', '.join(NETWORK_SUFFIXES)}")
+    try:
+        ckpt = torch.load(path, map_location="cpu")
+        model = model_from_config(ckpt["model_config"])
+        model.load_state_dict(ckpt["state_dict"])
+        model.dense_widths = ckpt.get("dense_widths") or model.widths()
+    except Exception as exc:
+        raise NetworkFileError(f"{path} is not a dpap-deploy checkpoint ({type(exc).__name__}: {exc})") from None
+    return model, {k: v for k, v in ckpt.items() if k not in ("model_config", "state_dict")}

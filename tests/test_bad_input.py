@@ -135,7 +135,11 @@ def _npz(tmp_path, name="d.npz", **arrays):
     (lambda x, y: dict(x=x[:, :0], y=y), ["d.npz': 'x' has shape (200, 0): no features per sample"]),
     (lambda x, y: dict(x=x[:0], y=y[:0]), ["d.npz': 'x' has shape (0, 64): no samples"]),
     (lambda x, y: dict(x=x * 1j, y=y), ["d.npz': 'x' has dtype complex64; expected real numbers"]),
-    (lambda x, y: dict(x=-x, y=y), ["d.npz': 'x' has negative values (min -1); expected intensities >= 0"]),
+    (lambda x, y: dict(x=-np.repeat(x[:, None], 3, 1), y=y), ["d.npz': event counts must be >= 0, got -1"]),
+    (lambda x, y: dict(x=x[:, None, None], y=y), ["d.npz': 'x' has shape (200, 1, 1, 64), which no model family "
+                                                  "takes; expected (N, F) static features, (N, T, F) spike trains"]),
+    (lambda x, y: dict(x=x, y=np.zeros_like(y)), ["d.npz': every sample has label 0; a classifier needs at least "
+                                                  "two classes"]),
 ])
 def test_bad_data(tmp_path, capsys, digits_npz, arrays, needles):
     path = _npz(tmp_path, **arrays(*digits_npz))
@@ -170,7 +174,8 @@ def test_data_of_a_shape_the_network_cannot_take(tmp_path, capsys, run_dir, digi
                            "--quiet")
     assert_clean_error(code, err, "data 'd.npz' has 50 features and 10 classes",
                        f"the network in '{run_dir}' takes 64 inputs and has 10 outputs")
-    assert not os.listdir(tmp_path / "o"), "nothing is written for a run that stops on bad input"
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists(), \
+        "nothing is written for a run that stops on bad input"
 
 
 def test_time_steps_zero(tmp_path, capsys):
@@ -216,10 +221,10 @@ def _copy_run(run, dst, replace):
 @pytest.mark.parametrize("out,needles", [
     # The tests run as root, so chmod cannot make a folder read-only for them. /sys is sysfs:
     # even root cannot create a regular file in /sys/kernel (EACCES), nor a folder under it (EPERM).
-    ("/sys/kernel", ["output folder '/sys/kernel' is not writable: Permission denied"]),
-    ("/sys/kernel/dpap-out", ["cannot create output folder '/sys/kernel/dpap-out'"]),
+    ("/sys/kernel", ["output folder '/sys/kernel' cannot be written: ", "(while creating '/sys/kernel.partial')"]),
+    ("/sys/kernel/dpap-out", ["output folder '/sys/kernel/dpap-out' cannot be written"]),
     # a regular file used as a parent folder: ENOTDIR, for root too
-    ("{tmp}/file.txt/run", ["cannot create output folder", "file.txt/run': Not a directory"]),
+    ("{tmp}/file.txt/run", ["cannot create output folder", "file.txt/run': ", "file.txt' is a file (Not a directory)"]),
     ("{tmp}/file.txt", ["output", "file.txt' exists and is not a folder"]),
 ])
 def test_output_folder_that_cannot_be_written(tmp_path, capsys, out, needles):
@@ -242,9 +247,10 @@ def test_existing_run_is_kept_when_a_forced_run_fails_on_bad_input(tmp_path, cap
 
 def test_an_interrupted_forced_run_leaves_the_earlier_run_as_it_was(tmp_path, capsys, run_dir, monkeypatch):
     """Ctrl-C after the first epoch of a --force run into a folder holding a run: exit 130, the
-    earlier run's files (its training log too) byte-identical, no temporary file left; only the
-    new run's settings (run.toml) and checkpoint (checkpoint.pt, what --resume continues) are new."""
+    earlier run's folder byte-identical (the new run only ever wrote into OUT.partial), and the
+    interrupted run's settings and checkpoint kept in OUT.partial for --resume."""
     import dpap_deploy.train.loop as loop
+    from dpap_deploy.train.checkpoint import CHECKPOINT_FILE, load_checkpoint
 
     out = tmp_path / "run"
     out.mkdir()
@@ -255,7 +261,7 @@ def test_an_interrupted_forced_run_leaves_the_earlier_run_as_it_was(tmp_path, ca
 
     def interrupted(*args, on_epoch=None, **kw):
         def stop(rec):
-            on_epoch(rec)  # the log line of epoch 1 is written (to the staged log) ...
+            on_epoch(rec)  # the log line of epoch 1 is written ...
             epochs.append(rec)
             raise KeyboardInterrupt  # ... then the user presses Ctrl-C
 
@@ -265,25 +271,29 @@ def test_an_interrupted_forced_run_leaves_the_earlier_run_as_it_was(tmp_path, ca
     code, _, err = run_cli(capsys, "--target", "loihi-sim", "--out", out, "--force", "--seed", "5", *CHEAP)
     assert code == 130 and "dpap-export: interrupted" in err and "Traceback" not in err
     assert len(epochs) == 1
-    after = snapshot(out)
-    new = {"run.toml", "checkpoint.pt"}
-    assert {k: v for k, v in after.items() if k not in new} == {k: v for k, v in before.items() if k not in new}
-    assert not tmp_files(out)
-    from dpap_deploy.train.checkpoint import load_checkpoint
-
-    assert load_checkpoint(str(out / "checkpoint.pt"))["position"]["epoch"] == 1
-    assert 'seed = 5' in (out / "run.toml").read_text()
+    assert snapshot(out) == before and not tmp_files(out)
+    partial = tmp_path / "run.partial"
+    assert load_checkpoint(str(partial / CHECKPOINT_FILE))["position"]["epoch"] == 1
+    assert 'seed = 5' in (partial / "run.toml").read_text() and not tmp_files(partial)
+    # the unfinished run is not silently replaced: --resume it or --force
+    code, _, err = run_cli(capsys, "--target", "loihi-sim", "--out", out, *CHEAP)
+    assert_clean_error(code, err, f"output folder '{out}' already holds a run")
 
 
 def test_a_failed_export_leaves_the_earlier_files_and_no_temporary_file(tmp_path, capsys, run_dir, monkeypatch):
     """The disk fills up while the exporter writes network.npz: the write stops half-way, the CLI
-    says which file and why, the earlier run's files are byte-identical, no .tmp file is left."""
+    says which file and why, the earlier run's folder is byte-identical and no staging folder or
+    temporary file is left."""
+    import dpap_deploy.export.lava_sim as lava_sim
+
     out = tmp_path / "again"
     assert run_cli(capsys, "--target", "loihi-sim", "--from", run_dir, "--out", out, "--quiet", "--max-test", "5")[0] == 0
     before = snapshot(out)
     real = np.savez_compressed
 
     def disk_full(file, **arrays):
+        if not str(file).split("/")[-1].startswith(".tmp-network.npz"):
+            return real(file, **arrays)
         with open(file, "wb") as f:
             f.write(b"PK\x03\x04 half a file")
         raise OSError(28, "No space left on device")
@@ -292,9 +302,8 @@ def test_a_failed_export_leaves_the_earlier_files_and_no_temporary_file(tmp_path
     code, _, err = run_cli(capsys, "--target", "loihi-sim", "--from", run_dir, "--out", out, "--force", "--quiet",
                            "--max-test", "5")
     monkeypatch.setattr(np, "savez_compressed", real)
-    assert_clean_error(code, err, f"cannot write '{out}/network.npz': No space left on device",
-                       "the earlier file, if any, is unchanged")
-    assert snapshot(out) == before and not tmp_files(out)
+    assert_clean_error(code, err, f"cannot write '{out}.partial/network.npz': No space left on device")
+    assert snapshot(out) == before and not tmp_files(out) and not (tmp_path / "again.partial").exists()
 
 
 # -- network files for dpap-report ------------------------------------------------------------

@@ -112,7 +112,7 @@ def test_missing_target_is_an_argparse_error():
 
 def test_user_npz_through_the_cli(tmp_path, digits):
     data = tmp_path / "mine.npz"
-    np.savez(data, x=digits.x_train[:300].reshape(300, 8, 8), y=digits.y_train[:300])
+    np.savez(data, x=digits.x_train[:300] * 16, y=digits.y_train[:300])  # static (N, F): scaled per feature
     out = tmp_path / "run"
     r = cli("--target", "loihi-sim", "--data", str(data), "--out", str(out), "--epochs", "1", "--hidden", "16",
             "--time-steps", "8", "--quiet")

@@ -41,14 +41,15 @@ def test_config_file_sets_options_and_flags_override(tmp_path):
     ("epochs = 'ten'\n", "epochs must be an integer, got 'ten'"),
     ("epochs = true\n", "epochs must be an integer, got True"),
     ("lr = 'fast'\n", "lr must be a number"),
-    ("model = 'snn-rnn'\n", "model = 'snn-rnn' is not one of snn-mlp, snn-cnn, snn-2c2f, ann-mlp"),
+    ("pruner = 'lottery'\n", "pruner = 'lottery' is not one of dense, dpap, magnitude"),
+    ("encoding = 'phase'\n", "encoding = 'phase' is not one of current, rate"),
     ("no-prune = 1\n", "no-prune must be true or false"),
     ("epochz = 3\n", "unknown key 'epochz'; known keys: "),
     ("resume = 'x'\n", "unknown key 'resume'"),
     ("profile = ['loihi1']\n", "profile must be a single value, got a list"),
     ("[train]\nepochs = 3\n", "unknown key 'train'"),
     ("from-dir = 'x'\n", "unknown key 'from-dir'; known keys: batch-size, budget-cores, channels, check-only, chips, data, "
-     "debug, dpap-preset, epochs, fit, force, from, hidden"),
+     "debug, device, dpap-preset, encoding, epochs, fit, force, from, hidden"),
     ("epochs = \n", "not valid TOML: "),
     ("epochs = 3\nepochs = 4\n", "not valid TOML: "),
 ])
@@ -64,7 +65,7 @@ def test_missing_config_and_resume_without_a_run(tmp_path, capsys):
     assert main(["--config", str(tmp_path / "none.toml")]) == 2
     assert "none.toml: config file not found" in capsys.readouterr().err
     assert main(["--resume", str(tmp_path)]) == 2
-    assert "no run.toml there" in capsys.readouterr().err
+    assert "no unfinished run there" in capsys.readouterr().err
     assert main(["--epochs", "3"]) == 2
     assert "--target is required" in capsys.readouterr().err
 

@@ -69,7 +69,7 @@ def _prune_randomly(model, seed):
 
 
 def test_conv_snn_compaction_removes_channels_and_keeps_function():
-    from dpap_deploy.events import load_event_digits
+    from dpap_deploy.data.event_digits import load_event_digits
     from dpap_deploy.train.models import SpikingCNN
 
     ds = load_event_digits(time_steps=8, limit=60)

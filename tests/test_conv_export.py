@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dpap_deploy.errors import UnsupportedLayerError
-from dpap_deploy.events import load_event_digits
+from dpap_deploy.data.event_digits import load_event_digits
 from dpap_deploy.export import lava_sim
 from dpap_deploy.export.emulator import emulate
 from dpap_deploy.export.quantize import quantize

@@ -105,7 +105,7 @@ def test_short_dpap_runs_prune_conv_channels_and_ann_neurons_on_real_digits(digi
     """Conv SNN on event-digits and ANN MLP on digits: DPAP removes units during training and
     the network is compacted between epochs."""
     from dpap_deploy.data import Dataset
-    from dpap_deploy.events import load_event_digits
+    from dpap_deploy.data.event_digits import load_event_digits
     from dpap_deploy.train.loop import TrainConfig, train
     from dpap_deploy.train.models import ANNMLP, SpikingCNN
 
@@ -113,11 +113,10 @@ def test_short_dpap_runs_prune_conv_channels_and_ann_neurons_on_real_digits(digi
                             fc_synapse=RuleConstants(1.5, 2.0, 13.0), conv_channel=RuleConstants(1.5, 5.0, 12.0))
     ev = load_event_digits(time_steps=6, limit=200)
     cnn = SpikingCNN((2, 20, 20), (6, 8), (24,), 10)
-    res = train(ev, TrainConfig(epochs=4, batch_size=32), aggressive, progress=False, model=cnn, input_kind="frames")
+    res = train(ev, TrainConfig(epochs=4, batch_size=32), aggressive, progress=False, model=cnn)
     widths = [h["layers"]["conv1"]["neurons"] for h in res.history]
     assert widths[-1] < 6 and widths == sorted(widths, reverse=True)
     assert res.model.channels[0] == widths[-1]
     small = Dataset("d", digits.x_train[:400], digits.y_train[:400], digits.x_test, digits.y_test, 10)
-    res = train(small, TrainConfig(epochs=5, lr=1e-2), aggressive, progress=False, model=ANNMLP([64, 48, 10]),
-                input_kind="static")
+    res = train(small, TrainConfig(epochs=5, lr=1e-2), aggressive, progress=False, model=ANNMLP([64, 48, 10]))
     assert res.model.sizes[1] < 48 and res.history[-1]["test_accuracy"] > 0.5

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from dpap_deploy.errors import DataError
-from dpap_deploy.events import DVSConfig, bin_events, load_event_digits, make_event_digits, record_events, saccade_path
+from dpap_deploy.data.event_digits import DVSConfig, bin_events, load_event_digits, make_event_digits, record_events, saccade_path
 
 
 def test_saccades_form_a_closed_triangle():

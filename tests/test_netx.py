@@ -52,7 +52,7 @@ def test_netx_rejects_what_it_cannot_express_and_bad_files(tmp_path):
 
 
 def test_conv_snn_netx_file_runs_with_loihi_sim_spikes(tmp_path):
-    from dpap_deploy.events import load_event_digits
+    from dpap_deploy.data.event_digits import load_event_digits
     from dpap_deploy.export.quantize import quantize
     from dpap_deploy.train.compact import to_ir
     from test_conv_export import _frames, _model

@@ -76,7 +76,7 @@ def test_unsupported_layers_are_rejected_by_name():
 
 
 def test_conv_snn_to_nir_and_back_through_norse(tmp_path):
-    from dpap_deploy.events import load_event_digits
+    from dpap_deploy.data.event_digits import load_event_digits
     from dpap_deploy.train.compact import to_ir
     from test_conv_export import _frames, _model
 

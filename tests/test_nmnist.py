@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from dpap_deploy.errors import DataError
-from dpap_deploy.nmnist import events_to_frames, load_nmnist, read_nmnist_bin
+from dpap_deploy.data.nmnist import events_to_frames, load_nmnist, read_nmnist_bin
 
 
 def _write(path, rows):

@@ -20,8 +20,7 @@ def pruned_ann(digits):
     rc = PRESETS["cifar-snn"]
     from dataclasses import replace
 
-    res = train(digits, cfg, replace(rc, e0=2, r_init=3.0), progress=False, model=ANNMLP([64, 64, 32, 10]),
-                input_kind="static")
+    res = train(digits, cfg, replace(rc, e0=2, r_init=3.0), progress=False, model=ANNMLP([64, 64, 32, 10]))
     return res.model
 
 

@@ -19,6 +19,8 @@ import torch
 from dpap_deploy.errors import CheckpointError
 from dpap_deploy.fileio import atomic_path
 
+#: the checkpoint's file name in a run folder
+CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT = "dpap-deploy-checkpoint"
 VERSION = 1
 REQUIRED = ("model_config", "state_dict", "optimizer", "position", "generator", "history", "train_config", "method")

@@ -60,6 +60,8 @@ def input_columns(kept_units: np.ndarray, block: int) -> np.ndarray:
 def compact(model: MaskedNet) -> Tuple[MaskedNet, List[np.ndarray]]:
     """A new, smaller model of the same kind computing the same outputs as ``model``.
 
+    The new model is on the CPU, whatever device ``model`` is on.
+
     Returns:
         ``(compacted, kept)``: the compacted model (removed units gone from the shapes,
         weights and masks sliced) and, per weight layer, the original output indices kept.
@@ -75,8 +77,8 @@ def compact(model: MaskedNet) -> Tuple[MaskedNet, List[np.ndarray]]:
     small.dense_widths = model.dense_widths
     for l, (layer, m) in enumerate(zip(model.layers, model.masks)):
         units_in = np.arange(specs[l].n_in) if l == 0 else kept[l - 1]
-        rows = torch.as_tensor(kept[l])
-        cols = torch.as_tensor(input_columns(units_in, specs[l].in_block))
+        rows = torch.as_tensor(kept[l], device=m.device)
+        cols = torch.as_tensor(input_columns(units_in, specs[l].in_block), device=m.device)
         w = (layer.weight * m).index_select(0, rows).index_select(1, cols)
         small.layers[l].weight.copy_(w)
         small.masks[l].copy_(m.index_select(0, rows).index_select(1, cols))

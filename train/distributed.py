@@ -31,8 +31,7 @@ Reproducibility: the ranks' results are bitwise identical to each other (every r
 applies the same all-reduced numbers; tested with 2 ranks), but not bitwise equal to a
 single process: the gradient and statistic sums are added in another order (float32
 gradients differ by ~1e-7 relative). See ``tests/test_ddp.py`` for what is measured.
-The nccl path (``device="cuda"``) is written but untested here (no GPU), and
-``train/loop.py`` trains on the CPU.
+The nccl path (``device="cuda"``, ``--device cuda``) is written but untested here (no GPU).
 
 Usage::
 
@@ -137,6 +136,10 @@ class LocalRun:
 
     def check_masks(self, model, state=None) -> None:
         """Nothing to compare."""
+
+    def any_flag(self, flag: bool) -> bool:
+        """``flag`` itself (one process)."""
+        return bool(flag)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -260,6 +263,12 @@ class DistributedRun(LocalRun):
     def sum_scalars(self, *values: float) -> Tuple[float, ...]:
         """``values`` summed over all ranks (e.g. an epoch's loss sum and correct count)."""
         return tuple(float(v) for v in self._all_reduce(torch.tensor(values, dtype=torch.float64)))
+
+    def any_flag(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is True on any rank (e.g. a SIGINT that reached some of
+        them: every rank then stops at the same batch)."""
+        return bool(self._all_reduce(torch.tensor([int(bool(flag))], dtype=torch.int64),
+                                     self._tdist.ReduceOp.MAX)[0])
 
     def check_masks(self, model, state=None) -> None:
         """Raise unless every rank holds the same masks.

@@ -293,8 +293,8 @@ class DPAPState:
         stats: List[torch.Tensor] = []
         for l in self.layers:
             pre, post = records[l]
-            tr_pre = _trace_units(pre, self.cfg.delta)
-            tr = _trace_units(post, self.cfg.delta)
+            tr_pre = _trace_units(pre, self.cfg.delta).cpu()  # the statistics live on the CPU (small)
+            tr = _trace_units(post, self.cfg.delta).cpu()
             n = tr.shape[0]
             stats += [(tr * (tr - self.theta[l])).T @ tr_pre, tr.sum(0)]  # sums over the batch
             if timed:
@@ -316,14 +316,14 @@ class DPAPState:
         presynaptic trace ``x(t) = delta*x(t-1) + s(t)`` summed over all presynaptic neurons, times
         unit ``i``'s spikes at ``t`` (conv: summed over the channel's pixels)."""
         steps = post.shape[0]
-        pre_sum = pre.detach().double().reshape(steps, pre.shape[1], -1).sum(2)  # (T, B)
+        pre_sum = pre.detach().double().reshape(steps, pre.shape[1], -1).sum(2).cpu()  # (T, B)
         t = torch.arange(steps, dtype=torch.float64)
         decay = torch.tril(self.cfg.delta ** (t[:, None] - t[None, :]).clamp(min=0))  # x = decay @ pre_sum
         x = decay @ pre_sum
         s = post.detach().double()
         if s.dim() == 5:
             s = s.sum(dim=(3, 4))
-        return torch.einsum("tb,tbi->it", x, s)
+        return torch.einsum("tb,tbi->it", x, s.cpu())
 
     def _add_time(self, l: int, inc: torch.Tensor) -> None:
         """``Time[l] += inc``; the first call sets ``T`` and creates ``R_time`` and ``time_alive``. A
@@ -397,7 +397,7 @@ class DPAPState:
         (Adam's moments, SGD's momentum), so that a removed synapse stays exactly zero."""
         for l in self.layers:
             m = model.masks[l]
-            m.copy_(m & self.weight_mask(l, m.shape))
+            m.copy_(m & self.weight_mask(l, m.shape).to(m.device))
         for l, alive in self.time_alive.items():
             model.set_time_mask(l, alive)
         model.apply_masks()

@@ -11,7 +11,7 @@ to spiking neuromorphic datasets using saccades", Front. Neurosci. 9:437 (2015),
 
 N-MNIST's sensor is 34 x 34 pixels. Events are binned into frames ``(T, 2, H, W)`` (channel 0
 ON, 1 OFF) over each recording's own duration, the same layout as
-:mod:`dpap_deploy.events`' event-digits, so the same conv SNNs train on either.
+:mod:`dpap_deploy.data.event_digits`' event-digits, so the same conv SNNs train on either.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from dpap_deploy.data import Dataset
+from dpap_deploy.data import SOURCES, Dataset, DataRequest
 from dpap_deploy.errors import DataError
 
 NMNIST_SENSOR = (34, 34)  # (H, W) pixels, Orchard et al. 2015
@@ -119,3 +119,15 @@ def load_nmnist(root: str, time_steps: int = 20, per_class: Optional[int] = None
         splits[name] = _read_split(folder, time_steps, per_class, sensor)
     (x_tr, y_tr), (x_te, y_te) = splits["Train"], splits["Test"]
     return Dataset("n-mnist", x_tr, y_tr, x_te, y_te, int(max(y_tr.max(), y_te.max())) + 1)
+
+
+#: ``T`` bins per recording when the run does not ask for one (the paper's N-MNIST setting)
+DEFAULT_TIME_STEPS = 20
+
+
+@SOURCES.register("nmnist", help="real N-MNIST from a local folder: nmnist:ROOT with ROOT/Train/<label>/*.bin and "
+                                 "ROOT/Test/<label>/*.bin; never downloads")
+def nmnist(arg: Optional[str], req: DataRequest) -> Dataset:
+    if not arg:
+        raise DataError("--data nmnist:ROOT needs the folder that holds Train/ and Test/")
+    return load_nmnist(os.path.expanduser(arg), req.time_steps or DEFAULT_TIME_STEPS)

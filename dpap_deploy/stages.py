@@ -1,0 +1,599 @@
+"""The stages of a run, in order (:data:`STAGES`; :mod:`dpap_deploy.pipeline` runs them).
+
+Each stage takes the :class:`~dpap_deploy.pipeline.RunContext`, reads what earlier stages left in
+it and adds its part. ``prepare``, ``data`` and ``model`` only check and build: nothing is written
+before ``train`` opens the run's staging folder, so bad input leaves no trace. No stage branches
+on the kind of model: what differs between families, pruners, data sources and targets lives in
+those registered units.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from typing import List, NamedTuple, Optional
+
+import numpy as np
+
+from dpap_deploy.errors import DataError, DpapError, IRError, ModelError
+
+log = logging.getLogger("dpap_deploy")
+#: share of a data set held out for testing (sources without a split of their own)
+TEST_FRACTION = 0.2
+
+
+def preload_lava() -> None:
+    """Import Lava's runtime first: it calls ``multiprocessing.set_start_method('fork')`` at
+    import time, which fails once anything (tqdm's lock, torch) has fixed the start method."""
+    import lava.magma.core.process.process  # noqa: F401
+
+
+def _positive(name: str, v, minimum: int = 1) -> None:
+    if v is not None and v < minimum:
+        raise DpapError(f"--{name} must be >= {minimum}, got {v}")
+
+
+def sizes(name: str, text: Optional[str]) -> Optional[List[int]]:
+    """``--hidden`` / ``--channels``: comma-separated positive integers (None stays None).
+
+    Raises:
+        DpapError: not integers, or one below 1.
+    """
+    if text is None:
+        return None
+    try:
+        out = [int(s) for s in str(text).split(",") if s.strip()]
+    except ValueError:
+        raise DpapError(f"--{name} must be comma-separated integers, got {text!r}") from None
+    if not out or any(s < 1 for s in out):
+        raise DpapError(f"--{name} sizes must be >= 1, got {text!r}")
+    return out
+
+
+def resolve_device(spec: str) -> str:
+    """The torch device of ``--device``: ``cpu``, ``cuda``/``cuda:N`` (refused where CUDA is absent),
+    or ``auto`` (CUDA when available, else the CPU).
+
+    Raises:
+        DpapError: an unknown device, or CUDA asked for where torch sees none (names why).
+    """
+    import torch
+
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if spec == "cpu":
+        return "cpu"
+    if spec == "cuda" or (spec.startswith("cuda:") and spec[5:].isdigit()):
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+            raise DpapError(f"--device {spec}: CUDA is not available here ({why}; torch.cuda.is_available() is "
+                            "False); use --device cpu or auto")
+        if ":" in spec and int(spec[5:]) >= torch.cuda.device_count():
+            raise DpapError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+        return spec
+    raise DpapError(f"--device must be cpu, cuda, cuda:N or auto, got {spec!r}")
+
+
+# -- prepare -------------------------------------------------------------------------------
+def prepare(ctx) -> None:
+    """Check every option and resolve the units it names (target, profile, family, pruner,
+    encoding, device, budget); set up torchrun; read the checkpoint of ``--resume``. Writes nothing."""
+    import torch
+
+    from dpap_deploy.data.encoding import ENCODINGS
+    from dpap_deploy.export import get_target
+    from dpap_deploy.hardware_profiles import load_profile
+    from dpap_deploy.runfolder import check_output
+    from dpap_deploy.train.distributed import local_world_size, setup
+    from dpap_deploy.train.families import get_family
+    from dpap_deploy.train.pruners import PRUNERS
+
+    preload_lava()
+    cfg = ctx.cfg
+    if not cfg.target:
+        raise DpapError("--target is required (on the command line, or target = \"...\" in --config)")
+    for name in ("time_steps", "epochs", "batch_size", "max_test"):
+        _positive(name.replace("_", "-"), getattr(cfg, name))
+    if cfg.no_prune:
+        cfg.pruner = "dense"
+    if not 0.0 <= cfg.target_sparsity < 1.0:
+        raise DpapError(f"--target-sparsity must be in [0, 1), got {cfg.target_sparsity}")
+    ctx.exporter = get_target(cfg.target)
+    ctx.profile = load_profile(cfg.profile)
+    if cfg.chips is not None:
+        ctx.profile = ctx.profile.with_chips(cfg.chips)
+    PRUNERS.get(cfg.pruner)
+    ENCODINGS.get(cfg.encoding)
+    sizes("hidden", cfg.hidden)
+    sizes("channels", cfg.channels)
+    ctx.device = resolve_device(cfg.device)
+    ctx.family = _family_of(ctx.model_object, cfg.model, get_family)
+    _prepare_budget(ctx)
+    ctx.progress = not cfg.quiet and sys.stderr.isatty()
+    torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // local_world_size())))  # torchrun: shared
+    ctx.dist = setup(device=ctx.device)  # under torchrun: this rank of a data-parallel run; else one process
+    ctx.progress = ctx.progress and ctx.dist.is_main
+    if cfg.resume and not cfg.from_dir:
+        _read_resume(ctx)
+    else:
+        check_output(cfg.out, cfg.force)
+
+
+def _family_of(obj, name: str, get_family):
+    if obj is None:
+        return get_family(name)
+    from dpap_deploy.train.families import ModelFamily
+
+    fam = ModelFamily()
+    fam.name = f"{type(obj).__name__} (from Python)"
+    return fam
+
+
+def _prepare_budget(ctx) -> None:
+    from dpap_deploy.budget import Budget
+
+    cfg = ctx.cfg
+    if cfg.budget_cores is None and not cfg.fit:
+        return
+    if cfg.pruner != "dpap" or cfg.from_dir:
+        raise DpapError("--budget-cores/--fit drive DPAP during training; they cannot be used with --no-prune, "
+                        "--pruner other than dpap, or --from")
+    profile = ctx.profile.with_cores(cfg.budget_cores) if cfg.budget_cores is not None else ctx.profile
+    ctx.budget = Budget(profile, pack=not cfg.no_pack)
+
+
+def _read_resume(ctx) -> None:
+    from dpap_deploy.runfolder import unfinished_run
+    from dpap_deploy.train.checkpoint import CHECKPOINT_FILE, load_checkpoint
+
+    folder = unfinished_run(ctx.cfg.out) or ctx.cfg.out
+    ctx.resume_ckpt = load_checkpoint(os.path.join(folder, CHECKPOINT_FILE))
+    pos = ctx.resume_ckpt["position"]
+    log.info("resuming %s at epoch %d batch %d", ctx.cfg.out, pos["epoch"], pos["batch"])
+
+
+# -- data ----------------------------------------------------------------------------------
+def data(ctx) -> None:
+    """Load the data set (``--data``, the family's default, or what ``--from``'s run used), check
+    that the family takes it and that ``--time-steps`` agrees with event data's own ``T``."""
+    from dpap_deploy.data import DataRequest, load_data
+
+    cfg = ctx.cfg
+    saved = {}
+    if cfg.from_dir:
+        from dpap_deploy.rundir import read_run_config
+
+        saved = ctx.from_run = read_run_config(cfg.from_dir)
+    seed = saved.get("seed", cfg.seed)
+    T = cfg.time_steps if not cfg.from_dir else saved.get("time_steps")
+    request = DataRequest(T, seed, saved.get("test_fraction", TEST_FRACTION))
+    spec = cfg.data or saved.get("data") or ctx.family.default_data
+    if ctx.dataset_object is not None:
+        ds, ctx.data_spec = _dataset_from_python(ctx.dataset_object, request), None
+    else:
+        ds, ctx.data_spec = load_data(spec, request), spec
+    if ds.kind != "static" and T is not None and T != ds.time_steps:
+        raise DataError(f"--time-steps {T}, but data {ds.name!r} has T = {ds.time_steps} steps per sample; event data "
+                        "bring their own T (drop --time-steps)")
+    ctx.family.check_data(ds)
+    for note in ds.notes:
+        print(f"note      {note}", file=sys.stderr)
+    ctx.dataset = ds
+    ctx.y_test = ds.y_test[: cfg.max_test] if cfg.max_test else ds.y_test
+
+
+def _dataset_from_python(obj, request):
+    """A :class:`Dataset` handed in, or ``(x, y)`` arrays checked and split like an ``.npz`` file."""
+    from dpap_deploy.data import Dataset
+
+    if isinstance(obj, Dataset):
+        return obj
+    import tempfile
+
+    from dpap_deploy.data.npz import load_npz
+
+    try:
+        x, y = obj
+    except (TypeError, ValueError):
+        raise DataError(f"data must be a source name, a Dataset or (x, y) arrays, got {type(obj).__name__}") from None
+    with tempfile.TemporaryDirectory() as d:  # one set of checks for files and arrays
+        path = os.path.join(d, "data.npz")
+        np.savez(path, x=np.asarray(x), y=np.asarray(y))
+        ds = load_npz(path, request.test_fraction, request.seed)
+    from dataclasses import replace
+
+    return replace(ds, name="arrays")
+
+
+# -- model ---------------------------------------------------------------------------------
+def model(ctx) -> None:
+    """Build the network (the family's, a user's file or object, the checkpoint's under
+    ``--resume``, or load ``--from``'s), check it against the target and the budget, choose the
+    DPAP constants and encode the test split."""
+    from dpap_deploy.train.loop import TrainConfig, encoder_for, test_inputs
+
+    cfg, ds = ctx.cfg, ctx.dataset
+    if cfg.from_dir:
+        _load_from_run(ctx)
+    else:
+        ctx.model = _build_model(ctx)
+    spiking = ctx.model.spiking
+    if ctx.exporter.takes == "ann" and spiking:
+        raise DpapError(f"target {cfg.target} exports ANNs; train one with --model ann-mlp")
+    if ctx.exporter.takes == "snn" and not spiking:
+        raise DpapError(f"target {cfg.target} needs a spiking network; an ANN goes to target onnx")
+    if cfg.encoding == "current" and (ds.kind != "static" or not spiking):
+        raise DpapError(f"--encoding current drives a spiking network with static features; data {ds.name!r} is "
+                        f"{ds.kind}{'' if spiking else ' and the network is an ANN'}")
+    ctx.dpap_cfg = _dpap_config(ctx, spiking)
+    if ctx.budget is not None:
+        if any(s.kind != "fc" for s in ctx.model.specs()) or not spiking:
+            raise DpapError("--budget-cores/--fit drive spiking networks of fully connected layers")
+        ctx.budget.check_feasible(list(ctx.model.sizes), len(ctx.model.layers) - 1)  # before anything is written
+    T = (ctx.from_run or {}).get("time_steps") or cfg.time_steps or 32
+    enc = (ctx.from_run or {}).get("encoding", cfg.encoding)
+    ctx.encoder = encoder_for(ds, ctx.model, TrainConfig(time_steps=T, encoding=enc))
+    x = test_inputs(ds, ctx.encoder, (ctx.from_run or {}).get("seed", cfg.seed))
+    if cfg.max_test:
+        x = x[:, : cfg.max_test] if spiking else x[: cfg.max_test]
+    ctx.x_test = x
+
+
+def _build_model(ctx):
+    from dpap_deploy.train.families import BuildOptions
+    from dpap_deploy.train.models import model_from_config
+
+    cfg, ds = ctx.cfg, ctx.dataset
+    if ctx.resume_ckpt is not None:  # train() loads the weights; the structure tells spiking and encoding
+        return model_from_config(ctx.resume_ckpt["model_config"])
+    if ctx.model_object is not None:
+        return _model_from_python(ctx.model_object, ds, cfg)
+    opts = BuildOptions(sizes("hidden", cfg.hidden), sizes("channels", cfg.channels), cfg.encoding, cfg.seed)
+    return ctx.family.build(ds, opts)
+
+
+def _model_from_python(obj, ds, cfg):
+    import torch
+
+    from dpap_deploy.train.models import SequentialNet
+    from dpap_deploy.train.user_model import from_torch
+
+    if isinstance(obj, SequentialNet):
+        return obj
+    torch.manual_seed(cfg.seed)
+    return from_torch(obj, ds.sample_shape, family=f"{type(obj).__name__} (from Python)",
+                      input_current=ds.kind == "static" and cfg.encoding == "current")
+
+
+def _load_from_run(ctx) -> None:
+    from dpap_deploy.ir import NetworkIR
+    from dpap_deploy.rundir import MODEL_FILE, load_model
+
+    cfg, ds = ctx.cfg, ctx.dataset
+    ctx.ir = NetworkIR.load(os.path.join(cfg.from_dir, "ir.npz"))
+    ctx.model, _ = load_model(os.path.join(cfg.from_dir, MODEL_FILE))
+    if ctx.ir.input_size != ds.n_features or ctx.ir.n_classes < ds.n_classes:
+        raise DataError(f"data {ds.name!r} has {ds.n_features} features and {ds.n_classes} classes; the network in "
+                        f"{cfg.from_dir!r} takes {ctx.ir.input_size} inputs and has {ctx.ir.n_classes} outputs")
+
+
+def _dpap_config(ctx, spiking: bool):
+    from dataclasses import replace
+
+    from dpap_deploy.train.dpap import PRESETS, RuleConstants
+
+    cfg = ctx.cfg
+    preset = cfg.dpap_preset or (ctx.family.default_preset if spiking else "mnist-ann")
+    if preset not in PRESETS:
+        raise DpapError(f"unknown --dpap-preset {preset!r}; known: {', '.join(sorted(PRESETS))}")
+    dpap = PRESETS[preset]
+    if not cfg.timestep_pruning:
+        return dpap
+    try:
+        eps, eta = (float(v) for v in cfg.timestep_pruning.split(","))
+    except ValueError:
+        raise DpapError(f"--timestep-pruning takes EPSILON,ETA (two numbers), got {cfg.timestep_pruning!r}") from None
+    if not (0.0 < eps < 2.0) or eta <= 0:
+        raise DpapError(f"--timestep-pruning EPSILON must be in (0, 2) (at 2 nothing is protected) and ETA > 0, "
+                        f"got {cfg.timestep_pruning!r}")
+    if not spiking:
+        raise DpapError("--timestep-pruning prunes time steps of spiking networks; an ANN has none")
+    # EPSILON, ETA (paper names) are the timestep rule's c and rho; b = 2, the fully connected protection
+    return replace(dpap, timestep=RuleConstants(eps, 2.0, eta))
+
+
+# -- train ---------------------------------------------------------------------------------
+def train(ctx) -> None:
+    """Open the run's staging folder (the first write), save ``run.toml``, train with the pruner
+    (unless ``--from``), then save the model, ``config.json`` and ``train_log.jsonl``."""
+    from dpap_deploy.runfolder import RunFolder
+
+    cfg = ctx.cfg
+    ctx.folder = RunFolder(cfg.out, writer=ctx.dist.is_main)
+    ctx.folder.open(resume=ctx.resume_ckpt is not None)
+    if ctx.dist.is_main and ctx.resume_ckpt is None:
+        from dpap_deploy.config import write_config
+
+        write_config(ctx.folder.path("run.toml"), run_toml(cfg))
+    if cfg.from_dir:
+        ctx.dist.close()
+        ctx.done = not ctx.dist.is_main
+        return
+    _train(ctx)
+    ctx.dist.close()  # every rank leaves the group; rank 0 goes on to export, simulate and report
+    if not ctx.dist.is_main:
+        ctx.done = True
+        return
+    _save_trained(ctx)
+
+
+def run_toml(cfg) -> dict:
+    """The options that shape a run, as ``run.toml`` keys (the long option names; None left out:
+    TOML has no null). ``dpap-export --config run.toml`` repeats the run; ``--resume`` continues it."""
+    from dataclasses import fields
+
+    from dpap_deploy.config import NOT_SAVED
+
+    out = {}
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name in NOT_SAVED or f.name == "check_only" or value is None:
+            continue
+        out["from" if f.name == "from_dir" else f.name.replace("_", "-")] = value
+    return out
+
+
+def train_config(ctx):
+    """The :class:`~dpap_deploy.train.loop.TrainConfig` of this run."""
+    from dpap_deploy.train.loop import TrainConfig
+
+    cfg = ctx.cfg
+    return TrainConfig(hidden=sizes("hidden", cfg.hidden) or (), epochs=cfg.epochs, batch_size=cfg.batch_size,
+                       lr=cfg.lr, time_steps=ctx.encoder.time_steps, seed=cfg.seed, prune=cfg.pruner != "dense",
+                       encoding=cfg.encoding, device=ctx.device)
+
+
+def _train(ctx) -> None:
+    from dpap_deploy.train.checkpoint import CHECKPOINT_FILE
+    from dpap_deploy.train.loop import train as train_loop
+
+    cfg, main = ctx.cfg, ctx.dist.is_main
+    log_file = open(ctx.folder.path("train_log.jsonl"), "w") if main else None
+    try:
+        for rec in (ctx.resume_ckpt or {}).get("history", []) if main else []:
+            log_file.write(json.dumps(rec) + "\n")
+
+        def on_epoch(rec):
+            log_file.write(json.dumps(rec) + "\n")
+            log_file.flush()
+            log.debug("epoch %d: %s", rec["epoch"], json.dumps({k: v for k, v in rec.items() if k != "layers"}))
+
+        log.info("training %s (%s) for %d epochs", ctx.family.name, cfg.pruner, cfg.epochs)
+        res = train_loop(ctx.dataset, train_config(ctx), ctx.dpap_cfg, progress=ctx.progress, on_epoch=on_epoch,
+                         model=ctx.model if ctx.resume_ckpt is None else None, method=cfg.pruner,
+                         target_sparsity=cfg.target_sparsity, budget=ctx.budget,
+                         checkpoint=ctx.folder.path(CHECKPOINT_FILE), resume=ctx.resume_ckpt, dist=ctx.dist,
+                         encoder=ctx.encoder)
+    finally:
+        if log_file is not None:
+            log_file.close()
+    ctx.train_result, ctx.model, ctx.history = res, res.model, res.history
+    ctx.timing["train_loop"] = res.seconds
+
+
+def _save_trained(ctx) -> None:
+    from dpap_deploy.fileio import write_json
+    from dpap_deploy.rundir import MODEL_FILE, save_model
+
+    cfg, res = ctx.cfg, ctx.train_result
+    tcfg = train_config(ctx).to_dict()
+    save_model(ctx.folder.path(MODEL_FILE), ctx.model, train_config=tcfg,
+               dpap_state=res.state.state_dict() if res.state is not None else None)
+    write_json(ctx.folder.path("config.json"), {  # what --from needs to rebuild the data and its encoding
+        "seed": cfg.seed, "time_steps": ctx.encoder.time_steps, "data": ctx.data_spec, "test_fraction": TEST_FRACTION,
+        "model": cfg.model, "encoding": cfg.encoding, "train": tcfg, "target": cfg.target, "profile": cfg.profile})
+
+
+# -- ir ------------------------------------------------------------------------------------
+def ir(ctx) -> None:
+    """The network's IR (``ir.npz``); the test window shortened when timestep pruning cut steps."""
+    from dpap_deploy.train.compact import to_ir
+
+    if ctx.ir is None:
+        meta = {"trained_with": ctx.cfg.pruner, "seed": ctx.cfg.seed, "family": ctx.family.name}
+        name = f"{ctx.dataset.name}-{'snn' if ctx.model.spiking else 'ann'}"
+        ctx.ir = to_ir(ctx.model, ctx.encoder.time_steps, name=name, metadata=meta)
+    ctx.ir.save(ctx.folder.path("ir.npz"))
+    if ctx.model.spiking and ctx.ir.time_steps < ctx.x_test.shape[0]:  # timestep pruning removed the last steps
+        log.info("timestep pruning shortened the window from %d to %d time steps", ctx.x_test.shape[0],
+                 ctx.ir.time_steps)
+        ctx.x_test = ctx.x_test[: ctx.ir.time_steps]
+
+
+# -- export --------------------------------------------------------------------------------
+def export(ctx) -> None:
+    """Run the target: write its files and (most targets) run them on the test split."""
+    t0 = time.perf_counter()
+    ctx.result = ctx.exporter(ctx.ir, ctx.folder.staging, spikes=ctx.x_test, progress=ctx.progress)
+    ctx.timing["lava_sim"] = ctx.result.seconds.get("run", 0.0)
+    ctx.timing["export_build"] = time.perf_counter() - t0 - ctx.timing["lava_sim"]
+    if ctx.result.extra.get("message"):
+        print(f"note      {ctx.result.extra['message']}", file=sys.stderr)
+    ctx.exported = ctx.result.network if ctx.result.network is not None else ctx.ir
+
+
+# -- verify --------------------------------------------------------------------------------
+def verify(ctx) -> None:
+    """Accuracy of the trained network (Norse or torch), of the target's run and of the fixed-point
+    emulator on the same input, and their agreement (predictions; output spikes, every step)."""
+    from dpap_deploy.train.loop import classify, predict
+
+    y = ctx.y_test
+    framework = "norse" if ctx.model.spiking else "torch"
+    pred = classify(predict(ctx.model, ctx.x_test))
+    ctx.accuracy[framework] = float((pred == y).mean())
+    sim_key = ctx.result.extra.get("accuracy_key", "lava")
+    pred_sim = classify(ctx.result.counts) if ctx.result.counts is not None else None
+    if pred_sim is not None:
+        ctx.accuracy[sim_key] = float((pred_sim == y).mean())
+    ctx.agreement.update(predictions=float((pred == pred_sim).mean()) if pred_sim is not None else None,
+                         compared=f"{framework} vs {sim_key}")
+    if ctx.exported.quantized and pred_sim is not None:  # the batched emulator: what training uses per epoch
+        from dpap_deploy.export.emulator import emulate
+
+        t0 = time.perf_counter()
+        counts, rasters = emulate(ctx.exported, ctx.x_test, record=ctx.result.output_spikes is not None,
+                                  progress=ctx.progress)
+        ctx.timing["emulator"] = time.perf_counter() - t0
+        pred_emu = classify(counts)
+        ctx.accuracy["emulator"] = float((pred_emu == y).mean())
+        ctx.agreement["emulator_predictions"] = float((pred_emu == pred_sim).mean())
+        if ctx.result.output_spikes is not None:
+            ctx.agreement["spikes"] = float((rasters[-1] == ctx.result.output_spikes).mean())
+
+
+# -- map -----------------------------------------------------------------------------------
+def map_(ctx) -> None:
+    """Place the exported network on the profile's neuro cores (``dpap_deploy/mapping.py``)."""
+    from dpap_deploy.mapping import map_network
+
+    ctx.mapping = map_network(ctx.exported, ctx.profile, pack=not ctx.cfg.no_pack)
+
+
+# -- measure -------------------------------------------------------------------------------
+class LavaProbe(NamedTuple):
+    """Every population in Lava for the first test samples (:func:`lava_probe`)."""
+
+    x: np.ndarray               # input (T, n, ...)
+    hidden: list                # per hidden layer (T, n, n_l)
+    output: np.ndarray          # output spikes (T, n, C)
+    counts: np.ndarray          # output spike counts (n, C)
+    ir: object                  # the quantised network that ran
+
+
+def lava_probe(ir, x_test, samples: int = 32) -> LavaProbe:
+    """The first ``samples`` test samples through Lava's fixed-point simulator with a sink on
+    every population (sinks make Lava several times slower, so not on the whole split)."""
+    from dpap_deploy.export import lava_sim
+    from dpap_deploy.export.quantize import quantize
+
+    q = ir if ir.quantized else quantize(ir)
+    x = x_test[:, :samples]
+    counts, info = lava_sim.run(q, x, record_hidden=True)
+    return LavaProbe(x, info["hidden_spikes"], info["output_spikes"], counts, q)
+
+
+def measure(ctx) -> None:
+    """Spiking networks: every population in Lava for the first samples (``raster.png``, Lava's
+    synaptic operations) and the energy section (paper eqs. 14-15, synaptic operations from
+    Norse's spikes on the whole split)."""
+    from dpap_deploy.energy import energy_section
+    from dpap_deploy.report import model_section
+    from dpap_deploy.train.loop import population_spikes
+
+    if not ctx.model.spiking:
+        return
+    t0 = time.perf_counter()
+    ctx.probe = lava_probe(ctx.exported, ctx.x_test)
+    ctx.timing["probe"] = time.perf_counter() - t0
+    sparsity = model_section(ctx.exported, ctx.result.synapses_per_layer, "")["sparsity"]
+    norse_pops = population_spikes(ctx.model, ctx.x_test)
+    n = ctx.probe.x.shape[1]
+    ctx.energy = energy_section(ctx.exported, sparsity, norse=[ctx.x_test] + norse_pops[:-1],
+                                lava=[ctx.probe.x] + list(ctx.probe.hidden),
+                                norse_probe=[ctx.probe.x] + [p[:, :n] for p in norse_pops[:-1]])
+
+
+# -- report --------------------------------------------------------------------------------
+def report(ctx) -> None:
+    """Plots, ``report.json`` and ``report.md``; the summary on stdout; the exit code (3 when the
+    network does not fit and ``--require-fit`` or a budget was given)."""
+    from dpap_deploy.fileio import atomic_path, write_json
+    from dpap_deploy.report import markdown_report, summary_text, validate
+
+    log.info("writing plots and the report")
+    t0 = time.perf_counter()
+    ctx.plots = _plots(ctx)
+    ctx.timing["plots"] = time.perf_counter() - t0
+    rep = ctx.report = _report_dict(ctx)
+    validate(rep)
+    write_json(ctx.folder.path("report.json"), rep)
+    with atomic_path(ctx.folder.path("report.md")) as tmp:
+        with open(tmp, "w") as f:
+            f.write(markdown_report(rep, [os.path.basename(p) for p in ctx.plots if p]))
+    print(summary_text(rep))
+    print(f"report    {os.path.join(ctx.cfg.out, 'report.json')}, {os.path.join(ctx.cfg.out, 'report.md')}")
+    if (ctx.cfg.require_fit or ctx.budget is not None) and not ctx.mapping.fits:
+        ctx.exit_code = 3
+
+
+def _plots(ctx) -> List[str]:
+    from dpap_deploy.plots import plot_pruning, plot_raster
+    from dpap_deploy.resources import plot_resources
+
+    trained = ctx.cfg.pruner != "dense" and not ctx.cfg.from_dir
+    plots = [plot_resources(ctx.mapping.to_report(), ctx.folder.path("resources.png")),
+             plot_pruning(ctx.history, ctx.folder.path("pruning.png"),
+                          title=f"{'DPAP' if trained else 'dense training'} on {ctx.dataset.name}")]
+    if ctx.probe is not None:  # input, hidden and output spikes of test sample 0 as Lava produced them
+        p = ctx.probe
+        pops = [("input", p.x[:, 0].reshape(p.x.shape[0], -1))]
+        pops += [(l.name, h[:, 0]) for l, h in zip(p.ir.layers[:-1], p.hidden)]
+        pops.append((p.ir.layers[-1].name + " (output)", p.output[:, 0]))
+        title = (f"test sample 0 (label {int(ctx.y_test[0])}, predicted {int(p.counts[0].argmax())}) in Lava "
+                 f"Loihi2SimCfg fixed point, T = {p.x.shape[0]}")
+        plots.append(plot_raster(pops, ctx.folder.path("raster.png"), title))
+    return [p for p in plots if p]
+
+
+def _report_dict(ctx) -> dict:
+    from dpap_deploy.report import model_section
+
+    cfg, ds, res = ctx.cfg, ctx.dataset, ctx.result
+    tcfg = train_config(ctx).to_dict() if not cfg.from_dir else None
+    files = [dict(f, path=ctx.folder.final(f["path"])) for f in res.files]
+    files += [{"path": os.path.join(cfg.out, f), "verified_by": None}
+              for f in ("ir.npz", _model_file(), "run.toml", "config.json", "train_log.jsonl")
+              + tuple(os.path.basename(p) for p in ctx.plots) if os.path.isfile(ctx.folder.path(f))]
+    return {
+        "target": cfg.target, "profile": ctx.profile.name,
+        "dataset": {"name": ds.name, "kind": ds.kind, "n_train": int(len(ds.y_train)), "n_test": int(len(ctx.y_test)),
+                    "time_steps": int(ctx.encoder.time_steps) if ctx.model.spiking else 1,
+                    "encoding": ctx.encoder.encoding, "n_features": ds.n_features, "sample_shape": list(ds.sample_shape),
+                    "n_classes": ds.n_classes, "seed": (ctx.from_run or {}).get("seed", cfg.seed),
+                    "notes": list(ds.notes)},
+        "model": model_section(ctx.exported, res.synapses_per_layer,
+                               res.extra.get("synapses_counted_from", f"the {cfg.target} export")),
+        "energy": ctx.energy, "accuracy": ctx.accuracy, "agreement": ctx.agreement,
+        "resources": ctx.mapping.to_report(),
+        "budget": ctx.budget.to_report() if ctx.budget is not None else None,
+        "timing_s": _timing(ctx),
+        "fixed_point": res.extra.get("fixed_point"),
+        "target_notes": [res.extra["message"]] if res.extra.get("message") else [],
+        "training": {"config": tcfg, "pruner": cfg.pruner, "epochs": len(ctx.history), "from": cfg.from_dir,
+                     "device": ctx.device, "family": ctx.family.name},
+        "files": files,
+    }
+
+
+def _model_file() -> str:
+    from dpap_deploy.rundir import MODEL_FILE
+
+    return MODEL_FILE
+
+
+def _timing(ctx) -> dict:
+    """Seconds per stage, ``lava_sim`` (Lava's run inside ``export``), ``emulator``, ``probe``,
+    ``plots`` and ``total`` so far (the whole run; the report itself takes the rest)."""
+    t = dict(ctx.timing)
+    t["train"] = t.get("train", 0.0)
+    t["total"] = sum(v for k, v in t.items() if k in ("prepare", "data", "model", "train", "ir", "export", "verify",
+                                                      "map", "measure")) + t.get("plots", 0.0)
+    return {k: round(v, 3) for k, v in t.items()}
+
+
+#: the stages in order, as ``(name, function)``
+STAGES = (("prepare", prepare), ("data", data), ("model", model), ("train", train), ("ir", ir), ("export", export),
+          ("verify", verify), ("map", map_), ("measure", measure), ("report", report))

@@ -1,0 +1,130 @@
+"""Pruning methods, registered by name (``--pruner NAME``): what a training run asks of them.
+
+* ``dpap``: developmental plasticity-inspired adaptive pruning (``train/dpap.py``, ``docs/dpap.md``):
+  scores gathered after every batch, the survival rule after every epoch from ``e0``.
+* ``magnitude``: gradual global magnitude pruning (``torch.nn.utils.prune.global_unstructured``,
+  L1) of the hidden layers to a final sparsity, Zhu & Gupta's cubic schedule from ``e0`` to the last
+  epoch ("To prune, or not to prune", arXiv 1710.01878): the peer a user would pick.
+* ``dense``: no pruning (the baseline).
+
+A pruner sees the model after each optimiser step (:meth:`Pruner.observe`) and after each epoch
+(:meth:`Pruner.end_epoch`), follows compaction (:meth:`Pruner.compacted`) and saves its state with
+the checkpoint (:meth:`Pruner.state_dict`). Adding a method is one class registered in
+:data:`PRUNERS`.
+"""
+from __future__ import annotations
+
+from typing import Callable, List, Optional
+
+import numpy as np
+import torch
+
+from dpap_deploy.registry import Registry
+from dpap_deploy.train.dpap import DPAPConfig, DPAPState
+
+
+class Pruner:
+    """Base of every pruning method: every hook does nothing.
+
+    Attributes:
+        name: the registered name (saved in checkpoints).
+        compacts: the network is compacted after each epoch (units may have been removed).
+        state: DPAP's state, for the budget loop and the saved model (None for other methods).
+    """
+
+    name = "base"
+    compacts = False
+    state: Optional[DPAPState] = None
+
+    def __init__(self, dpap: DPAPConfig, target_sparsity: float = 0.0):
+        self.dpap = dpap
+        self.target_sparsity = float(target_sparsity)
+
+    def start(self, model, resume: Optional[dict] = None) -> None:
+        """Begin with ``model`` (fresh), or with the state a checkpoint saved (``resume``)."""
+
+    def observe(self, records, reduce: Optional[Callable] = None) -> None:
+        """One batch's ``(pre, post)`` per weight layer (after the optimiser step)."""
+
+    def end_epoch(self, epoch: int, model, optimizer, epochs: int) -> None:
+        """Prune after epoch ``epoch`` (0-based) of ``epochs``."""
+
+    def compacted(self, kept: List[np.ndarray]) -> None:
+        """Follow a compaction that kept units ``kept[l]`` of each layer."""
+
+    def state_dict(self) -> Optional[dict]:
+        return None
+
+
+#: every pruning method by name (the built-in ones are defined below)
+PRUNERS: Registry[type] = Registry("pruner")
+
+
+@PRUNERS.register("dense", help="no pruning (the baseline)")
+class DensePruner(Pruner):
+    name = "dense"
+
+
+@PRUNERS.register("dpap", help="developmental plasticity-inspired adaptive pruning (Han et al., TPAMI 2025)")
+class DPAPPruner(Pruner):
+    name = "dpap"
+    compacts = True
+
+    def start(self, model, resume: Optional[dict] = None) -> None:
+        self.state = DPAPState.from_state_dict(resume) if resume else DPAPState(model.specs(), self.dpap)
+
+    def observe(self, records, reduce=None) -> None:
+        self.state.observe(records, reduce)
+
+    def end_epoch(self, epoch: int, model, optimizer, epochs: int) -> None:
+        self.state.end_epoch(epoch)
+        self.state.apply(model, optimizer)
+
+    def compacted(self, kept) -> None:
+        self.state.compact(kept)
+
+    def state_dict(self) -> Optional[dict]:
+        return self.state.state_dict()
+
+
+@PRUNERS.register("magnitude", help="gradual global L1 magnitude pruning to --target-sparsity (cubic schedule)")
+class MagnitudePruner(Pruner):
+    name = "magnitude"
+    compacts = True
+
+    def end_epoch(self, epoch: int, model, optimizer, epochs: int) -> None:
+        magnitude_step(model, list(range(len(model.layers) - 1)), self.target_sparsity, epoch, self.dpap.e0, epochs)
+
+
+def magnitude_step(model, layers: List[int], target: float, epoch: int, e0: int, epochs: int) -> None:
+    """Gradual global L1 magnitude pruning of ``layers`` toward ``target`` sparsity (cubic schedule)."""
+    import torch.nn.utils.prune as prune
+
+    if epoch < e0:
+        return
+    span = max(1, epochs - 1 - e0)
+    frac = target * (1.0 - (1.0 - min(1.0, (epoch - e0 + 1) / span)) ** 3)
+    total = sum(model.masks[l].numel() for l in layers)
+    amount = int(round(frac * total))
+    if amount <= 0:
+        return
+    params = [(model.layers[l], "weight") for l in layers]
+    with torch.no_grad():
+        for l in layers:  # already-pruned weights are exactly zero, so L1 keeps them pruned
+            model.layers[l].weight.mul_(model.masks[l])
+    prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=amount)
+    with torch.no_grad():
+        for l in layers:
+            layer = model.layers[l]
+            model.masks[l].copy_(model.masks[l] & layer.weight_mask.bool())
+            prune.remove(layer, "weight")
+    model.apply_masks()
+
+
+def make_pruner(name: str, dpap: DPAPConfig, target_sparsity: float = 0.0) -> Pruner:
+    """A new pruner of method ``name``.
+
+    Raises:
+        UnknownNameError: no such method (lists the known ones).
+    """
+    return PRUNERS.get(name)(dpap, target_sparsity)
