@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="TOML", help="read options from a TOML file (keys: the long option names); "
                    "flags on the command line override it")
     p.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR with its own settings "
-                   "(DIR/run.toml, DIR/checkpoint.pt)")
+                   "(DIR/run.toml, DIR/checkpoint.safetensors)")
     p.add_argument("--profile", default="loihi2",
                    help="bundled profile (loihi2, loihi1, loihi2-sim, kapoho-point, truenorth, xylo-audio2) or a .toml path")
     p.add_argument("--chips", type=int, default=None, help="chips on the board (default: the profile's)")
@@ -111,7 +111,9 @@ def _prepare_out(out: str, force: bool) -> None:
         raise DpapError(f"output {out!r} exists and is not a folder")
     if os.path.isfile(os.path.join(out, "report.json")) and not force:
         raise DpapError(f"output folder {out!r} already holds a run; pass --force to overwrite it or choose another --out")
-    if os.path.isfile(os.path.join(out, "checkpoint.pt")) and not force:
+    from dpap_deploy.train.checkpoint import CHECKPOINT_FILE
+
+    if os.path.isfile(os.path.join(out, CHECKPOINT_FILE)) and not force:
         raise DpapError(f"output folder {out!r} holds an unfinished run; continue it with --resume {out}, "
                         "or pass --force to start over")
     from dpap_deploy.fileio import ensure_writable_dir
@@ -230,7 +232,10 @@ def run(args: argparse.Namespace) -> int:
         raise DpapError("--budget-cores/--fit drive the spiking MLP (--model snn-mlp)")
     if budget is not None:  # an impossible budget stops before anything is written
         budget.check_feasible([ds.n_features, *hidden, ds.n_classes], prunable=len(hidden))
-    ckpt_path = os.path.join(args.out, "checkpoint.pt")
+    from dpap_deploy.rundir import MODEL_FILE, load_model, save_model
+    from dpap_deploy.train.checkpoint import CHECKPOINT_FILE
+
+    ckpt_path = os.path.join(args.out, CHECKPOINT_FILE)
     resume_ckpt = None
     if args.resume and not args.from_dir:
         from dpap_deploy.train.checkpoint import load_checkpoint
@@ -258,13 +263,7 @@ def run(args: argparse.Namespace) -> int:
         if _others_leave(dist):
             return 0
         ir = NetworkIR.load(os.path.join(args.from_dir, "ir.npz"))
-        try:
-            ckpt = torch.load(os.path.join(args.from_dir, "model.pt"), map_location="cpu")
-            model = model_from_config(ckpt["model_config"])
-            model.load_state_dict(ckpt["state_dict"])
-            model.dense_widths = ckpt.get("dense_widths") or model.widths()
-        except Exception as exc:
-            raise IRError(f"{args.from_dir}/model.pt is not a dpap-deploy checkpoint ({type(exc).__name__}: {exc})") from None
+        model, _ = load_model(os.path.join(args.from_dir, MODEL_FILE))  # NetworkFileError naming the file
         if not cnn and (ir.input_size != ds.n_features or ir.n_classes < ds.n_classes):
             raise DataError(f"data {ds.name!r} has {ds.n_features} features and {ds.n_classes} classes; the network "
                             f"in {args.from_dir!r} takes {ir.input_size} inputs and has {ir.n_classes} outputs")
@@ -329,10 +328,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             ir = to_ir(model, args.time_steps, name="digits-snn" if not cfg["data"] else "snn", metadata=meta)
         ir.save(os.path.join(args.out, "ir.npz"))
-        with atomic_path(os.path.join(args.out, "model.pt")) as tmp:
-            torch.save({"model_config": model.config(), "state_dict": model.state_dict(),
-                        "dense_widths": model.dense_widths, "train_config": train_cfg.to_dict(),
-                        "dpap_state": res.state.state_dict() if res.state is not None else None}, tmp)
+        save_model(os.path.join(args.out, MODEL_FILE), model, train_config=train_cfg.to_dict(),
+                   dpap_state=res.state.state_dict() if res.state is not None else None)
         write_json(os.path.join(args.out, "config.json"), {**cfg, "train": train_cfg.to_dict(), "target": args.target,
                                                            "profile": args.profile})
 
@@ -425,9 +422,9 @@ def run(args: argparse.Namespace) -> int:
         "training": {"config": train_cfg.to_dict() if train_cfg else None, "epochs": len(history),
                      "from": args.from_dir},
         "files": result.files + [{"path": os.path.join(args.out, f), "verified_by": None}
-                                 for f in ("ir.npz", "model.pt") if os.path.isfile(os.path.join(args.out, f))]
+                                 for f in ("ir.npz", MODEL_FILE) if os.path.isfile(os.path.join(args.out, f))]
         + [{"path": p, "verified_by": None} for p in plots if p]
-        + [{"path": os.path.join(args.out, f), "verified_by": None} for f in ("run.toml", "checkpoint.pt", "train_log.jsonl")
+        + [{"path": os.path.join(args.out, f), "verified_by": None} for f in ("run.toml", CHECKPOINT_FILE, "train_log.jsonl")
            if os.path.isfile(os.path.join(args.out, f))],
     }
     validate(report)
