@@ -44,7 +44,6 @@ from __future__ import annotations
 import collections
 import json
 import math
-import os
 import struct
 import zipfile
 from typing import Any, Dict, List, Type
@@ -106,7 +105,7 @@ class _Encoder:
             tag = "$ndarray" if isinstance(obj, np.ndarray) else "$npscalar"
             return {tag: self._store(torch.from_numpy(arr.copy(order="C")), path)}  # copy: keeps 0-dim
         if obj is None or isinstance(obj, (bool, str)):
-            return str(obj) if isinstance(obj, str) else obj
+            return str.__str__(obj) if isinstance(obj, str) else obj  # str.__str__: a str Enum's value
         if isinstance(obj, int):
             return int(obj)
         if isinstance(obj, float):
@@ -311,13 +310,3 @@ def load_tree(path: str, fmt: str, max_version: int, error: Type[DpapError] = Ch
     except RecursionError:
         raise error(f"{path}: malformed {META_KEY} metadata (nested too deeply)") from None
 
-
-def is_pickle_based(path: str) -> bool:
-    """True when ``path`` starts like a pickle or is a ``torch.save`` zip (reads a few bytes and,
-    for a zip, its directory; unpickles nothing)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-    except OSError:
-        return False
-    return bool(_pickle_kind(head, path))

@@ -149,6 +149,27 @@ def test_a_tree_without_tensors_and_a_bare_tensor(tmp_path):
     assert load_tree(path, "f", 1) is None
 
 
+def test_subclasses_come_back_as_their_base_type(tmp_path):
+    import enum
+    from typing import NamedTuple
+
+    class Kind(str, enum.Enum):
+        SNN = "snn-mlp"
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    class Pair(NamedTuple):
+        a: int
+        b: float
+
+    path = str(tmp_path / "t.safetensors")
+    save_tree(path, {"kind": Kind.SNN, "level": Level.HIGH, "pair": Pair(1, 2.0),
+                     "dd": collections.defaultdict(list, {"x": [1]})}, "f", 1)
+    back = load_tree(path, "f", 1)
+    same({"kind": "snn-mlp", "level": 3, "pair": (1, 2.0), "dd": {"x": [1]}}, back)
+
+
 def test_the_file_is_a_plain_safetensors_file(tmp_path):
     """Any safetensors reader sees the tensors under their paths and our JSON in the metadata."""
     path = str(tmp_path / "t.safetensors")
