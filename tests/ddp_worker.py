@@ -2,7 +2,8 @@
 
     python -m torch.distributed.run --nproc_per_node 2 --master_port P tests/ddp_worker.py OUT_DIR
 
-writes ``OUT_DIR/rank{r}.pt`` per rank; :func:`run` is also called in the test process for
+writes ``OUT_DIR/rank{r}.safetensors`` per rank (:func:`dpap_deploy.tensorfile.save_tree`, format
+:data:`RESULT_FORMAT`); :func:`run` is also called in the test process for
 the single-process reference on the same global batches.
 
 The setting is chosen so that the numbers are meaningful: 1241 = 40 * 31 + 1 training
@@ -17,6 +18,9 @@ import os
 import sys
 
 import torch
+
+#: the format name of the per-rank result files
+RESULT_FORMAT = "ddp-worker-result"
 
 N_TRAIN = 40 * 31 + 1
 BATCH = 31
@@ -93,7 +97,9 @@ def main(out_dir: str, **kwargs) -> int:
         except DistributedError as exc:
             out["divergence_error"] = str(exc)
         out["world_size"] = dist.world_size
-        torch.save(out, os.path.join(out_dir, f"rank{dist.rank}.pt"))
+        from dpap_deploy.tensorfile import save_tree
+
+        save_tree(os.path.join(out_dir, f"rank{dist.rank}.safetensors"), out, RESULT_FORMAT, 1)
     finally:
         dist.close()
     return 0

@@ -14,6 +14,7 @@ import pytest
 
 from dpap_deploy.cli import main, report_main
 from dpap_deploy.errors import DataError, DpapError
+from dpap_deploy.rundir import RUN_FILES
 
 PROFILES = os.path.join(os.path.dirname(__file__), "..", "hardware_profiles")
 LOIHI2 = open(os.path.join(PROFILES, "loihi2.toml")).read()
@@ -194,15 +195,20 @@ def test_infeasible_budget_is_refused_before_training(tmp_path, capsys):
 # -- --from -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("setup,needles", [
     (lambda d, run: None, ["--from", "does not exist or is not a folder"]),
-    (lambda d, run: d.mkdir(), ["holds no exported network (missing config.json, ir.npz, model.pt)"]),
+    (lambda d, run: d.mkdir(), ["holds no exported network (missing config.json, ir.npz, model.safetensors)"]),
     (lambda d, run: (d.mkdir(), (d / "config.json").write_text("{}"), (d / "ir.npz").write_bytes(b"")),
-     ["holds no exported network (missing model.pt)"]),
+     ["holds no exported network (missing model.safetensors)"]),
     (lambda d, run: _copy_run(run, d, {"config.json": b"{\"seed\": 0,"}),
      ["config.json: not a readable run configuration (JSONDecodeError"]),
     (lambda d, run: _copy_run(run, d, {"config.json": b"[1, 2]"}), ["config.json: expected a JSON object of run settings"]),
     (lambda d, run: _copy_run(run, d, {"config.json": b"{\"time_steps\": 0}"}), ["config.json: key 'time_steps' = 0 must be >= 1"]),
     (lambda d, run: _copy_run(run, d, {"ir.npz": b"PK\x03\x04 not really"}), ["ir.npz' is unreadable or not ours"]),
-    (lambda d, run: _copy_run(run, d, {"model.pt": b"\x80\x02 garbage"}), ["model.pt is not a dpap-deploy checkpoint"]),
+    (lambda d, run: _copy_run(run, d, {"model.safetensors": b"\x80\x02 garbage"}),
+     ["model.safetensors: a pickle, not a safetensors file; not loaded, because unpickling can run code"]),
+    (lambda d, run: _copy_run(run, d, {"model.safetensors": (run / "model.safetensors").read_bytes()[:-100]}),
+     ["model.safetensors: a corrupt or truncated safetensors file"]),
+    (lambda d, run: _copy_run(run, d, {"model.safetensors": (run / "checkpoint.safetensors").read_bytes()}),
+     ["model.safetensors: a 'dpap-deploy-checkpoint' file, not a 'dpap-deploy-model' file"]),
 ])
 def test_from_a_folder_without_an_exported_network(tmp_path, capsys, run_dir, setup, needles):
     src = tmp_path / "src"
@@ -213,7 +219,7 @@ def test_from_a_folder_without_an_exported_network(tmp_path, capsys, run_dir, se
 
 def _copy_run(run, dst, replace):
     dst.mkdir()
-    for f in ("config.json", "ir.npz", "model.pt"):
+    for f in RUN_FILES:
         (dst / f).write_bytes(replace.get(f, (run / f).read_bytes()))
 
 

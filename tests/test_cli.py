@@ -30,7 +30,7 @@ def run_dir(tmp_path_factory):
 def test_end_to_end_report_and_files(run_dir):
     out, stdout = run_dir
     assert "Lava fixed point" in stdout and "fits" in stdout
-    for f in ("report.json", "network.npz", "ir.npz", "model.pt", "config.json", "train_log.jsonl"):
+    for f in ("report.json", "network.npz", "ir.npz", "model.safetensors", "config.json", "train_log.jsonl"):
         assert (out / f).is_file(), f
     assert not [f for f in os.listdir(out) if f.startswith(".tmp")]
     report = json.loads((out / "report.json").read_text())

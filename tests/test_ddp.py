@@ -23,6 +23,7 @@ import pytest
 import torch
 
 import ddp_worker
+from dpap_deploy.tensorfile import load_tree
 from dpap_deploy.train.distributed import (DistributedError, DistributedRun, LocalRun, setup, shard_bounds,
                                            under_torchrun)
 
@@ -110,7 +111,7 @@ def test_two_ranks_prune_identically_and_like_one_process(tmp_path):
            "--master_port", str(_free_port()), WORKER, str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    ranks = [load_tree(str(tmp_path / f"rank{r}.safetensors"), ddp_worker.RESULT_FORMAT, 1) for r in (0, 1)]
     t_ddp = time.perf_counter() - t0
     single = ddp_worker.run(None)
     r0, r1 = ranks

@@ -65,7 +65,7 @@ def test_the_stages_one_by_one(tmp_path):
 
     ctx = run_pipeline(cfg, stop_after="train")
     staged = sorted(os.listdir(out + ".partial"))
-    assert {"run.toml", "train_log.jsonl", "config.json", "checkpoint.pt"} <= set(staged) and not os.path.exists(out)
+    assert {"run.toml", "train_log.jsonl", "config.json", "checkpoint.safetensors"} <= set(staged) and not os.path.exists(out)
     assert len(ctx.history) == 2 and ctx.model.widths()[-1] == 10
 
     ctx = run_pipeline(RunConfig(out=out, force=True, **SMALL))

@@ -40,10 +40,10 @@ def _same(a, b):
 
 @pytest.mark.parametrize("where", [(2, 5), (0, 0)])  # mid-epoch after pruning began; the very first batch
 def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(digits, tmp_path, where):
-    whole = train(digits, CFG, AGGRESSIVE, progress=False, checkpoint=str(tmp_path / "whole.pt"))
+    whole = train(digits, CFG, AGGRESSIVE, progress=False, checkpoint=str(tmp_path / "whole.safetensors"))
     assert whole.history[-1]["synapses"] < whole.history[0]["synapses"], "the test needs pruning to happen"
 
-    path = str(tmp_path / "cut.pt")
+    path = str(tmp_path / "cut.safetensors")
     before = signal.getsignal(signal.SIGINT)  # Python's default_int_handler; SIG_IGN under nohup or `cmd &`
     with pytest.raises(TrainingInterrupted) as exc:
         train(digits, CFG, AGGRESSIVE, progress=False, checkpoint=path, on_batch=_sigint_at(*where))
@@ -63,7 +63,7 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(digits, tmp_pat
 def test_resume_from_an_epoch_checkpoint(digits, tmp_path):
     """A crash (or kill -9) between epochs leaves the last epoch's checkpoint: continuing from it is exact too."""
     whole = train(digits, CFG, AGGRESSIVE, progress=False)
-    path = str(tmp_path / "c.pt")
+    path = str(tmp_path / "c.safetensors")
 
     class Crash(Exception):
         pass
@@ -89,25 +89,39 @@ def test_same_seed_same_run_and_another_seed_differs(digits):
 
 
 def test_bad_checkpoints_are_named(tmp_path):
-    with pytest.raises(CheckpointError, match="file not found"):
-        load_checkpoint(str(tmp_path / "none.pt"))
-    junk = tmp_path / "junk.pt"
+    """(tests/test_safe_load.py tries every refusal of the file format itself.)"""
+    from safetensors.torch import save_file
+
+    from dpap_deploy.tensorfile import save_tree
+    from dpap_deploy.train.checkpoint import FORMAT, REQUIRED, VERSION
+
+    with pytest.raises(CheckpointError, match="none.safetensors: no checkpoint \\(file not found\\)"):
+        load_checkpoint(str(tmp_path / "none.safetensors"))
+    junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(CheckpointError, match="junk.pt: not a readable checkpoint"):
+    with pytest.raises(CheckpointError, match="junk.safetensors: not a safetensors file"):
         load_checkpoint(str(junk))
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {}, "epoch": 3}, foreign)
-    with pytest.raises(CheckpointError, match=r"foreign.pt: not a dpap-deploy checkpoint \(holds a dict with keys \['epoch'"):
+    with pytest.raises(CheckpointError, match="foreign.pt: a torch.save zip archive .* not loaded, because unpickling "
+                       "can run code"):
         load_checkpoint(str(foreign))
-    torch.save([1, 2], foreign)
+    save_file({"w": torch.ones(2)}, str(foreign))  # someone else's safetensors file
+    with pytest.raises(CheckpointError, match="foreign.pt: a safetensors file, but not one written by dpap-deploy"):
+        load_checkpoint(str(foreign))
+    save_tree(str(foreign), [1, 2], FORMAT, VERSION)
     with pytest.raises(CheckpointError, match="holds list"):
+        load_checkpoint(str(foreign))
+    save_tree(str(foreign), {k: 0 for k in REQUIRED if k != "optimizer"}, FORMAT, VERSION)
+    with pytest.raises(CheckpointError, match="foreign.pt: checkpoint lacks optimizer$"):
         load_checkpoint(str(foreign))
 
 
 def test_truncated_checkpoint_is_named(digits, tmp_path):
-    path = tmp_path / "c.pt"
+    path = tmp_path / "c.safetensors"
     train(digits, replace(CFG, epochs=1), AGGRESSIVE, progress=False, checkpoint=str(path))
     data = path.read_bytes()
+    assert load_checkpoint(str(path))["position"]["epoch"] == 1
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="c.pt: not a readable checkpoint, truncated or corrupt"):
+    with pytest.raises(CheckpointError, match="c.safetensors: a (corrupt or )?truncated safetensors file"):
         load_checkpoint(str(path))

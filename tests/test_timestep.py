@@ -125,14 +125,17 @@ def test_spatio_temporal_dpap_prunes_time_steps_in_training_and_keeps_them_throu
     cfg = TrainConfig(epochs=4, time_steps=8, hidden=(32, 16), lr=1e-2, seed=2, batch_size=64)
     dpap = DPAPConfig(e0=1, r_init=1.0, fc_neuron=RuleConstants(1.0, 2.0, 13.0), fc_synapse=RuleConstants(1.0, 2.0, 13.0),
                       timestep=RuleConstants(1.5, 2.0, 13.0))
-    res = train(digits, cfg, dpap, progress=False, checkpoint=str(tmp_path / "c.pt"))
+    res = train(digits, cfg, dpap, progress=False, checkpoint=str(tmp_path / "c.safetensors"))
     tm = [res.model.time_mask(l) for l in range(2)]
     assert all(t is not None for t in tm) and res.model.time_mask(2) is None
     assert sum(int((~t).sum()) for t in tm) > 0, "timestep pruning removed nothing"
     # the compacted model's masks are the state's masks of the surviving neurons
     assert [t.shape[0] for t in tm] == res.model.widths()[:2]
-    # the state round-trips through a checkpoint
-    back = DPAPState.from_state_dict(res.state.state_dict())
+    # the state round-trips through the checkpoint file training wrote (its last epoch's state)
+    from dpap_deploy.train.checkpoint import load_checkpoint
+
+    back = DPAPState.from_state_dict(load_checkpoint(str(tmp_path / "c.safetensors"))["dpap_state"])
+    assert res.state.time_alive and back.time_alive.keys() == res.state.time_alive.keys()
     for l in res.state.time_alive:
         assert torch.equal(back.time_alive[l], res.state.time_alive[l])
     # spikes of the trained model obey the masks
