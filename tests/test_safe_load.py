@@ -428,7 +428,8 @@ def test_model_file_round_trip_and_bad_model_files(tmp_path):
     save_tree(str(path), {"model_config": {"kind": "snn-transformer"}, "state_dict": {}}, "dpap-deploy-model", 1)
     with pytest.raises(NetworkFileError) as exc:
         load_model(str(path))
-    one_line_error(exc, path, "model_config describes no model this dpap-deploy builds (KeyError")
+    one_line_error(exc, path, "model_config describes no model this dpap-deploy builds (ModelError: model "
+                   "configuration of kind 'snn-transformer'; this version reads 'sequential')")
     save_tree(str(path), {"model_config": model.config(), "state_dict": {"layers.0.weight": torch.ones(1)}},
               "dpap-deploy-model", 1)
     with pytest.raises(NetworkFileError) as exc:
