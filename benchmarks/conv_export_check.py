@@ -4,7 +4,7 @@ emulator on the full test split, dense and DPAP-pruned.
     .venv/bin/python benchmarks/conv_export_check.py [--epochs 15]
 
 Model 8C3-AP2-16C3-AP2-64FC-10FC on 20x20 event-digits, T = 10 (the `snn-cnn` setup of
-`dpap_digits.py`); DPAP with the spec's constants (`cifar-snn`), lr 1e-2. Reports accuracy
+`dpap_digits.py`); DPAP with the `cifar-snn` constants (docs/dpap.md sec. 11.2), lr 1e-2. Reports accuracy
 in Norse (float), Lava `Loihi2SimCfg(select_tag="fixed_pt")` and the emulator, and the fraction
 of equal output spikes Lava vs emulator over every sample and step.
 """

@@ -11,7 +11,7 @@ spikes per test sample.
     python benchmarks/dpap_digits.py --models snn-mlp --epochs 60 --seeds 5
     python benchmarks/dpap_digits.py --models snn-cnn --nmnist ~/data/NMNIST --per-class 100   # real N-MNIST on disk
 
-"Epochs to dense best" is the paper's speed-up measure (sec. 6b of the spec): the first epoch
+"Epochs to dense best" is the paper's speed-up measure (docs/dpap.md sec. 12): the first epoch
 (1-based) at which a run's test accuracy reaches the best test accuracy of the dense run of the
 same seed; runs that never reach it are counted apart.
 """
@@ -34,7 +34,7 @@ from dpap_deploy.train.loop import TrainConfig, encoder_for, spikes_per_sample, 
 from dpap_deploy.train.models import ANNMLP, SpikingCNN, SpikingMLP
 
 SETUPS = {
-    # constants: the spec's defaults (``cifar-snn``: FC 1.5/2/13, conv channels 0.65/5/12, R init 10);
+    # constants: the ``cifar-snn`` preset (docs/dpap.md sec. 11.2: FC 1.5/2/13, conv channels 0.65/5/12, R init 10);
     # lr 2e-2 / 1e-2 after the sweep in benchmarks/README.md (pruned networks recover better at a higher lr)
     "snn-mlp": dict(data="digits", epochs=60, T=16, lr=2e-2, preset="cifar-snn",
                     make=lambda ds: SpikingMLP([64, 128, 64, 10])),

@@ -1,4 +1,4 @@
-"""Hardware budgets that drive DPAP (spec ``dpap.md`` sec. 8, issue 4).
+"""Hardware budgets that drive DPAP (docs/dpap.md sec. 13).
 
 A budget is a hardware profile, possibly cut to ``N`` cores (``Profile.with_cores``) or
 scaled to ``N`` chips. Before training, :meth:`Budget.check_feasible` maps the smallest

@@ -183,8 +183,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
         extra = [d for d in explicit_options(argv, build_parser()) if d not in RESUME_OPTIONS]
         if extra:
-            raise ConfigError(f"--resume continues {first.resume!r} with its own settings ({first.resume}/run.toml); "
-                              f"drop {', '.join('--' + d.replace('_', '-') for d in extra)}")
+            raise ConfigError(f"--resume continues {first.resume!r} with its own settings (the run.toml of its "
+                              f"unfinished run); drop {', '.join('--' + d.replace('_', '-') for d in extra)}")
         from dpap_deploy.runfolder import unfinished_run
 
         folder = unfinished_run(first.resume)

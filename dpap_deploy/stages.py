@@ -321,7 +321,13 @@ def train(ctx) -> None:
         ctx.dist.close()
         ctx.done = not ctx.dist.is_main
         return
-    _train(ctx)
+    from dpap_deploy.errors import TrainingInterrupted
+
+    try:
+        _train(ctx)
+    except TrainingInterrupted:  # under torchrun every rank stopped at the same batch: leave the group together
+        ctx.dist.close()
+        raise
     ctx.dist.close()  # every rank leaves the group; rank 0 goes on to export, simulate and report
     if not ctx.dist.is_main:
         ctx.done = True

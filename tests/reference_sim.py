@@ -1,6 +1,6 @@
 """An independent numpy integer simulation of Loihi's CUBA LIF, the test oracle for Lava.
 
-Written from the equations in ``shared/specs/deployment.md`` sec. 1-2, not from the
+Written from the equations in ``docs/deployment.md`` secs. 2 and 4, not from the
 exporter: per sample, from zero state, every layer takes its input in the same step
 (the delays Lava adds are uniform per layer, so they only shift time).
 """

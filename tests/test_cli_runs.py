@@ -77,7 +77,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result_and_run_toml_repeat
 
     # Ctrl-C once the first epoch's checkpoint is written: exit 130 with the command to resume
     p = subprocess.Popen(CLI + SMALL + ["--out", cut], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ckpt = os.path.join(cut, "checkpoint.safetensors")
+    ckpt = os.path.join(cut + ".partial", "checkpoint.safetensors")  # the run writes into its staging folder
     t0 = time.time()
     while not os.path.isfile(ckpt):
         assert p.poll() is None and time.time() - t0 < 300, "training did not start"
@@ -86,7 +86,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result_and_run_toml_repeat
     out, err = p.communicate(timeout=300)
     assert p.returncode == 130, err
     assert f"continue with: dpap-export --resume {cut}" in err and "Traceback" not in err
-    assert os.path.isfile(os.path.join(cut, "checkpoint.safetensors")) and not os.path.isfile(os.path.join(cut, "report.json"))
+    assert os.path.isfile(ckpt) and not os.path.exists(cut)  # nothing moved into place
     # the folder is not silently overwritten
     clash = subprocess.run(CLI + SMALL + ["--out", cut], capture_output=True, text=True, timeout=300)
     assert clash.returncode == 2 and f"continue it with --resume {cut}" in clash.stderr

@@ -167,3 +167,50 @@ def test_cli_under_torchrun_rank0_reports_the_others_exit_0(tmp_path):
     assert all("test_accuracy" in r for r in log)
     report = json.loads((out / "report.json").read_text())
     assert report["training"]["epochs"] == 2 and report["agreement"]["predictions"] is not None
+
+
+def _torchrun(*args):
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+            "--master_port", str(_free_port()), "-m", "dpap_deploy.cli", *args, "--quiet"]
+
+
+def test_resume_under_torchrun_ends_where_the_uninterrupted_run_ends(tmp_path):
+    """Ctrl-C on a terminal reaches every process of the job: the ranks agree on the batch at which
+    to stop, rank 0 writes the checkpoint into OUT.partial; ``torchrun ... --resume OUT`` loads it
+    on every rank and finishes with the masks, weights and accuracy of a run that was never
+    interrupted."""
+    import signal
+
+    from dpap_deploy.ir import NetworkIR
+    from dpap_deploy.train.checkpoint import CHECKPOINT_FILE, load_checkpoint
+
+    args = ["--target", "loihi-sim", "--epochs", "6", "--hidden", "16", "--time-steps", "8", "--max-test", "20",
+            "--lr", "0.01", "--seed", "2"]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    done = subprocess.run(_torchrun(*args, "--out", str(whole)), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    p = subprocess.Popen(_torchrun(*args, "--out", str(cut)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    ckpt = tmp_path / "cut.partial" / CHECKPOINT_FILE
+    t0 = time.time()
+    while not ckpt.is_file():  # the first epoch's checkpoint
+        assert p.poll() is None and time.time() - t0 < 300, p.stderr.read()[-3000:] if p.poll() is not None else ""
+        time.sleep(0.05)
+    os.killpg(p.pid, signal.SIGINT)  # what Ctrl-C does: every process of the foreground group
+    _, err = p.communicate(timeout=300)
+    assert p.returncode != 0 and not (cut / "report.json").exists()
+    assert err.count("continue with: dpap-export --resume") >= 1, err[-3000:]
+    stopped = load_checkpoint(str(ckpt))["position"]
+    assert (stopped["epoch"], stopped["batch"]) != (6, 0), "the run was interrupted during training"
+
+    resumed = subprocess.run(_torchrun("--resume", str(cut)), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not (tmp_path / "cut.partial").exists()
+    a, b = NetworkIR.load(str(whole / "network.npz")), NetworkIR.load(str(cut / "network.npz"))
+    for la, lb in zip(a.layers, b.layers):
+        assert (la.mask == lb.mask).all() and (la.fixed.weight == lb.fixed.weight).all()
+    ra, rb = (json.loads((d / "report.json").read_text()) for d in (whole, cut))
+    assert ra["accuracy"] == rb["accuracy"] and ra["model"] == rb["model"]
+    assert [json.loads(l)["loss"] for l in (whole / "train_log.jsonl").read_text().splitlines()] == \
+        [json.loads(l)["loss"] for l in (cut / "train_log.jsonl").read_text().splitlines()]

@@ -1,4 +1,4 @@
-"""Spatio-temporal DPAP (spec sec. 4b): timestep importance, the (N, T) spike mask, the
+"""Spatio-temporal DPAP (docs/dpap.md sec. 7): timestep importance, the (N, T) spike mask, the
 shortened window, and what the exporters do with timestep masks."""
 import numpy as np
 import pytest
@@ -29,7 +29,7 @@ def test_timestep_importance_on_a_hand_computed_case():
     torch.testing.assert_close(state.Time[0], 2 * expected)
     assert 1 not in state.Time  # the output layer is not pruned
 
-    # the survival rule (spec sec. 4) on Time: R = 0.999*1 + d, d = 2*unit(score) - 1.5 (+2 if > 0);
+    # the survival rule (docs/dpap.md sec. 5) on Time: R = 0.999*1 + d, d = 2*unit(score) - 1.5 (+2 if > 0);
     # unit() over [min, P75]: the two zero-importance pairs get d = -1.5 and go, the rest stay
     state = DPAPState([2, 2, 1], DPAPConfig(timestep=TIME_RULE, e0=0, r_init=1.0, prune_neurons=False,
                                             prune_synapses=False))

@@ -11,7 +11,7 @@ ranks equal to each other and to that single process:
   ``W * B_r / B`` (:meth:`DistributedRun.shard` returns that weight): the average of the
   ranks' gradients is then the gradient of the mean over the global batch, also for an
   uneven split (the last batch of an epoch) and an empty shard (``B < W``, weight 0).
-* **DPAP statistics** (spec sec. 1-2, :meth:`DPAPState.observe`): ``M += sum_i
+* **DPAP statistics** (docs/dpap.md secs. 2-3, :meth:`DPAPState.observe`): ``M += sum_i
   (tr_i (tr_i - theta))^T tr_pre_i`` and ``A += sum_i tr_i`` are sums over samples and
   ``theta``'s update is the batch mean ``sum_i tr_i / B``: each rank computes its local
   sums and sample count, :meth:`DistributedRun.reduce_stats` all-reduces them (sum), and

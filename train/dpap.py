@@ -2,12 +2,12 @@
 
 Han, Zhao, Zeng, Shen, "Developmental Plasticity-inspired Adaptive Pruning for Deep
 Spiking and Artificial Neural Networks", IEEE TPAMI 47(1):240-251, 2025
-(arXiv 2211.12714); the rules as written in ``shared/specs/dpap.md``:
+(arXiv 2211.12714); the rules as written in ``docs/dpap.md``:
 
-* scores (per batch, no gradients): spiking trace ``tr`` (sec. 1, eq. 2-3), BCM matrix
-  ``M`` with sliding threshold ``theta`` and activity ``A`` (sec. 2, eq. 4-6);
-* dendritic spine value per neuron (sec. 3, eq. 7): ``norm(sum_j M[:, j]) * norm(A)``;
-* the rule (per epoch, from epoch ``e0``; sec. 4, eq. 9-11): survival accumulator ``R``
+* scores (per batch, no gradients): spiking trace ``tr`` (docs/dpap.md sec. 2, paper eqs. 2-3), BCM matrix
+  ``M`` with sliding threshold ``theta`` and activity ``A`` (sec. 3, paper eqs. 4-6);
+* dendritic spine value per neuron (sec. 4, paper eq. 7): ``norm(sum_j M[:, j]) * norm(A)``;
+* the rule (per epoch, from epoch ``e0``; sec. 5, paper eqs. 9-11): survival accumulator ``R``
   ("use it or lose it, gradually decay"), permanent removal when ``R < 0``.
 
 Scores (:func:`spiking_trace`, :func:`spine_value`) are kept apart from the rule
@@ -44,7 +44,7 @@ class RuleConstants:
 
 @dataclass(frozen=True)
 class DPAPConfig:
-    """DPAP constants (defaults from ``shared/specs/dpap.md`` sec. 4, fully connected SNN).
+    """DPAP constants (defaults: the ``cifar-snn`` preset, ``docs/dpap.md`` sec. 11.2).
 
     Attributes:
         delta: trace decay per time step (sec. 1).
@@ -53,7 +53,7 @@ class DPAPConfig:
         gamma: per-epoch retention of ``R`` (eq. 11).
         fc_neuron, fc_synapse: rule constants for neuron and synapse pruning of FC layers.
         conv_channel, conv_synapse: the same for conv channels (filters) and channel-to-channel
-            connections (spec: 0.65/5/12 CIFAR code; 1.4/5/10 the N-MNIST conv-synapse script).
+            connections (docs/dpap.md sec. 11.3: 0.65/5/12 BrainCog CIFAR code; 1.4/5/10 the N-MNIST conv-synapse script).
         conv_channels, conv_synapses: which conv granularities run (channel pruning is what
             shrinks a chip mapping; both may be on).
         percentiles: ``(lo, hi)`` of ``unit()``; (0, 75) as in the CIFAR code, (5, 80) in N-MNIST/DVS code.
@@ -62,7 +62,7 @@ class DPAPConfig:
         staircase: ``exp(-floor((e - e0)/rho))`` (code) instead of ``exp(-e/rho)`` (paper).
         prune_output: also prune the output layer (the reference code does not).
         prune_neurons, prune_synapses: switch either granularity off.
-        timestep: rule constants of timestep pruning (spec sec. 4b, paper eq. 8: ``c`` is the
+        timestep: rule constants of timestep pruning (docs/dpap.md sec. 7, paper eq. 8: ``c`` is the
             paper's ``epsilon``, ``rho`` its ``eta``); None (default) prunes in space only.
     """
 
@@ -99,20 +99,20 @@ class DPAPConfig:
 
 
 PRESETS = {
-    # spec sec. 4 defaults (BrainCog CIFAR-10 SNN code)
+    # docs/dpap.md sec. 11.2: the BrainCog CIFAR-10 SNN code's constants
     "cifar-snn": DPAPConfig(),
     # the first author's MNIST SNN script: FC c/b/rho = 0.625/2/10, beta (r_init) = 5
-    # (spec sec. 4, "Per-dataset values in the scripts"); our default for the digits MLP
+    # (docs/dpap.md sec. 11.3); our default for the digits MLP
     "mnist-snn": DPAPConfig(fc_neuron=RuleConstants(0.625, 2.0, 10.0), fc_synapse=RuleConstants(0.625, 2.0, 10.0),
                             r_init=5.0),
-    # the author's MNIST ANN script: conv 0.525/5/10, FC 0.75/2/12 (spec sec. 4)
+    # the author's MNIST ANN script: conv 0.525/5/10, FC 0.75/2/12 (docs/dpap.md sec. 11.3)
     "mnist-ann": DPAPConfig(fc_neuron=RuleConstants(0.75, 2.0, 12.0), fc_synapse=RuleConstants(0.75, 2.0, 12.0),
                             conv_channel=RuleConstants(0.525, 5.0, 10.0)),
 }
 
 
 def spiking_trace(spikes: torch.Tensor, delta: float = 0.5) -> torch.Tensor:
-    """Activity-dependent spiking trace, spec sec. 1 (paper eq. 2-3).
+    """Activity-dependent spiking trace, docs/dpap.md sec. 2 (paper eqs. 2-3).
 
     ``x(0) = 0; x(t) = delta * x(t-1) + s(t); tr = x(T) / T``.
 
@@ -130,7 +130,7 @@ def spiking_trace(spikes: torch.Tensor, delta: float = 0.5) -> torch.Tensor:
 
 
 def _minmax(x: torch.Tensor) -> torch.Tensor:
-    """``(x - min) / (max - min)``, 0.5 everywhere when the range is 0 (spec sec. 3)."""
+    """``(x - min) / (max - min)``, 0.5 everywhere when the range is 0 (docs/dpap.md sec. 4)."""
     lo, hi = x.min(), x.max()
     if float(hi - lo) == 0.0:
         return torch.full_like(x, 0.5)
@@ -138,7 +138,7 @@ def _minmax(x: torch.Tensor) -> torch.Tensor:
 
 
 def spine_value(M: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
-    """Dendritic spine value per neuron, spec sec. 3 (paper eq. 7).
+    """Dendritic spine value per neuron, docs/dpap.md sec. 4 (paper eq. 7).
 
     Args:
         M: BCM matrix ``(N_l, N_{l-1})``.
@@ -151,7 +151,7 @@ def spine_value(M: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
 
 
 def unit_scale(x: torch.Tensor, percentiles=(0.0, 75.0)) -> torch.Tensor:
-    """``clip((x - P_lo) / (P_hi - P_lo), 0, 1)``, 0.5 where the range is 0 (spec sec. 4)."""
+    """``clip((x - P_lo) / (P_hi - P_lo), 0, 1)``, 0.5 where the range is 0 (docs/dpap.md sec. 5.1)."""
     lo = torch.quantile(x.double(), percentiles[0] / 100.0).to(x.dtype) if percentiles[0] > 0 else x.min()
     hi = torch.quantile(x.double(), percentiles[1] / 100.0).to(x.dtype)
     if float(hi - lo) <= 0.0:
@@ -167,7 +167,7 @@ def survival_update(
     k: RuleConstants,
     cfg: DPAPConfig,
 ) -> torch.Tensor:
-    """One epoch of "use it or lose it, gradually decay" (spec sec. 4, paper eq. 9-11).
+    """One epoch of "use it or lose it, gradually decay" (docs/dpap.md sec. 5.2, paper eqs. 9-11).
 
     ``d = 2*unit(score) - c; d[d > 0] += b; R = gamma*R + d*exp(-floor((e-e0)/rho))``.
     ``unit()`` is computed over the elements still alive; removed elements keep their ``R``.
@@ -218,7 +218,7 @@ class DPAPState:
     trace of a conv input, features otherwise): ``M (N, F)``, ``theta (N,)``, ``A (N,)``,
     ``R_neuron (N,)``, ``R_synapse (N, F)``, ``neuron_alive (N,)``, ``synapse_alive (N, F)``.
     For conv layers a "synapse" is a channel-to-channel connection (a kernel slice).
-    With ``cfg.timestep`` (spec sec. 4b) also ``Time (N, T)``, ``R_time (N, T)`` and
+    With ``cfg.timestep`` (docs/dpap.md sec. 7) also ``Time (N, T)``, ``R_time (N, T)`` and
     ``time_alive (N, T)``: unit ``i`` is silent at time step ``t`` where ``time_alive`` is False
     (created at the first :meth:`observe`, which sets ``T``).
 
@@ -251,7 +251,7 @@ class DPAPState:
             self.R_synapse[l] = torch.full((n, f), cfg.r_init, dtype=torch.float64)
             self.neuron_alive[l] = torch.ones(n, dtype=torch.bool)
             self.synapse_alive[l] = torch.ones(n, f, dtype=torch.bool)
-        # budget feedback (spec sec. 8): extra decay value added to ``c`` per layer, and a
+        # budget feedback (docs/dpap.md sec. 13): extra decay value added to ``c`` per layer, and a
         # switch that stops pruning once the mapped network fits its budget
         self.c_boost: Dict[int, float] = {l: 0.0 for l in self.layers}
         self.frozen = False
@@ -275,7 +275,7 @@ class DPAPState:
 
     @torch.no_grad()
     def observe(self, records, reduce: Optional[Callable[[List[torch.Tensor]], List[torch.Tensor]]] = None) -> None:
-        """Accumulate one batch's scores (spec sec. 1-2), after the forward pass.
+        """Accumulate one batch's scores (docs/dpap.md secs. 2-3), after the forward pass.
 
         Args:
             records: per weight layer ``(pre, post)``, time first: the layer's input
@@ -312,7 +312,7 @@ class DPAPState:
                 self._add_time(l, stats[per * i + 2])
 
     def _time_increment(self, pre: torch.Tensor, post: torch.Tensor) -> torch.Tensor:
-        """One batch's ``sum_b (sum_j x_pre,j(t)) * s_i(t)`` ``(N, T)`` (spec sec. 4b, paper eq. 8): the
+        """One batch's ``sum_b (sum_j x_pre,j(t)) * s_i(t)`` ``(N, T)`` (docs/dpap.md sec. 7.1, paper eq. 8): the
         presynaptic trace ``x(t) = delta*x(t-1) + s(t)`` summed over all presynaptic neurons, times
         unit ``i``'s spikes at ``t`` (conv: summed over the channel's pixels)."""
         steps = post.shape[0]

@@ -226,7 +226,8 @@ class _Training:
         self.history = list(ckpt["history"])
         pos = ckpt["position"]
         self.start_epoch, self.start_batch = int(pos["epoch"]), int(pos["batch"])
-        self.run_loss, self.run_correct = float(pos["loss_sum"]), int(pos["correct"])
+        if self.dist.is_main:  # the epoch's loss and correct count so far, summed over the ranks: counted once
+            self.run_loss, self.run_correct = float(pos["loss_sum"]), int(pos["correct"])
         self.seconds_before = float(ckpt.get("seconds", 0.0))
         if "torch_rng" in ckpt:
             torch.set_rng_state(ckpt["torch_rng"])
@@ -410,8 +411,9 @@ def _epochs(run: _Training, checkpoint: Optional[str], progress: bool, on_epoch,
                 if on_batch is not None:
                     on_batch(epoch, b)
                 if dist.any_flag(stop.is_set()):  # every rank stops at the same batch
+                    done_loss, done_correct = dist.sum_scalars(loss_sum, correct)  # the epoch so far, all ranks
                     if checkpoint is not None:
-                        run.snapshot(checkpoint, epoch, b + 1, gen_at_start, loss_sum, correct, t0)
+                        run.snapshot(checkpoint, epoch, b + 1, gen_at_start, done_loss, int(done_correct), t0)
                     raise TrainingInterrupted(checkpoint or "(no checkpoint on this rank)", epoch, b + 1)
             rec = run.end_epoch(epoch, loss_sum, correct, t0)
             if checkpoint is not None:

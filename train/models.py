@@ -423,7 +423,7 @@ class SequentialNet(nn.Module):
     def dense_widths(self, w: Sequence[int]) -> None:
         self._dense_widths = [int(x) for x in w]
 
-    # -- timestep masks (spatio-temporal DPAP, docs/dpap.md sec. 5) -------------------------
+    # -- timestep masks (spatio-temporal DPAP, docs/dpap.md sec. 7.3) -------------------------
     def time_mask(self, l: int) -> Optional[torch.Tensor]:
         """Layer ``l``'s timestep mask ``(units, T)`` bool (False: unit silent at that step), or None."""
         return getattr(self, f"tmask{l}", None)
