@@ -217,18 +217,26 @@ def offline_class(name: str):
                                  "__doc__": f"tonic.datasets.{canon} that never downloads."})
 
 
+def _path(ds, i: int) -> Optional[str]:
+    """The file of recording ``i`` where tonic keeps paths in ``ds.data`` (None where it keeps arrays)."""
+    data = ds.data[i] if i < len(ds.data) else None
+    return data if isinstance(data, str) else None
+
+
 def _sample_name(ds, i: int) -> str:
-    data = ds.data[i] if i < len(getattr(ds, "data", [])) else None
-    return data if isinstance(data, str) else f"{ds.location_on_system} recording {i}"
+    return _path(ds, i) or f"{ds.location_on_system} recording {i}"
 
 
-def _select(targets: Sequence, per_class: Optional[int]) -> List[int]:
-    """Indices of the first ``per_class`` recordings of each class (all with None), in order."""
+def _select(ds, per_class: Optional[int]) -> List[int]:
+    """Indices of the recordings to read, in file name order (tonic lists some sets in directory
+    order): all, or the first ``per_class`` of each class."""
+    order = sorted(range(len(ds.targets)), key=lambda i: (_path(ds, i) or "", i))
     if per_class is None:
-        return list(range(len(targets)))
+        return order
     seen: Dict = {}
     keep = []
-    for i, t in enumerate(targets):
+    for i in order:
+        t = ds.targets[i]
         if seen.get(t, 0) < per_class:
             seen[t] = seen.get(t, 0) + 1
             keep.append(i)
@@ -310,7 +318,7 @@ def load_tonic(name: str, root: str, time_steps: int = DEFAULT_TIME_STEPS, per_c
     has_split = "train" in inspect.signature(cls.__init__).parameters
     parts = {"train": cls(save_to=root, train=True), "test": cls(save_to=root, train=False)} if has_split \
         else {"all": cls(save_to=root)}
-    idx = {k: _select(ds.targets, per_class) for k, ds in parts.items()}
+    idx = {k: _select(ds, per_class) for k, ds in parts.items()}
     notes: Tuple[str, ...] = ()
     sizes = [_sensor_size(ds, name, idx[k]) for k, ds in parts.items()]
     sensor = tuple(max(size[j] for size, _ in sizes) for j in range(3))
