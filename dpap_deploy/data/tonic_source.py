@@ -257,7 +257,6 @@ def _read(ds, what: str, idx: List[int]):
 def _bin_set(ds, name: str, idx: List[int], sensor_size, time_steps: int):
     """Frames ``(N, T, P, H, W)`` int16, raw targets, events binned and read."""
     w, h, p = sensor_size
-    check_fits_in_memory(len(idx), time_steps, (p, h, w), f"tonic:{name} under {ds.location_on_system}")
     x = np.zeros((len(idx), time_steps, p, h, w), dtype=np.int16)
     targets, n_events = [], 0
     for k, (i, (events, target)) in enumerate(_read(ds, name, idx)):
@@ -325,6 +324,8 @@ def load_tonic(name: str, root: str, time_steps: int = DEFAULT_TIME_STEPS, per_c
     if any(measured for _, measured in sizes):
         notes += (f"tonic:{name}: recordings differ in size; frames are {sensor[0]} x {sensor[1]} (W x H), the "
                   "largest, each recording in the top left corner",)
+    check_fits_in_memory(sum(map(len, idx.values())), time_steps, sensor[::-1],
+                         f"tonic:{name} under {os.path.join(root, name)}")
     xs, ts, binned, n_events = {}, {}, 0, 0
     for k, ds in parts.items():
         xs[k], ts[k], b, e = _bin_set(ds, name, idx[k], sensor, time_steps)
