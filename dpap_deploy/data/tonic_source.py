@@ -298,7 +298,7 @@ def load_tonic(name: str, root: str, time_steps: int = DEFAULT_TIME_STEPS, per_c
             ``NCALTECH101`` ...; any case).
         root: the ``save_to`` folder given to tonic; tonic reads ``root/NAME``.
         time_steps: ``T`` bins per recording (tonic's ``ToFrame(n_time_bins=T)``).
-        per_class: at most this many recordings per class and split (the first ones in tonic's order).
+        per_class: at most this many recordings per class and split (the first in file name order).
         test_fraction, seed: the stratified split of sets without a train/test split of their own.
 
     Returns:
