@@ -110,7 +110,7 @@ Source = Callable[[Optional[str], DataRequest], Dataset]
 
 
 def _load_builtin() -> None:
-    from dpap_deploy.data import bundled, event_digits, nmnist, npz  # noqa: F401 (they register)
+    from dpap_deploy.data import bundled, event_digits, nmnist, npz, tonic_source  # noqa: F401 (they register)
 
 
 #: every data source by name (``--data NAME`` or ``NAME:ARG``; a path ending in ``.npz`` is ``npz``)
