@@ -388,72 +388,98 @@ def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
     chunks = [ch for layer_chunks in per_layer for ch in layer_chunks]
     groups = _pack(chunks, profile) if pack else [[ch] for ch in chunks]
     cores = [CoreUsage(i, g) for i, g in enumerate(groups)]
-    violations = []
+    notes: List[str] = []
+    violations = (_core_violations(cores, profile) + _fan_violations(ir, conns, profile)
+                  + _chip_violations(ir, cores, profile) + _numeric_violations(ir, profile, notes))
+    bounds = _lower_bounds(ir, conns, routes_per_layer, cores, profile)
+    lower = max(1, *bounds.values())
+    return Mapping(profile, cores, lower, violations, bounds, notes)
+
+
+# -- design rules: each returns every violation it finds, a line naming the layer or core and the limit
+def _core_violations(cores: List[CoreUsage], profile: Profile) -> List[str]:
+    """Per core: neurons, input axons, output axons and synaptic memory against the profile's core."""
+    lim, out = profile.core, []
     for c in cores:
         for r in RESOURCES:
             if getattr(c, r) > getattr(lim, r):
-                violations.append(f'core {c.core} ("{c.layer}"): {getattr(c, r)} {r.replace("_", " ")}; '
-                                  f"{profile.name} allows {getattr(lim, r)}")
-    # per neuron: fan-in (synapses in) and fan-out (synapses out to the next layer)
+                out.append(f'core {c.core} ("{c.layer}"): {getattr(c, r)} {r.replace("_", " ")}; '
+                           f"{profile.name} allows {getattr(lim, r)}")
+    return out
+
+
+def _fan_violations(ir: NetworkIR, conns, profile: Profile) -> List[str]:
+    """Per neuron: fan-in (synapses in) and fan-out (synapses out to the next layer)."""
+    lim, out = profile.core, []
     for i, (layer, conn) in enumerate(zip(ir.layers, conns)):
         fan_in = np.diff(conn.indptr)
         if fan_in.size and fan_in.max() > lim.max_fan_in:
-            violations.append(f'layer "{layer.name}": a neuron has fan-in {int(fan_in.max())} '
-                              f"(neuron {int(fan_in.argmax())}); {profile.name} allows {lim.max_fan_in}")
-        if i + 1 < n_layers:
+            out.append(f'layer "{layer.name}": a neuron has fan-in {int(fan_in.max())} '
+                       f"(neuron {int(fan_in.argmax())}); {profile.name} allows {lim.max_fan_in}")
+        if i + 1 < len(conns):
             fan_out = np.bincount(conns[i + 1].indices, minlength=layer.n_out)
             if fan_out.size and fan_out.max() > lim.max_fan_out:
-                violations.append(f'layer "{layer.name}": a neuron has fan-out {int(fan_out.max())} '
-                                  f"(neuron {int(fan_out.argmax())}); {profile.name} allows {lim.max_fan_out}")
-    chip = profile.chip
+                out.append(f'layer "{layer.name}": a neuron has fan-out {int(fan_out.max())} '
+                           f"(neuron {int(fan_out.argmax())}); {profile.name} allows {lim.max_fan_out}")
+    return out
+
+
+def _chip_violations(ir: NetworkIR, cores: List[CoreUsage], profile: Profile) -> List[str]:
+    """The chip's input, output and hidden limits; cores, neurons and synapses of the board."""
+    chip, out = profile.chip, []
     n_in, n_out = ir.layers[0].n_in, ir.layers[-1].n_out
     hidden = sum(l.n_out for l in ir.layers[:-1])
     if n_in > chip.max_inputs:
-        violations.append(f'layer "{ir.layers[0].name}": {n_in} input channels; {profile.name} takes {chip.max_inputs}')
+        out.append(f'layer "{ir.layers[0].name}": {n_in} input channels; {profile.name} takes {chip.max_inputs}')
     if n_out > chip.max_outputs:
-        violations.append(f'layer "{ir.layers[-1].name}": {n_out} output neurons; {profile.name} has {chip.max_outputs}')
+        out.append(f'layer "{ir.layers[-1].name}": {n_out} output neurons; {profile.name} has {chip.max_outputs}')
     if hidden > chip.max_hidden:
-        violations.append(f"{hidden} hidden neurons; {profile.name} has {chip.max_hidden}")
+        out.append(f"{hidden} hidden neurons; {profile.name} has {chip.max_hidden}")
     chips = chip.chips
-    total = {"neurons": sum(c.neurons for c in cores), "synapses": sum(c.synapses for c in cores)}
     if len(cores) > profile.cores_available:
-        violations.append(f"{len(cores)} cores used; {profile.name} x{chips} has {profile.cores_available}")
+        out.append(f"{len(cores)} cores used; {profile.name} x{chips} has {profile.cores_available}")
     for r in ("neurons", "synapses"):
-        cap = getattr(chip, r) * chips
-        if total[r] > cap:
-            violations.append(f"{total[r]} {r} in the network; {profile.name} x{chips} holds {cap}")
-    num = profile.numerics
-    notes: List[str] = []
+        total, cap = sum(getattr(c, r) for c in cores), getattr(chip, r) * chips
+        if total > cap:
+            out.append(f"{total} {r} in the network; {profile.name} x{chips} holds {cap}")
+    return out
+
+
+def _numeric_violations(ir: NetworkIR, profile: Profile, notes: List[str]) -> List[str]:
+    """Fixed-point layers: weight exponent range, decays (in the profile's format), threshold and weight bits."""
+    num, out = profile.numerics, []
     for l in ir.layers:
         if l.fixed is None:
             continue
         if not (num.weight_exp_min <= l.fixed.weight_exp <= num.weight_exp_max):
-            violations.append(f'layer "{l.name}": weight_exp {l.fixed.weight_exp} outside '
-                              f"[{num.weight_exp_min}, {num.weight_exp_max}] of {profile.name}")
-        violations += _decay_violations(l, profile, notes)
+            out.append(f'layer "{l.name}": weight_exp {l.fixed.weight_exp} outside '
+                       f"[{num.weight_exp_min}, {num.weight_exp_max}] of {profile.name}")
+        out += _decay_violations(l, profile, notes)
         if not 0 <= int(l.fixed.vth) < 2 ** num.threshold_bits:
-            violations.append(f'layer "{l.name}": vth = {int(l.fixed.vth)} needs more than the {num.threshold_bits} '
-                              f"bits {profile.name} has (0..{2 ** num.threshold_bits - 1})")
+            out.append(f'layer "{l.name}": vth = {int(l.fixed.vth)} needs more than the {num.threshold_bits} '
+                       f"bits {profile.name} has (0..{2 ** num.threshold_bits - 1})")
         bits = weight_bits_needed(l.masked_weight(fixed=True))  # zeros are ignored
         if bits > num.weight_bits:
-            violations.append(f'layer "{l.name}": weights need {bits} bits; {profile.name} stores {num.weight_bits}')
-    # lower bounds on cores: neurons; synaptic memory (below); input axons with every layer
-    # unsplit (splitting repeats sources);
-    # output axons (every neuron with a synapse onward needs at least one route)
+            out.append(f'layer "{l.name}": weights need {bits} bits; {profile.name} stores {num.weight_bits}')
+    return out
+
+
+def _lower_bounds(ir: NetworkIR, conns, routes_per_layer, cores: List[CoreUsage], profile: Profile) -> dict:
+    """Lower bounds on the cores any placement needs, per resource: neurons; synaptic memory (every
+    surviving synapse costs at least ``weight_bits``, every active input axon at least one group
+    header; word rounding and indices only add, and they can shrink when a layer is split, so the
+    unsplit cost is not a bound); input axons with every layer unsplit (splitting repeats
+    sources); output axons (every neuron with a synapse onward needs at least one route)."""
+    lim = profile.core
     unsplit = [_chunk(c, 0, c.shape[0], profile, l.name, i) for i, (l, c) in enumerate(zip(ir.layers, conns))]
     senders = sum(int((r > 0).sum()) for r in routes_per_layer)
 
     def bound(used, limit):
         return 0 if math.isinf(limit) else math.ceil(used / limit)
 
-    # memory: every surviving synapse costs at least weight_bits, every active input axon at
-    # least one group header (word rounding and indices only add, and they can shrink when a
-    # layer is split, so the unsplit cost is not a bound)
     min_bits = sum(c.nnz * profile.numerics.weight_bits + u.input_axons * profile.synapse_cost.group_header_bits
                    for c, u in zip(conns, unsplit))
-    bounds = {"neurons": bound(total["neurons"], lim.neurons),
-              "synaptic_memory_bits": bound(min_bits, lim.synaptic_memory_bits),
-              "input_axons": bound(sum(c.input_axons for c in unsplit), lim.input_axons),
-              "output_axons": bound(senders, lim.output_axons)}
-    lower = max(1, *bounds.values())
-    return Mapping(profile, cores, lower, violations, bounds, notes)
+    return {"neurons": bound(sum(c.neurons for c in cores), lim.neurons),
+            "synaptic_memory_bits": bound(min_bits, lim.synaptic_memory_bits),
+            "input_axons": bound(sum(c.input_axons for c in unsplit), lim.input_axons),
+            "output_axons": bound(senders, lim.output_axons)}
