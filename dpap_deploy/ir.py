@@ -152,8 +152,20 @@ class FCLayer:
         return int(self.dense_shape[0] * self.dense_shape[1])
 
 
+class _MapShaped:
+    """Neurons in and out of a node that takes a ``(C, H, W)`` map: ``prod(in_shape)``, ``prod(out_shape)``."""
+
+    @property
+    def n_in(self) -> int:
+        return int(np.prod(self.in_shape))
+
+    @property
+    def n_out(self) -> int:
+        return int(np.prod(self.out_shape))
+
+
 @dataclass
-class ConvLayer:
+class ConvLayer(_MapShaped):
     """2-D convolution synapses into a ``(C_out, H_out, W_out)`` LIF population.
 
     Average pooling in front of a layer is folded into its weights when the IR is made
@@ -243,14 +255,6 @@ class ConvLayer:
                              shape=(c_out * ho * wo, c_in * h * wd))
 
     @property
-    def n_in(self) -> int:
-        return int(np.prod(self.in_shape))
-
-    @property
-    def n_out(self) -> int:
-        return int(np.prod(self.out_shape))
-
-    @property
     def synapses(self) -> int:
         """Surviving kernel weights of the trained model (a folded pooling repeats each ``pool_fold**2`` times)."""
         return int(np.count_nonzero(self.masked_weight())) // (self.pool_fold ** 2)
@@ -262,7 +266,7 @@ class ConvLayer:
 
 
 @dataclass
-class Flatten:
+class Flatten(_MapShaped):
     """A ``(C, H, W)`` map flattened to ``C*H*W`` neurons in torch's ``C, H, W`` order (no
     synapses, no neurons: a layout node). Lava realises it as an ``OutPort`` reshape, netx as a
     ``flatten`` layer, NIR as ``Flatten``, ONNX as ``Flatten``.
@@ -285,17 +289,9 @@ class Flatten:
     def out_shape(self) -> tuple:
         return (int(np.prod(self.in_shape)),)
 
-    @property
-    def n_in(self) -> int:
-        return int(np.prod(self.in_shape))
-
-    @property
-    def n_out(self) -> int:
-        return self.n_in
-
 
 @dataclass
-class AvgPool:
+class AvgPool(_MapShaped):
     """Average pooling by ``pool`` (kernel = stride = ``pool``, no padding) of a ``(C, H, W)`` map,
     kept as a node only where it could not be folded into the next layer's weights
     (``train/compact.py``): targets with a pooling of their own (NIR, ONNX) export it, the others
@@ -322,14 +318,6 @@ class AvgPool:
     def out_shape(self) -> tuple:
         c, h, w = self.in_shape
         return (c, h // self.pool, w // self.pool)
-
-    @property
-    def n_in(self) -> int:
-        return int(np.prod(self.in_shape))
-
-    @property
-    def n_out(self) -> int:
-        return int(np.prod(self.out_shape))
 
 
 Layer = Union[FCLayer, ConvLayer]
