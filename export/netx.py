@@ -48,7 +48,8 @@ def check_supported(ir: NetworkIR) -> None:
 
 
 def check_kinds(ir: NetworkIR) -> None:
-    """Raise :class:`UnsupportedLayerError` for layer kinds netx has no block for (named)."""
+    """Raise :class:`UnsupportedLayerError` for layer kinds netx has no block for, timestep masks and
+    current encoding (a per-sample bias; netx has spike input and one static bias per layer), naming the layer."""
     check_layers(ir, "netx", SUPPORTED_KINDS, ("lif",))
 
 
@@ -58,8 +59,15 @@ def write_netx(ir: NetworkIR, path: str) -> None:
     Besides lava-dl's datasets it stores, as HDF5 attributes that lava-dl ignores, the
     network's ``name``, ``time_steps`` and ``dt_s`` (root) and each layer's ``name``,
     ``scale``, ``dense_shape`` and ``pool_fold``, so :func:`read_netx` gets the IR back.
+
+    Raises:
+        UnsupportedLayerError: a current-encoded network (``export.check_input_encoding``).
     """
     import h5py
+
+    from dpap_deploy.export import check_input_encoding
+
+    check_input_encoding(ir, "netx")
 
     def text(group, key, value):
         group.create_dataset(key, (1,), "S10", [value.encode("ascii")])

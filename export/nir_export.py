@@ -38,7 +38,9 @@ def to_nir(ir: NetworkIR):
     """The ``nir.NIRGraph`` of a (float) IR.
 
     Raises:
-        UnsupportedLayerError: a layer kind NIR export does not handle (names the layer).
+        UnsupportedLayerError: a layer kind NIR export does not handle, or current encoding (the
+            first layer's analog input current; ``CubaLIF`` nodes take it through a synaptic
+            current), naming the layer.
     """
     import nir
 
