@@ -319,7 +319,7 @@ def run(ir: NetworkIR, spikes: np.ndarray, progress: bool = False, chunk: int = 
     t0 = time.perf_counter()
     data, N = _lava_input(ir, np.asarray(spikes))
     source, chain, sink, hidden_sinks = build(ir, data, precision, record_hidden)
-    synapses = {l.name: (layer_synapses(l) if syn is None else
+    synapses = {l.name: (int(np.count_nonzero(l.masked_weight(fixed=l.fixed is not None))) if syn is None else
                          (int(np.count_nonzero(syn.weight.init)) if l.kind == "conv" else int(syn.weights.init.nnz))
                          // (l.pool_fold ** 2)) for l, (syn, _) in zip(ir.layers, chain)}
     t1 = time.perf_counter()
