@@ -1,6 +1,6 @@
 """Target ``netx``: a lava-dl netx HDF5 file (``DIR/network.net``) that lava-dl loads unchanged.
 
-Layout (``lava/lib/dl/netx/hdf5.py``, ``utils.py``; ``shared/specs/deployment.md`` sec. 3):
+Layout (``lava/lib/dl/netx/hdf5.py``, ``utils.py``; docs/deployment.md sec. 7):
 group ``layer/`` with children ``"0"`` (``type = input``, ``shape = [F]`` or ``[C, H, W]``, no
 neuron: it gives netx the input size) and ``"1"``, ``"2"``, ... one per layer: ``type = dense``
 (``shape = [n_out]``, integer ``weight (n_out, n_in)``, pruned synapses 0) or ``type = conv``

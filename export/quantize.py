@@ -14,7 +14,7 @@ Lava's bit-accurate LIF (``lava/proc/lif/models.py``, ``AbstractPyLifModelFixed`
     v = (v * (4096 - dv)) >> 12  + u
     spike = v > (vth << 6) ; v[spike] = 0
 
-Matching term by term (``shared/specs/deployment.md`` sec. 1, 3, 4b)::
+Matching term by term (docs/deployment.md secs. 2.2, 4.1 and 6.1)::
 
     du     = round(4096 * dt / tau_syn) - 1     # lava-dl netx: iDecay = round(4096 a_i), du = iDecay - 1
     dv     = round(4096 * dt / tau_mem)         # lava-dl netx: vDecay
