@@ -166,6 +166,11 @@ def test_timestep_gates_and_one_step_windows_keep_their_phase():
     np.testing.assert_array_equal(r1[-1], info1["output_spikes"])
     np.testing.assert_array_equal(r1[0], info1["hidden_spikes"][0])
     np.testing.assert_array_equal(c1, _reference(one, x1))
+    single = _current_network(T=6, seed=6, sizes=(4, 5))  # the biased population is the output: no Sparse at all
+    counts_s, info_s = lava_sim.run(single, x1)
+    assert info_s["steps"] == 30 * 6 and counts_s.sum() > 0
+    np.testing.assert_array_equal(counts_s, _reference(single, x1))
+    np.testing.assert_array_equal(emulate(single, x1, record=True)[1][-1], info_s["output_spikes"])
 
 
 def test_analog_input_is_checked():
