@@ -68,6 +68,10 @@ class FixedPoint:
         du, dv: Lava 12-bit decay registers (``du`` as Lava's LIF takes it, i.e. lava-dl ``iDecay - 1``).
         vth: Lava 17-bit threshold mantissa (the neuron compares ``v > vth << 6``).
         scale: Lava weight units per Norse unit of ``dt/tau_mem * w`` (informative).
+        bias_exp: Lava's 3-bit ``bias_exp`` (0..7) of a population driven by current encoding
+            (the first layer of an IR with ``input_encoding == "current"``), whose per-sample
+            ``bias_mant`` the host computes from the input (``export/quantize.py``,
+            ``current_bias()``); None for every other layer.
     """
 
     weight: np.ndarray
@@ -76,6 +80,7 @@ class FixedPoint:
     dv: int
     vth: int
     scale: float
+    bias_exp: Optional[int] = None
 
 
 def _check_activation(layer) -> None:

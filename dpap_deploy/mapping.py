@@ -14,6 +14,11 @@ Per core:
   rounded up to ``word_bits``; dense format (every neuron of the core, no index) or sparse
   format (surviving synapses only, with an index), the cheaper one per core.
 
+With current encoding (``ir.input_encoding == "current"``) the first layer's ``W x`` is computed
+by the host and written as its neurons' bias each sample (``export/gate/bias_lif.py``): the layer
+has its neurons (each with its bias register) but no input axons, synapses or synaptic memory on
+a core, and the chip takes no input channels (:func:`on_chip_connectivity`).
+
 Then the chip: cores used against ``chip.cores * chip.chips``, neurons and synapses against
 the chip totals. Pruned synapses cut synaptic memory and fan-in: this is where pruning pays.
 Counting is vectorised over synapses with ``scipy.sparse``.
@@ -40,6 +45,15 @@ def surviving(layer: FCLayer) -> sp.csr_matrix:
         return conv_connectivity(layer)
     keep = layer.mask if layer.fixed is None else layer.mask & (layer.fixed.weight != 0)
     return sp.csr_matrix(keep)
+
+
+def on_chip_connectivity(ir: NetworkIR) -> List[sp.csr_matrix]:
+    """Per layer the synapses a core holds: :func:`surviving`, except a current-encoded network's
+    first layer, whose ``W x`` the host computes (its population's bias): no synapse, ``(n_out, n_in)`` empty."""
+    conns = [surviving(l) for l in ir.layers]
+    if ir.input_encoding == "current":
+        conns[0] = sp.csr_matrix(conns[0].shape, dtype=bool)
+    return conns
 
 
 def conv_connectivity(layer) -> sp.csr_matrix:
@@ -347,6 +361,15 @@ def _pack(chunks: List[Chunk], profile: Profile) -> List[List[Chunk]]:
     return bins
 
 
+def _host_layer_note(first) -> str:
+    """The report's note on a current-encoded first layer (placed without synapses)."""
+    f = first.fixed
+    bias = f", bias_exp {f.bias_exp}" if f is not None and f.bias_exp is not None else ""
+    return (f'layer "{first.name}": current encoding: the host computes W x of each sample ({int(surviving(first).nnz)} '
+            f"weights) and writes it as the {first.n_out} neurons' biases (bias_mant, 13 bits{bias}); no input axons, "
+            "synapses or synaptic memory on the chip, and no input channels")
+
+
 def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
     """Assign every neuron of every layer to a neuro core of ``profile``.
 
@@ -357,7 +380,9 @@ def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
     cores, neurons and synapses of the board and the weight exponent range are checked too.
 
     Args:
-        ir: the network (dense or pruned; quantised or not).
+        ir: the network (dense or pruned; quantised or not). With current encoding the first
+            layer places only its neurons (:func:`on_chip_connectivity`; a note says so) and its
+            input channels are not the chip's.
         profile: the target; ``profile.with_chips(n)`` / ``with_cores(n)`` for boards and budgets.
         pack: let small layers share cores (False: one layer per core, as nengo-loihi).
 
@@ -372,7 +397,7 @@ def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
     """
     ir.require_nodes(("fc", "conv", "flatten"), "the mapper")
     lim = profile.core
-    conns = [surviving(l) for l in ir.layers]
+    conns = on_chip_connectivity(ir)
     n_layers = len(ir.layers)
     # split from the output back: a layer's output axons depend on how the next layer is split
     per_layer: List[List[Chunk]] = [[] for _ in ir.layers]
@@ -388,7 +413,7 @@ def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
     chunks = [ch for layer_chunks in per_layer for ch in layer_chunks]
     groups = _pack(chunks, profile) if pack else [[ch] for ch in chunks]
     cores = [CoreUsage(i, g) for i, g in enumerate(groups)]
-    notes: List[str] = []
+    notes: List[str] = [_host_layer_note(ir.layers[0])] if ir.input_encoding == "current" else []
     violations = (_core_violations(cores, profile) + _fan_violations(ir, conns, profile)
                   + _chip_violations(ir, cores, profile) + _numeric_violations(ir, profile, notes))
     bounds = _lower_bounds(ir, conns, routes_per_layer, cores, profile)
@@ -429,7 +454,7 @@ def _chip_violations(ir: NetworkIR, cores: List[CoreUsage], profile: Profile) ->
     chip, out = profile.chip, []
     n_in, n_out = ir.layers[0].n_in, ir.layers[-1].n_out
     hidden = sum(l.n_out for l in ir.layers[:-1])
-    if n_in > chip.max_inputs:
+    if n_in > chip.max_inputs and ir.input_encoding != "current":  # current encoding: the host drives layer 0
         out.append(f'layer "{ir.layers[0].name}": {n_in} input channels; {profile.name} takes {chip.max_inputs}')
     if n_out > chip.max_outputs:
         out.append(f'layer "{ir.layers[-1].name}": {n_out} output neurons; {profile.name} has {chip.max_outputs}')
@@ -448,17 +473,18 @@ def _chip_violations(ir: NetworkIR, cores: List[CoreUsage], profile: Profile) ->
 def _numeric_violations(ir: NetworkIR, profile: Profile, notes: List[str]) -> List[str]:
     """Fixed-point layers: weight exponent range, decays (in the profile's format), threshold and weight bits."""
     num, out = profile.numerics, []
-    for l in ir.layers:
+    for i, l in enumerate(ir.layers):
         if l.fixed is None:
             continue
-        if not (num.weight_exp_min <= l.fixed.weight_exp <= num.weight_exp_max):
+        host = ir.input_encoding == "current" and i == 0  # layer 0's weights stay on the host, its neurons do not
+        if not host and not (num.weight_exp_min <= l.fixed.weight_exp <= num.weight_exp_max):
             out.append(f'layer "{l.name}": weight_exp {l.fixed.weight_exp} outside '
                        f"[{num.weight_exp_min}, {num.weight_exp_max}] of {profile.name}")
         out += _decay_violations(l, profile, notes)
         if not 0 <= int(l.fixed.vth) < 2 ** num.threshold_bits:
             out.append(f'layer "{l.name}": vth = {int(l.fixed.vth)} needs more than the {num.threshold_bits} '
                        f"bits {profile.name} has (0..{2 ** num.threshold_bits - 1})")
-        bits = weight_bits_needed(l.masked_weight(fixed=True))  # zeros are ignored
+        bits = 0 if host else weight_bits_needed(l.masked_weight(fixed=True))  # zeros are ignored
         if bits > num.weight_bits:
             out.append(f'layer "{l.name}": weights need {bits} bits; {profile.name} stores {num.weight_bits}')
     return out

@@ -85,6 +85,33 @@ def check_layers(ir, target: str, kinds, activations, what: Optional[str] = None
         what = what or f"supports layer kinds {tuple(kinds)} with activations {tuple(activations)}"
         raise UnsupportedLayerError(f"target {target} {what}; unsupported: {', '.join(bad)}{hint}")
     check_time_masks(ir, target)
+    check_input_encoding(ir, target)
+
+
+#: targets that realise current encoding: layer 0's ``W x`` as a per-sample bias (``export/gate/bias_lif.py``);
+#: ``loihi2`` writes and verifies through ``loihi-sim`` (its hardware run refuses it, ``lava_sim.run``)
+CURRENT_TARGETS = ("loihi-sim", "loihi2", "emulator")
+
+
+def check_input_encoding(ir, target: str) -> None:
+    """Refuse a current-encoded network (``ir.input_encoding == "current"``) for targets that cannot
+    set the first population's bias per sample.
+
+    With current encoding the first layer's neurons integrate the host's ``W x`` of the analog
+    sample directly (no synaptic current), which Lava realises as the population's bias, changed
+    per sample by ``loihi-sim``'s ``BiasScheduleLIF`` (:data:`CURRENT_TARGETS`). lava-dl netx has one
+    static bias per layer and spike input, NIR's ``CubaLIF`` a synaptic current: exporting the
+    layer there would silently change what it computes, so it is an
+    :class:`UnsupportedLayerError` naming the layer.
+    """
+    from dpap_deploy.errors import UnsupportedLayerError
+
+    if target in CURRENT_TARGETS or getattr(ir, "input_encoding", "spikes") != "current":
+        return
+    raise UnsupportedLayerError(
+        f'target {target}: layer "{ir.layers[0].name}" is driven by current encoding (the analog input as a constant '
+        "input current into its neurons), which only loihi-sim realises, as a per-sample bias set by the host; "
+        "use --target loihi-sim or --encoding rate")
 
 
 #: targets that realise per-neuron, per-step timestep masks (a ``SpikeGate`` process in Lava's simulator)

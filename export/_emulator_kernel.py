@@ -16,10 +16,14 @@ U_LIM = 2 ** 23
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def run_kernel(spikes, n_out, mode, scale, fu, fv, vth64, clamp,
+def run_kernel(spikes, bias, n_out, mode, scale, fu, fv, vth64, clamp,
                wd16, wd32, wd_off, ip, ip_off, ix, wx, ix_off, neuron_off, gate, rec, counts):  # pragma: no cover (numba)
     """Run ``spikes`` ``(T, N, F)`` uint8 through ``L`` layers; fill ``counts`` ``(N, n_last)`` int64
     and, when ``rec.shape[0] == T``, the spike raster ``rec`` ``(T, N, total neurons)`` uint8.
+
+    ``bias`` ``(N, n_out[0])`` float64 (current encoding: ``bias_mant << bias_exp`` per sample, added
+    to layer 0's ``v`` every step; pass ``spikes`` with ``F = 0``, so layer 0 gets no synaptic
+    input and its ``u`` stays 0), or ``(N, 0)`` for spike input.
 
     Per layer ``l``: ``n_out[l]`` neurons; ``mode[l]`` 0 or 1 selects the dense weight rows
     ``wd16``/``wd32[wd_off[l] + i*n_out[l] : ... + n_out[l]]`` of presynaptic neuron ``i`` (int16 when
@@ -39,6 +43,7 @@ def run_kernel(spikes, n_out, mode, scale, fu, fv, vth64, clamp,
         maxn = max(maxn, n_out[l])
     lim = float(U_LIM)
     record = rec.shape[0] == T
+    biased = bias.shape[1] > 0
     for b in prange(N):
         u = np.zeros(total, np.float64)
         v = np.zeros(total, np.float64)
@@ -84,13 +89,17 @@ def run_kernel(spikes, n_out, mode, scale, fu, fv, vth64, clamp,
                 ul, vl = u[o:o + m], v[o:o + m]
                 lo, hi = (-lim, lim - 1.0) if clamp[l] else (-np.inf, np.inf)
                 sc, du_f, dv_f, th = scale[l], fu[l], fv[l], vth64[l]
+                with_bias = biased and l == 0
                 for j in range(m):  # Lava's AbstractPyLifModelFixed.subthr_dynamics, then spiking
                     # floor: a right shift for negative weight exponents, exact (no-op) otherwise
                     a = np.floor(min(max(float(acc[j]), lo), hi) * sc)
                     uu = np.trunc(ul[j] * du_f) + a * 64.0
                     uu = uu - 2.0 * lim if uu > lim else (uu + 2.0 * lim if uu <= -lim else uu)
                     ul[j] = uu
-                    vv = min(max(np.trunc(vl[j] * dv_f) + uu, -(lim - 1.0)), lim - 1.0)
+                    vv = np.trunc(vl[j] * dv_f) + uu
+                    if with_bias:
+                        vv += bias[b, j]
+                    vv = min(max(vv, -(lim - 1.0)), lim - 1.0)
                     s = vv > th
                     fired[j] = s and gate[o + j, t] != 0  # the neuron resets either way
                     vl[j] = 0.0 if s else vv

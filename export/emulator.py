@@ -1,7 +1,7 @@
 """A batched torch emulator of Lava's fixed-point ``Sparse``/``Dense`` + ``LIF`` (Loihi's integers).
 
 Lava's CPU simulator is the ground truth, but it runs about a thousand time steps per second
-(``shared/specs/deployment.md`` sec. 2). This module runs the same integer equations on
+(docs/deployment.md sec. 4.4). This module runs the same integer equations on
 whole batches of samples at once, on CPU, so fixed-point accuracy can be measured during
 training and on whole test sets. Per layer and time step (``lava/proc/lif/models.py``,
 ``AbstractPyLifModelFixed``; ``lava/proc/sparse/models.py``, ``PySparseModelBitAcc``)::
@@ -12,10 +12,15 @@ training and on whole test sets. Per layer and time step (``lava/proc/lif/models
     s'  = v > (vth << 6);  v[s'] = 0
     out = s' & gate[:, t]      # timestep pruning: the SpikeGate after the population (export/gate/spike_gate.py)
 
+With current encoding (``NetworkIR.input_encoding == "current"``) layer 0 has no synapses:
+``u = 0`` and ``v = decay(v) + (bias_mant << bias_exp)`` with the sample's ``bias_mant`` from
+``export/quantize.py`` (``current_bias()``), the same integers ``loihi-sim``'s ``BiasScheduleLIF``
+(``export/gate/bias_lif.py``) sets, and the analog input is what ``lava_sim.run`` takes.
+
 Each sample starts from zero state, which is what the exported Lava network does with its
 ``LIFReset`` processes (their offsets absorb the one-step delay of every ``Sparse``; see
-``export/lava_sim.py``), so the emulator's step ``j`` of sample ``k`` is Lava's step
-``k*T + L + j`` for the output population. All state is integer-valued float64, which is
+``export/lava_sim.py``), so the emulator's step ``j`` of sample ``k`` is Lava's sink column
+``k*T + L + j`` for the output population (``k*T + L - 1 + j`` with current encoding). All state is integer-valued float64, which is
 exact below 2^53: ``|u|, |v| < 2^23`` times a 12-bit decay stays below 2^36, and the matrix
 product of 9-bit weights with 0/1 spikes below 2^53 for any realistic fan-in.
 
@@ -51,11 +56,16 @@ def _decay(x: torch.Tensor, d: int) -> torch.Tensor:
     return torch.trunc(x * ((4096 - d) / 4096.0))
 
 
-def _layer_params(ir: NetworkIR) -> List[dict]:
-    params = []
+def _require_fixed(ir: NetworkIR) -> None:
     for l in ir.layers:
         if l.fixed is None:
             raise ExportValidationError(f'layer "{l.name}" is not quantised; run export.quantize.quantize first')
+
+
+def _layer_params(ir: NetworkIR) -> List[dict]:
+    _require_fixed(ir)
+    params = []
+    for l in ir.layers:
         exp = int(l.fixed.weight_exp)
         common = {"exp": exp, "du": int(l.fixed.du), "dv": int(l.fixed.dv), "vth64": int(l.fixed.vth) * 64}
         if l.kind == "conv":  # torch layout (C_out, C_in, kH, kW), correlation as in the model
@@ -134,12 +144,14 @@ def _gate(layer, T: int) -> np.ndarray:
     return np.repeat(m, layer.n_out // m.shape[0], axis=0)
 
 
-def _emulate_numba(ir: NetworkIR, spikes: np.ndarray, record: bool, progress: bool, chunk: int = 4096):
+def _emulate_numba(ir: NetworkIR, spikes: np.ndarray, bias: Optional[np.ndarray], record: bool, progress: bool,
+                   chunk: int = 4096):
     from tqdm.auto import tqdm
 
     from dpap_deploy.export._emulator_kernel import run_kernel
 
     T, N, _ = spikes.shape
+    bias = np.zeros((N, 0)) if bias is None else np.ascontiguousarray(bias, dtype=np.float64)
     arrays = _kernel_arrays(ir)
     neuron_off = arrays[-2]
     counts = np.zeros((N, ir.layers[-1].n_out), dtype=np.int64)
@@ -148,12 +160,34 @@ def _emulate_numba(ir: NetworkIR, spikes: np.ndarray, record: bool, progress: bo
         for b0 in range(0, N, chunk):  # chunks only to show progress: samples are independent
             b1 = min(N, b0 + chunk)
             part = np.zeros((0, 0, 0), np.uint8) if not record else np.zeros((T, b1 - b0, rec.shape[2]), np.uint8)
-            run_kernel(np.ascontiguousarray(spikes[:, b0:b1]), *arrays, part, counts[b0:b1])
+            run_kernel(np.ascontiguousarray(spikes[:, b0:b1]), bias[b0:b1], *arrays, part, counts[b0:b1])
             if record:
                 rec[:, b0:b1] = part
             bar.update(b1 - b0)
     rasters = [rec[:, :, neuron_off[i]:neuron_off[i + 1]] for i in range(len(ir.layers))] if record else None
     return counts, rasters
+
+
+def _inputs(ir: NetworkIR, x: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """``(spikes (T, N, F) uint8, bias)``: for spike input the checked 0/1 spikes and None; with
+    current encoding empty spikes ``(T, N, 0)`` and layer 0's bias ``bias_mant << bias_exp``
+    ``(N, n_0)`` float64 (integers) of the analog samples."""
+    from dpap_deploy.export.quantize import analog_input, current_bias
+
+    if ir.input_encoding == "current":
+        mant, exp = current_bias(ir.layers[0], analog_input(ir, x, "the emulator"))
+        return np.zeros((ir.time_steps, mant.shape[0], 0), np.uint8), mant.astype(np.float64) * 2.0 ** exp
+    spikes = np.asarray(x)
+    if spikes.ndim == 5:
+        spikes = spikes.reshape(spikes.shape[0], spikes.shape[1], -1)
+    T, N, F = spikes.shape
+    if T != ir.time_steps or F != ir.input_size:
+        raise ExportValidationError(
+            f"input spikes have T={T}, F={F}; network {ir.name!r} expects T={ir.time_steps}, F={ir.input_size}")
+    binary = np.ascontiguousarray(spikes, dtype=np.uint8)
+    if binary.size and (binary.max() > 1 or (spikes.dtype != np.uint8 and not np.array_equal(binary, spikes))):
+        raise ExportValidationError(f"input spikes of network {ir.name!r} must be 0 or 1")
+    return binary, None
 
 
 @torch.no_grad()
@@ -165,7 +199,8 @@ def emulate(ir: NetworkIR, spikes: np.ndarray, batch_size: int = 512,
     Args:
         ir: a quantised network (``FCLayer.fixed`` set, e.g. ``network.npz`` of ``loihi-sim``).
         spikes: ``(T, N, F)`` 0/1 input spikes, time first (``(T, N, C, H, W)`` for a network
-            whose first layer is a convolution).
+            whose first layer is a convolution); with current encoding the analog samples, as
+            ``lava_sim.run`` takes them: ``(T, N, F)`` the same at every step, or ``(N, F)``.
         batch_size: samples per batch (``"torch"`` engine).
         record: also return every population's spikes.
         engine: ``"numba"`` (fused CPU kernel) or ``"torch"`` (tensor operations); same results.
@@ -177,7 +212,9 @@ def emulate(ir: NetworkIR, spikes: np.ndarray, batch_size: int = 512,
 
     Raises:
         ExportValidationError: unquantised layers, input ``T``/``F`` unlike the network's, input
-            values other than 0/1, or an unknown engine.
+            values other than 0/1 (current encoding: analog input that changes over ``T``), or an
+            unknown engine.
+        QuantizationError: a current-encoded first layer whose threshold no bias reaches.
     """
     if engine not in ENGINES:
         raise ExportValidationError(f"unknown emulator engine {engine!r}; choose one of {', '.join(ENGINES)}")
@@ -185,19 +222,18 @@ def emulate(ir: NetworkIR, spikes: np.ndarray, batch_size: int = 512,
 
     check_time_masks(ir, "emulator")  # it emulates what Lava runs, so it refuses what Lava cannot run
     ir.require_nodes(("fc", "conv", "flatten"), "the fixed-point emulator")
-    spikes = np.asarray(spikes)
-    if spikes.ndim == 5:
-        spikes = spikes.reshape(spikes.shape[0], spikes.shape[1], -1)
-    T, N, F = spikes.shape
-    if T != ir.time_steps or F != ir.input_size:
-        raise ExportValidationError(
-            f"input spikes have T={T}, F={F}; network {ir.name!r} expects T={ir.time_steps}, F={ir.input_size}")
-    binary = np.ascontiguousarray(spikes, dtype=np.uint8)
-    if binary.size and (binary.max() > 1 or (spikes.dtype != np.uint8 and not np.array_equal(binary, spikes))):
-        raise ExportValidationError(f"input spikes of network {ir.name!r} must be 0 or 1")
+    _require_fixed(ir)
+    binary, bias = _inputs(ir, spikes)
     if engine == "numba":
-        return _emulate_numba(ir, binary, record, progress)
-    params = _layer_params(ir)
+        return _emulate_numba(ir, binary, bias, record, progress)
+    return _emulate_torch(ir, _layer_params(ir), binary, bias, batch_size, record)
+
+
+def _emulate_torch(ir: NetworkIR, params: List[dict], spikes: np.ndarray, bias: Optional[np.ndarray],
+                   batch_size: int, record: bool) -> Tuple[np.ndarray, Optional[List[np.ndarray]]]:
+    """The ``"torch"`` engine of :func:`emulate`: ``spikes`` ``(T, N, F)`` uint8 (``F = 0`` and ``bias``
+    ``(N, n_0)`` with current encoding), batches of ``batch_size`` samples."""
+    T, N, _ = spikes.shape
     gates = [torch.from_numpy(_gate(l, T)) for l in ir.layers]
     counts = np.zeros((N, ir.layers[-1].n_out), dtype=np.int64)
     rasters = [np.zeros((T, N, l.n_out), dtype=np.uint8) for l in ir.layers] if record else None
@@ -205,6 +241,7 @@ def emulate(ir: NetworkIR, spikes: np.ndarray, batch_size: int = 512,
     for b0 in range(0, N, batch_size):
         x = torch.from_numpy(np.ascontiguousarray(spikes[:, b0:b0 + batch_size])).to(torch.float64)
         B = x.shape[1]
+        b_in = None if bias is None else torch.from_numpy(np.ascontiguousarray(bias[b0:b0 + B]))
         u = [torch.zeros(B, l.n_out, dtype=torch.float64) for l in ir.layers]
         v = [torch.zeros(B, l.n_out, dtype=torch.float64) for l in ir.layers]
         rec = [torch.zeros(T, B, l.n_out, dtype=torch.bool) for l in ir.layers] if record else None
@@ -212,7 +249,9 @@ def emulate(ir: NetworkIR, spikes: np.ndarray, batch_size: int = 512,
         for t in range(T):
             s = x[t]
             for i, p in enumerate(params):
-                if p["conv"]:  # Lava's Conv: 24-bit integer sum, no weight exponent
+                if i == 0 and b_in is not None:  # current encoding: no synapses, u stays 0
+                    uu = _decay(u[i], p["du"] + 1)
+                elif p["conv"]:  # Lava's Conv: 24-bit integer sum, no weight exponent
                     a64 = torch.nn.functional.conv2d(s.reshape(B, *p["in_shape"]), p["w64"], stride=p["stride"],
                                                      padding=p["padding"]).reshape(B, -1)
                     a64 = torch.clamp(a64, -64.0 * lim, 64.0 * (lim - 1))  # lava conv utils.signed_clamp(24 bits)
@@ -223,7 +262,10 @@ def emulate(ir: NetworkIR, spikes: np.ndarray, batch_size: int = 512,
                     a = torch.floor((s @ p["w"]) * (1.0 / (1 << -p["exp"])))
                     uu = _decay(u[i], p["du"] + 1) + a * 64.0
                 u[i] = _wrap(uu)  # into (-2^23, 2^23]
-                vv = torch.clamp(_decay(v[i], p["dv"]) + u[i], -(lim - 1), lim - 1)
+                vv = _decay(v[i], p["dv"]) + u[i]
+                if i == 0 and b_in is not None:
+                    vv = vv + b_in  # Lava: v = decay(v) + u + (bias_mant << bias_exp)
+                vv = torch.clamp(vv, -(lim - 1), lim - 1)
                 fired = vv > p["vth64"]
                 v[i] = vv.masked_fill(fired, 0.0)  # the neuron resets even where the gate drops its spike
                 fired = fired & gates[i][:, t]

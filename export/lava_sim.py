@@ -7,13 +7,26 @@ from ``lava.proc.io.source.RingBuffer`` and the output population's spikes go in
 Loihi's integer arithmetic (``PyLifResetModelBitAcc``, ``PySparseModelBitAcc``).
 
 The whole test split runs as **one** long simulation (Lava costs about 1 ms per time
-step whatever the network, ``shared/specs/deployment.md`` sec. 2). Sample ``k``'s input
-occupies steps ``k*T .. k*T+T-1``. Every ``Sparse`` delivers its input one time step
-late, so population ``l`` (1-based) sees sample ``k`` at steps ``k*T + l + 1 ...``; its
-``LIFReset`` therefore resets ``u`` and ``v`` every ``T`` steps at offset ``(l + 1) % T``,
+step whatever the network, docs/deployment.md sec. 4.4). Lava counts steps from 1
+(docs/deployment.md sec. 2.3). Sample ``k``'s input occupies source columns
+``k*T .. k*T+T-1``, i.e. Lava steps ``k*T + 1 ..``. Every ``Sparse`` delivers its input one
+time step late, so population ``i`` (0-based) sees sample ``k`` from step ``k*T + i + 2``;
+its ``LIFReset`` therefore resets ``u`` and ``v`` every ``T`` steps at offset ``(i + 2) % T``,
 exactly when the sample's first input arrives. Norse adds a step's input in the same
-step, so Lava's output at step ``k*T + L + j`` equals Norse's at step ``j`` of sample ``k``
+step, so the output population's step ``j`` of sample ``k`` (Lava step ``k*T + L + 1 + j``; a
+sink records step ``t`` in column ``t - 1``: column ``k*T + L + j``) equals Norse's step ``j``
 up to quantisation; ``L`` extra steps at the end flush the last sample.
+
+**Current encoding** (``NetworkIR.input_encoding == "current"``): there is no source and no
+``Sparse`` for layer 0. Its population is a :class:`~dpap_deploy.export.gate.BiasScheduleLIF`
+(``export/gate/bias_lif.py``) whose bias is the host's ``W x`` of sample ``k``
+(``export/quantize.py``, ``current_bias()``), switched in at the sample's first step. Without
+the first synaptic delay, population ``i`` sees sample ``k`` from step ``k*T + i + 1`` (layer 0
+from ``k*T + 1``): every reset offset, timestep-gate phase and read-out is one step earlier
+than with spike input. In general population ``i`` starts sample ``k`` at step
+``k*T + i + first_step(ir)`` with :func:`first_step` 2 (spikes) or 1 (current), the output's step
+``j`` of sample ``k`` is sink column ``k*T + delays(ir) + j`` with :func:`delays` = the number of
+``Sparse``/``Conv`` layers (``L``, or ``L - 1``), and the run has ``N*T + delays(ir)`` steps.
 """
 from __future__ import annotations
 
@@ -26,7 +39,7 @@ import scipy.sparse as sp
 
 from dpap_deploy.errors import ExportValidationError
 from dpap_deploy.export import ExportResult, check_layers, register_target
-from dpap_deploy.export.quantize import quantize
+from dpap_deploy.export.quantize import analog_input, current_bias, quantize
 from dpap_deploy.ir import NetworkIR
 
 SUPPORTED_KINDS = ("fc", "conv", "flatten")
@@ -36,6 +49,21 @@ def check_supported(ir: NetworkIR, target: str = "loihi-sim") -> None:
     """Raise :class:`UnsupportedLayerError` listing every layer this target cannot export
     (``loihi-sim`` realises timestep masks with :class:`~dpap_deploy.export.gate.SpikeGate`)."""
     check_layers(ir, target, SUPPORTED_KINDS, ("lif",))
+
+
+def first_step(ir: NetworkIR) -> int:
+    """The Lava time step at which population 0 receives sample 0's first input: 2 behind a
+    ``Sparse``/``Conv`` fed by the source (one step of delay), 1 with current encoding (the bias
+    acts at once). Population ``i`` starts sample ``k`` at step ``k*T + i + first_step(ir)``; its
+    ``LIFReset`` offset and ``SpikeGate`` phase are that modulo ``T``."""
+    return 1 if ir.input_encoding == "current" else 2
+
+
+def delays(ir: NetworkIR) -> int:
+    """Synaptic delays before the output population: ``L`` (``L - 1`` with current encoding, whose
+    first layer has no ``Sparse``). The output's step ``j`` of sample ``k`` is sink column
+    ``k*T + delays(ir) + j``; the run has ``N*T + delays(ir)`` steps."""
+    return len(ir.layers) - (1 if ir.input_encoding == "current" else 0)
 
 
 def sparse_weights(ir: NetworkIR) -> List[Optional[sp.csr_matrix]]:
@@ -113,22 +141,25 @@ def output_counts(raster: np.ndarray, T: int, N: int, n_layers: int) -> np.ndarr
 
 
 def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed", record_hidden: bool = False):
-    """Lava processes for an IR fed by ``data`` ``(F, steps)``.
+    """Lava processes for an IR fed by ``data``.
 
     Args:
         ir: the network; quantised for ``precision="fixed"``.
-        data: input spikes laid out by :func:`input_schedule`.
+        data: input spikes ``(F, steps)`` laid out by :func:`input_schedule`; with current encoding
+            the analog samples ``(N, F)`` instead (:func:`~dpap_deploy.export.quantize.analog_input`),
+            which become layer 0's per-sample bias (no source, ``N*T + delays(ir)`` steps).
         precision: ``"fixed"`` (integers for ``select_tag="fixed_pt"``, the deployed network)
             or ``"float"`` (Norse's float parameters for ``select_tag="floating_pt"``: weights
-            ``dt/tau_mem * w``, ``du = dt/tau_syn``, ``dv = dt/tau_mem``, ``vth = v_th``), which
-            reproduces Norse's spikes and so checks the wiring, delays and resets apart from
-            quantisation.
+            ``dt/tau_mem * w``, ``du = dt/tau_syn``, ``dv = dt/tau_mem``, ``vth = v_th``; a current-encoded
+            layer 0's bias ``dt/tau_mem * W x``), which reproduces Norse's spikes and so checks the
+            wiring, delays and resets apart from quantisation.
         record_hidden: also connect a sink to every hidden population.
 
     Returns:
-        ``(source, [(Sparse, LIFReset), ...], sink, hidden_sinks)``; the sink records the output
-        population for ``steps`` time steps, ``hidden_sinks`` (empty unless ``record_hidden``)
-        the hidden populations, in Lava's shapes (``(n,)``, or ``(W, H, C)`` for conv layers).
+        ``(source, [(synapses, neurons), ...], sink, hidden_sinks)``; ``source`` and layer 0's
+        ``synapses`` are None with current encoding; the sink records the output population for
+        every step, ``hidden_sinks`` (empty unless ``record_hidden``) the hidden populations, in
+        Lava's shapes (``(n,)``, or ``(W, H, C)`` for conv layers).
     """
     from lava.proc.io.sink import RingBuffer as SpikeOut
     from lava.proc.io.source import RingBuffer as SpikeIn
@@ -136,8 +167,12 @@ def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed", record_hidd
     if precision not in ("fixed", "float"):
         raise ValueError(f"precision must be 'fixed' or 'float', got {precision!r}")
     T = ir.time_steps
-    source = SpikeIn(data=data)
-    port = source.s_out
+    current = ir.input_encoding == "current"
+    if current:
+        source, port, steps = None, None, data.shape[0] * T + delays(ir)
+    else:
+        source = SpikeIn(data=data)
+        port, steps = source.s_out, data.shape[-1]
     chain, hidden_sinks = [], []
     weights = iter(sparse_weights(ir) if precision == "fixed" else [None] * len(ir.layers))
     i = -1
@@ -147,24 +182,47 @@ def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed", record_hidd
             continue
         i += 1
         layer, w = node, next(weights)
-        syn, lif, shape = _population(ir, i, layer, w, precision)
-        port.connect(syn.s_in)
-        syn.a_out.connect(lif.a_in)
+        if current and i == 0:
+            syn, lif, shape = None, _bias_population(ir, layer, data, precision), (layer.n_out,)
+        else:
+            syn, lif, shape = _population(ir, i, layer, w, precision)
+            port.connect(syn.s_in)
+            syn.a_out.connect(lif.a_in)
         port = lif.s_out
         gate_mask = lava_time_mask(layer, T)
         if gate_mask is not None:  # spatio-temporal DPAP: drop the spikes of silenced (neuron, step) pairs
             from dpap_deploy.export.gate import SpikeGate
 
-            gate = SpikeGate(shape, gate_mask, phase=i + 2, name=f"{layer.name}_time_gate")
+            gate = SpikeGate(shape, gate_mask, phase=i + first_step(ir), name=f"{layer.name}_time_gate")
             port.connect(gate.s_in)
             port = gate.s_out
         chain.append((syn, lif))
         if record_hidden and i < len(ir.layers) - 1:
-            hidden_sinks.append(SpikeOut(shape=shape, buffer=data.shape[-1]))
+            hidden_sinks.append(SpikeOut(shape=shape, buffer=steps))
             port.connect(hidden_sinks[-1].a_in)
-    sink = SpikeOut(shape=(ir.layers[-1].n_out,), buffer=data.shape[-1])
+    sink = SpikeOut(shape=(ir.layers[-1].n_out,), buffer=steps)
     port.connect(sink.a_in)
     return source, chain, sink, hidden_sinks
+
+
+def _bias_population(ir: NetworkIR, layer, samples: np.ndarray, precision: str):
+    """Layer 0 of a current-encoded network: a :class:`~dpap_deploy.export.gate.BiasScheduleLIF` whose
+    bias during sample ``k`` is the host's ``W x_k`` (fixed: ``current_bias()``; float:
+    ``dt/tau_mem * W x_k``, Lava's float LIF adds ``bias_mant`` as it is), reset at the first step
+    of each sample (:func:`first_step`)."""
+    from dpap_deploy.export.gate import BiasScheduleLIF
+
+    T, n = ir.time_steps, layer.neurons
+    a_v = ir.dt_s / n.tau_mem_s
+    common = dict(shape=(layer.n_out,), reset_interval=T, first_step=first_step(ir), name=f"{layer.name}_neurons")
+    if precision == "fixed":
+        mant, exp = current_bias(layer, samples)
+        f = layer.fixed
+        return BiasScheduleLIF(bias_table=mant.T.astype(np.int32), bias_exp=exp, du=int(f.du), dv=int(f.dv),
+                               vth=int(f.vth), **common)
+    table = a_v * (samples @ layer.masked_weight().astype(np.float64).T)
+    return BiasScheduleLIF(bias_table=np.ascontiguousarray(table.T), du=ir.dt_s / n.tau_syn_s, dv=a_v,
+                           vth=float(n.v_th), **common)
 
 
 def _population(ir: NetworkIR, i: int, layer, w, precision: str):
@@ -181,7 +239,8 @@ def _population(ir: NetworkIR, i: int, layer, w, precision: str):
         shape = (w_out, h_out, c_out)  # Lava's (W, H, C)
     else:
         shape = (layer.n_out,)
-    common = dict(shape=shape, bias_mant=0, reset_interval=T, reset_offset=(i + 2) % T, name=f"{layer.name}_neurons")
+    common = dict(shape=shape, bias_mant=0, reset_interval=T, reset_offset=(i + first_step(ir)) % T,
+                  name=f"{layer.name}_neurons")
     n = layer.neurons
     a_v = ir.dt_s / n.tau_mem_s
     if conv:
@@ -201,23 +260,48 @@ def _population(ir: NetworkIR, i: int, layer, w, precision: str):
     return syn, lif, shape
 
 
+def _lava_input(ir: NetworkIR, x: np.ndarray) -> Tuple[np.ndarray, int]:
+    """What :func:`build` takes for input ``x``, and ``N``: the source's schedule ``(F, N*T + L)``
+    of spikes ``(T, N, F)`` (or ``(T, N, C, H, W)``), or the analog samples ``(N, F)`` of a
+    current-encoded network (``x`` ``(T, N, F)`` constant over ``T``, or ``(N, F)``)."""
+    if ir.input_encoding == "current":
+        samples = analog_input(ir, x, "loihi-sim")
+        return samples, samples.shape[0]
+    T, N = x.shape[:2]
+    F = int(np.prod(x.shape[2:]))
+    if T != ir.time_steps or F != ir.input_size:
+        raise ExportValidationError(
+            f"input spikes have T={T}, F={F}; network {ir.name!r} expects T={ir.time_steps}, F={ir.input_size}"
+        )
+    # the source sends what the first node takes: a (C, H, W) map (a conv or a flatten first), else a vector
+    return input_schedule(x.reshape(T, N, *(ir.input_shape or (F,))), len(ir.layers)), N
+
+
 def run(ir: NetworkIR, spikes: np.ndarray, progress: bool = False, chunk: int = 2000,
         precision: str = "fixed", run_cfg: str = "sim", record_hidden: bool = False) -> Tuple[np.ndarray, dict]:
-    """Run input spikes ``(T, N, F)`` through the exported network in Lava's simulator.
+    """Run a test split through the exported network in Lava's simulator, as one long run.
 
     ``precision="fixed"`` (default) runs the quantised network with ``select_tag="fixed_pt"``
     (Loihi's integers); ``"float"`` runs Norse's float parameters with ``"floating_pt"``.
     ``run_cfg="hw"`` runs on a Loihi 2 chip (``Loihi2HwCfg``; needs Intel's lava-loihi).
 
+    Args:
+        spikes: input spikes ``(T, N, F)`` 0/1 (``(T, N, C, H, W)`` for a network starting with a
+            convolution); with current encoding the analog samples, ``(T, N, F)`` with the same values
+            at every step (what the ``current`` encoding gives) or ``(N, F)``.
+
     Returns:
         ``(counts, info)``: output spike counts ``(N, C)`` and facts of the run
-        (``steps``, ``synapses_per_layer`` counted from the ``Sparse`` processes, ``seconds``,
+        (``steps``, ``synapses_per_layer`` counted from the ``Sparse`` processes (current encoding:
+        layer 0's from the integer weights the host multiplies), ``seconds``,
         ``output_spikes`` ``(T, N, C)``: the output population's spikes per sample and step;
         with ``record_hidden`` also ``hidden_spikes``: per hidden layer ``(T, N, n_l)``, neurons
         in torch's ``(C, H, W)`` order for conv layers).
 
     Raises:
-        ExportValidationError: the input's ``T`` or ``F`` differ from the network's.
+        ExportValidationError: the input's ``T`` or ``F`` differ from the network's; current-encoded
+            input that changes over ``T``.
+        UnsupportedLayerError: current encoding with ``run_cfg="hw"`` (the bias switch is a CPU model).
     """
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
@@ -226,22 +310,20 @@ def run(ir: NetworkIR, spikes: np.ndarray, progress: bool = False, chunk: int = 
     if precision == "fixed" and not ir.quantized:
         ir = quantize(ir)
     check_supported(ir)
-    T, N = spikes.shape[:2]
-    F = int(np.prod(spikes.shape[2:]))
-    if T != ir.time_steps or F != ir.input_size:
-        raise ExportValidationError(
-            f"input spikes have T={T}, F={F}; network {ir.name!r} expects T={ir.time_steps}, F={ir.input_size}"
-        )
-    # the source sends what the first node takes: a (C, H, W) map (a conv or a flatten first), else a vector
-    spikes = spikes.reshape(T, N, *(ir.input_shape or (F,)))
-    L = len(ir.layers)
+    if run_cfg == "hw" and ir.input_encoding == "current":
+        from dpap_deploy.errors import UnsupportedLayerError
+
+        raise UnsupportedLayerError(f'layer "{ir.layers[0].name}": current encoding runs as a per-sample bias '
+                                    "switched by a CPU process model; it runs in Lava's simulator only (loihi-sim)")
+    T = ir.time_steps
     t0 = time.perf_counter()
-    data = input_schedule(spikes, L)
+    data, N = _lava_input(ir, np.asarray(spikes))
     source, chain, sink, hidden_sinks = build(ir, data, precision, record_hidden)
-    synapses = {l.name: (int(np.count_nonzero(syn.weight.init)) if l.kind == "conv" else int(syn.weights.init.nnz))
-                // (l.pool_fold ** 2) for l, (syn, _) in zip(ir.layers, chain)}
+    synapses = {l.name: (int(np.count_nonzero(l.masked_weight(fixed=l.fixed is not None))) if syn is None else
+                         (int(np.count_nonzero(syn.weight.init)) if l.kind == "conv" else int(syn.weights.init.nnz))
+                         // (l.pool_fold ** 2)) for l, (syn, _) in zip(ir.layers, chain)}
     t1 = time.perf_counter()
-    steps = data.shape[-1]
+    steps = N * T + delays(ir)
     if run_cfg == "hw":  # pragma: no cover - Intel's lava-loihi only
         from lava.magma.core.run_configs import Loihi2HwCfg
 
@@ -262,16 +344,17 @@ def run(ir: NetworkIR, spikes: np.ndarray, progress: bool = False, chunk: int = 
         sink.stop()
         bar.close()
     t2 = time.perf_counter()
-    out = output_spikes(raster, T, N, L)
+    out = output_spikes(raster, T, N, delays(ir))
     counts = out.sum(axis=0).astype(np.int64)
     info = {"steps": steps, "synapses_per_layer": synapses, "seconds": {"build": t1 - t0, "run": t2 - t1},
             "output_spikes": out}
     if record_hidden:
         hidden = []
-        for i, r in enumerate(hidden_rasters):  # layer i's spikes reach its sink i + 1 steps late
+        lag = first_step(ir) - 1
+        for i, r in enumerate(hidden_rasters):  # layer i's step j of sample k: sink column k*T + i + lag + j
             if r.ndim == 4:  # (W, H, C, steps) -> (C*H*W, steps), torch order
                 r = r.transpose(2, 1, 0, 3).reshape(-1, r.shape[-1])
-            hidden.append(output_spikes(r, T, N, i + 1))
+            hidden.append(output_spikes(r, T, N, i + lag))
         info["hidden_spikes"] = hidden
     return counts, info
 
@@ -280,7 +363,8 @@ def run(ir: NetworkIR, spikes: np.ndarray, progress: bool = False, chunk: int = 
 def export_loihi_sim(ir: NetworkIR, out_dir: str, spikes: Optional[np.ndarray] = None,
                      progress: bool = False, **_) -> ExportResult:
     """Quantise ``ir``, write ``out_dir/network.npz`` (the fixed-point IR Lava runs) and,
-    if ``spikes`` ``(T, N, F)`` are given, run them in Lava's fixed-point simulator.
+    if ``spikes`` ``(T, N, F)`` are given (current encoding: the analog input, see :func:`run`),
+    run them in Lava's fixed-point simulator.
 
     The processes are built from the saved file's contents, so what is verified is what was written.
     """
@@ -291,6 +375,9 @@ def export_loihi_sim(ir: NetworkIR, out_dir: str, spikes: Optional[np.ndarray] =
     q = NetworkIR.load(path)
     result = ExportResult(target="loihi-sim", network=q)
     result.extra["synapses_counted_from"] = "lava Sparse process weights (non-zero)"
+    if q.input_encoding == "current":
+        result.extra["synapses_counted_from"] += (f"; layer {q.layers[0].name!r}: the integer weights the host "
+                                                  "multiplies by each analog sample (its W x is the population's bias)")
     if spikes is not None:
         counts, info = run(q, spikes, progress=progress)
         result.counts = counts
@@ -303,7 +390,8 @@ def export_loihi_sim(ir: NetworkIR, out_dir: str, spikes: Optional[np.ndarray] =
         result.synapses_per_layer = {l.name: layer_synapses(l) for l in q.layers}
         result.files.append({"path": path, "verified_by": None})
     result.extra["fixed_point"] = [
-        {"layer": l.name, "weight_exp": l.fixed.weight_exp, "du": l.fixed.du, "dv": l.fixed.dv, "vth": l.fixed.vth}
+        {"layer": l.name, "weight_exp": l.fixed.weight_exp, "du": l.fixed.du, "dv": l.fixed.dv, "vth": l.fixed.vth,
+         **({"bias_exp": l.fixed.bias_exp} if l.fixed.bias_exp is not None else {})}
         for l in q.layers
     ]
     return result

@@ -39,13 +39,23 @@ def export_loihi2(ir: NetworkIR, out_dir: str, spikes: Optional[np.ndarray] = No
 
     Raises:
         UnsupportedLayerError: layers Lava cannot run, or timestep masks that silence neurons
-            inside the window (the simulator's ``SpikeGate`` is a host CPU process, not a chip feature).
+            inside the window (the simulator's ``SpikeGate`` is a host CPU process, not a chip feature);
+            on the chip (lava-loihi installed) also current encoding, whose per-sample bias switch
+            (``export/gate/bias_lif.py``) is a CPU process model too. Without lava-loihi a
+            current-encoded network is written and verified as ``loihi-sim`` does.
     """
     from dpap_deploy.export import lava_sim as _sim
 
     _sim.check_supported(ir, "loihi2")
     if lava_loihi_available():  # pragma: no cover - needs Intel's hardware stack
         from dpap_deploy.export import lava_sim
+
+        if ir.input_encoding == "current":
+            from dpap_deploy.errors import UnsupportedLayerError
+
+            raise UnsupportedLayerError(
+                f'target loihi2: layer "{ir.layers[0].name}" is driven by current encoding, a per-sample bias that '
+                "only Lava's CPU simulator switches (loihi-sim); the chip run has no such process model")
 
         result = export_loihi_sim(ir, out_dir, spikes=None, progress=progress)
         if spikes is not None:

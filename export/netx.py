@@ -1,6 +1,6 @@
 """Target ``netx``: a lava-dl netx HDF5 file (``DIR/network.net``) that lava-dl loads unchanged.
 
-Layout (``lava/lib/dl/netx/hdf5.py``, ``utils.py``; ``shared/specs/deployment.md`` sec. 3):
+Layout (``lava/lib/dl/netx/hdf5.py``, ``utils.py``; docs/deployment.md sec. 7):
 group ``layer/`` with children ``"0"`` (``type = input``, ``shape = [F]`` or ``[C, H, W]``, no
 neuron: it gives netx the input size) and ``"1"``, ``"2"``, ... one per layer: ``type = dense``
 (``shape = [n_out]``, integer ``weight (n_out, n_in)``, pruned synapses 0) or ``type = conv``
@@ -48,7 +48,8 @@ def check_supported(ir: NetworkIR) -> None:
 
 
 def check_kinds(ir: NetworkIR) -> None:
-    """Raise :class:`UnsupportedLayerError` for layer kinds netx has no block for (named)."""
+    """Raise :class:`UnsupportedLayerError` for layer kinds netx has no block for, timestep masks and
+    current encoding (a per-sample bias; netx has spike input and one static bias per layer), naming the layer."""
     check_layers(ir, "netx", SUPPORTED_KINDS, ("lif",))
 
 
@@ -58,8 +59,15 @@ def write_netx(ir: NetworkIR, path: str) -> None:
     Besides lava-dl's datasets it stores, as HDF5 attributes that lava-dl ignores, the
     network's ``name``, ``time_steps`` and ``dt_s`` (root) and each layer's ``name``,
     ``scale``, ``dense_shape`` and ``pool_fold``, so :func:`read_netx` gets the IR back.
+
+    Raises:
+        UnsupportedLayerError: a current-encoded network (``export.check_input_encoding``).
     """
     import h5py
+
+    from dpap_deploy.export import check_input_encoding
+
+    check_input_encoding(ir, "netx")
 
     def text(group, key, value):
         group.create_dataset(key, (1,), "S10", [value.encode("ascii")])

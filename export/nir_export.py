@@ -1,8 +1,8 @@
 """Target ``nir``: the network as a NIR graph (``DIR/network.nir``), written from our own IR.
 
 Norse 1.1.0's ``to_nir`` writes wrong time constants (norse issue 411) and size-1 layers
-(issue 412), so the graph is built here with the ``nir`` package (``shared/specs/deployment.md``
-sec. 4): ``Input -> Linear -> CubaLIF -> Linear -> CubaLIF ... -> Output``, with ``Conv2d ->
+(issue 412), so the graph is built here with the ``nir`` package (docs/deployment.md
+sec. 8): ``Input -> Linear -> CubaLIF -> Linear -> CubaLIF ... -> Output``, with ``Conv2d ->
 CubaLIF`` for conv layers (average pooling already folded into the weights by the IR) and a
 ``Flatten`` (NIR dims, no batch axis) before the first fully connected layer; numpy parameters
 of each layer's real shape after pruning (removed neurons and channels are gone; removed
@@ -38,7 +38,9 @@ def to_nir(ir: NetworkIR):
     """The ``nir.NIRGraph`` of a (float) IR.
 
     Raises:
-        UnsupportedLayerError: a layer kind NIR export does not handle (names the layer).
+        UnsupportedLayerError: a layer kind NIR export does not handle, or current encoding (the
+            first layer's analog input current; ``CubaLIF`` nodes take it through a synaptic
+            current), naming the layer.
     """
     import nir
 

@@ -14,26 +14,33 @@ def _decay(x, d):
     return np.sign(p) * (np.abs(p) // 4096)
 
 
-def simulate(layers, spikes, events=None):
+def simulate(layers, spikes, events=None, bias=None, record=None):
     """Output spike counts ``(N, C)``.
 
     Args:
         layers: list of dicts with ``w`` (int ``(n_out, n_in)``), ``exp``, ``du``, ``dv``, ``vth``.
         spikes: ``(T, N, F)`` 0/1.
         events: a dict that, when given, counts the ``"u_wraps"`` and ``"v_clips"`` that happened.
+        bias: current encoding: ``(N, n_0)`` integer bias ``bias_mant << bias_exp`` of the first
+            layer per sample, which then gets no synaptic input (``spikes`` is ignored except its ``T``).
+        record: a list that, when given, receives per layer the spikes ``(T, N, n_l)``.
     """
     events = {} if events is None else events
     events.setdefault("u_wraps", 0)
     events.setdefault("v_clips", 0)
     T, N, _ = spikes.shape
     counts = np.zeros((N, layers[-1]["w"].shape[0]), dtype=np.int64)
+    rec = [np.zeros((T, N, l["w"].shape[0]), np.uint8) for l in layers]
     for k in range(N):
         u = [np.zeros(l["w"].shape[0], np.int64) for l in layers]
         v = [np.zeros(l["w"].shape[0], np.int64) for l in layers]
         for t in range(T):
             s = spikes[t, k].astype(np.int64)
             for i, l in enumerate(layers):
-                a = l["w"].astype(np.int64) @ s
+                if i == 0 and bias is not None:  # no synapses: u stays 0, the bias enters v below
+                    a = np.zeros(l["w"].shape[0], np.int64)
+                else:
+                    a = l["w"].astype(np.int64) @ s
                 a = a * 2 ** l["exp"] if l["exp"] >= 0 else a // 2 ** (-l["exp"])
                 uu = _decay(u[i], l["du"] + 1) + a * 64
                 events["u_wraps"] += int(((uu > U_LIM) | (uu <= -U_LIM)).sum())
@@ -41,9 +48,14 @@ def simulate(layers, spikes, events=None):
                 uu = np.where(uu <= -U_LIM, uu + 2 * U_LIM, uu)
                 u[i] = uu
                 vv = _decay(v[i], l["dv"]) + u[i]
+                if i == 0 and bias is not None:
+                    vv = vv + np.asarray(bias[k], np.int64)
                 events["v_clips"] += int((np.abs(vv) > U_LIM - 1).sum())
                 v[i] = np.clip(vv, -(U_LIM - 1), U_LIM - 1)
                 s = (v[i] > l["vth"] * 64).astype(np.int64)
                 v[i][s == 1] = 0
+                rec[i][t, k] = s
             counts[k] += s
+    if record is not None:
+        record.extend(rec)
     return counts

@@ -1,5 +1,8 @@
 """Lava processes of our own, in their own folder: Lava looks for a process's models in the
 modules next to it, and would try (and warn about) every exporter module otherwise."""
+from dpap_deploy.export.gate.bias_lif import (BiasScheduleLIF, PyBiasScheduleLifModelBitAcc,
+                                               PyBiasScheduleLifModelFloat)
 from dpap_deploy.export.gate.spike_gate import PySpikeGateModel, SpikeGate
 
-__all__ = ["SpikeGate", "PySpikeGateModel"]
+__all__ = ["SpikeGate", "PySpikeGateModel", "BiasScheduleLIF", "PyBiasScheduleLifModelBitAcc",
+           "PyBiasScheduleLifModelFloat"]

@@ -37,7 +37,7 @@ class SpikeGate(AbstractProcess):
         mask: ``shape + (T,)`` 0/1: 1 passes the spike.
         phase: Lava time step at which the population's within-sample step ``j = 0`` falls,
             modulo ``T``: step ``j = (time_step - phase) mod T`` (``export/lava_sim.py``: layer ``i``
-            of the chain has phase ``i + 2``).
+            of the chain has phase ``i + 2``, ``i + 1`` with current encoding: ``first_step()``).
     """
 
     def __init__(self, shape: tuple, mask: np.ndarray, phase: int, name: str = None):
