@@ -194,6 +194,8 @@ class _IRBuilder:
         if m.time_mask(l) is not None:
             tmask = m.time_mask(l).cpu().numpy().copy()
         n_in_dense = (self.dense[l - 1] if l else spec.n_in) * spec.in_block
+        if l == 0 and m.input_current:  # the IR's current-encoded layer integrates W x: fold the gain in
+            w = w * m.current_gain()
         common = dict(neurons=neurons, activation=act, time_mask=tmask)
         if spec.kind == "conv":
             d = m._weight_def(l)

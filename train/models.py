@@ -17,8 +17,9 @@ population's spike count over ``T`` (the readout Lava uses).
 
 With ``input_current=True`` (the *current* encoding of static data, ``docs/data.md``) the first
 weight layer receives the analog sample itself at every step and its neurons integrate that
-input current directly into the membrane (Norse's ``lif_current_encoder`` dynamics: no synaptic
-current), which Lava realises as the population's bias (``bias_mant``).
+input current, ``W x`` times :meth:`SequentialNet.current_gain`, directly into the membrane
+(Norse's ``lif_current_encoder`` dynamics: no synaptic current), which Lava realises as the
+population's bias (``bias_mant``).
 
 Neuron parameters are kept in :class:`LIFConfig` (SI units) and saved by ``config()``, because
 Norse does not register them in ``state_dict()``.
@@ -519,8 +520,17 @@ class SequentialNet(nn.Module):
             from norse.torch.functional.lif import lif_current_encoder
 
             v = torch.zeros_like(current) if state is None else state
-            return lif_current_encoder(current, v, self.cells[0].p, self.cells[0].dt)
+            return lif_current_encoder(current * self.current_gain(), v, self.cells[0].p, self.cells[0].dt)
         return self.cells[l](current, state)
+
+    def current_gain(self) -> float:
+        """``tau_syn / dt`` of the first population: with current encoding, ``W x`` times this gain
+        drives its membrane. It is the synaptic current a Norse ``LIFCell`` settles at when it gets
+        the constant input ``W x`` every step (``i = W x / (dt / tau_syn)``), so both encodings drive
+        the first population with the same steady current; the bias path only skips the synaptic
+        low-pass (docs/data.md, current encoding)."""
+        c = self._plan.neurons[0].lif
+        return 1.0 / (c.dt * c.tau_syn_inv)
 
     def _forward_ann(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[Record]]:
         records: List[Record] = []
