@@ -545,7 +545,7 @@ def _plots(ctx) -> List[str]:
                           title=f"{'DPAP' if trained else 'dense training'} on {ctx.dataset.name}")]
     if ctx.probe is not None:  # input, hidden and output spikes of test sample 0 as Lava produced them
         p = ctx.probe
-        pops = [("input", p.x[:, 0].reshape(p.x.shape[0], -1))]
+        pops = [] if ctx.encoder.analog else [("input", p.x[:, 0].reshape(p.x.shape[0], -1))]  # analog: no spikes
         pops += [(l.name, h[:, 0]) for l, h in zip(p.ir.layers[:-1], p.hidden)]
         pops.append((p.ir.layers[-1].name + " (output)", p.output[:, 0]))
         title = (f"test sample 0 (label {int(ctx.y_test[0])}, predicted {int(p.counts[0].argmax())}) in Lava "
