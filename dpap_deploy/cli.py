@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import sys
+import time
 from typing import List, Optional
 
 from dpap_deploy.errors import DpapError, IRError, TrainingInterrupted
@@ -104,8 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``dpap-export`` with parsed options: the pipeline, or ``--check-only``'s mapping."""
+def run(args: argparse.Namespace, started: Optional[float] = None) -> int:
+    """Run ``dpap-export`` with parsed options: the pipeline, or ``--check-only``'s mapping.
+    ``started``: ``time.perf_counter()`` at the CLI's start (``report.json`` ``timing_s.total`` counts from it)."""
     from dpap_deploy.pipeline import RunConfig, run_pipeline
 
     if args.check_only:
@@ -115,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
             raise DpapError("--check-only needs --from DIR (the run whose exported network to check)")
         profile = load_profile(args.profile)
         return check(args.from_dir, profile.with_chips(args.chips) if args.chips else profile, pack=not args.no_pack)
-    return run_pipeline(RunConfig.from_namespace(args)).exit_code
+    return run_pipeline(RunConfig.from_namespace(args), started=started).exit_code
 
 
 def load_exported(run_dir: str):
@@ -200,12 +202,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    started = time.perf_counter()
     first = build_parser().parse_args(argv)  # argparse errors (exit 2) and --debug before anything else
     logging.basicConfig(level=getattr(logging, first.log_level.upper()), format="%(levelname)s %(name)s: %(message)s")
     def go():
         args = parse_args(argv)
         logging.getLogger().setLevel(getattr(logging, args.log_level.upper()))
-        return run(args)
+        return run(args, started)
 
     return _guarded("dpap-export", first, go)
 

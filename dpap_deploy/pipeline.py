@@ -105,7 +105,10 @@ class RunContext:
         cfg: the options.
         model_object, dataset_object: a network or data set handed in from Python (else built from ``cfg``).
         folder: the run's staging folder (:class:`~dpap_deploy.runfolder.RunFolder`).
-        timing: seconds per stage (and ``lava_sim``, ``emulator``, ``probe``, ``total``).
+        timing: seconds per stage and per part of one (``lava_sim``, ``emulator``, ``probe``, ...;
+            ``report.json``'s ``timing_s``, :func:`dpap_deploy.stages._timing`), ``startup`` and ``total``.
+        started: ``time.perf_counter()`` when the run began (the CLI's start, else :func:`run_pipeline`'s).
+        norse_pops: every population's Norse spikes on the test split (``verify``; ``measure`` uses them).
     """
 
     cfg: RunConfig
@@ -141,12 +144,14 @@ class RunContext:
     plots: List[str] = field(default_factory=list)
     report: Optional[dict] = None
     timing: Dict[str, float] = field(default_factory=dict)
+    started: Optional[float] = None
+    norse_pops: Optional[list] = None
     done: bool = False   # a stage ended the run early (e.g. the ranks of a torchrun job other than 0)
     exit_code: int = 0
 
 
 def run_pipeline(cfg: RunConfig, model: Any = None, dataset: Any = None,
-                 stop_after: Optional[str] = None) -> RunContext:
+                 stop_after: Optional[str] = None, started: Optional[float] = None) -> RunContext:
     """Run the stages of one run in order.
 
     Args:
@@ -156,6 +161,8 @@ def run_pipeline(cfg: RunConfig, model: Any = None, dataset: Any = None,
         dataset: a :class:`~dpap_deploy.data.Dataset` or ``(x, y)`` arrays instead of ``cfg.data``.
         stop_after: end after this stage (tests look at one stage at a time); the staging folder
             is then left as it is, nothing moves into place.
+        started: ``time.perf_counter()`` at the start of the whole run (``dpap-export`` passes its
+            own start), counted in ``timing["total"]`` and as ``timing["startup"]``; None: now.
 
     Returns:
         The context: ``ctx.report`` is the run's ``report.json``; ``ctx.exit_code`` 0, or 3 when the
@@ -167,8 +174,9 @@ def run_pipeline(cfg: RunConfig, model: Any = None, dataset: Any = None,
     """
     from dpap_deploy.stages import STAGES
 
-    ctx = RunContext(cfg, model_object=model, dataset_object=dataset)
     t_start = time.perf_counter()
+    ctx = RunContext(cfg, model_object=model, dataset_object=dataset, started=started or t_start)
+    ctx.timing["startup"] = t_start - ctx.started
     try:
         for name, stage in STAGES:
             t0 = time.perf_counter()
@@ -182,7 +190,7 @@ def run_pipeline(cfg: RunConfig, model: Any = None, dataset: Any = None,
             ctx.folder.abandon(exc)
         raise
     finally:
-        ctx.timing["total"] = time.perf_counter() - t_start
+        ctx.timing["total"] = time.perf_counter() - ctx.started
     return ctx
 
 

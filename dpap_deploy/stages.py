@@ -22,6 +22,8 @@ from dpap_deploy.errors import DataError, DpapError, IRError, ModelError
 log = logging.getLogger("dpap_deploy")
 #: share of a data set held out for testing (sources without a split of their own)
 TEST_FRACTION = 0.2
+#: test samples whose every population Lava records (``raster.png``, the energy section's Lava synaptic operations)
+PROBE_SAMPLES = 32
 
 
 def preload_lava() -> None:
@@ -422,7 +424,9 @@ def ir(ctx) -> None:
 def export(ctx) -> None:
     """Run the target: write its files and (most targets) run them on the test split."""
     t0 = time.perf_counter()
-    ctx.result = ctx.exporter(ctx.ir, ctx.folder.staging, spikes=ctx.x_test, progress=ctx.progress)
+    probe = PROBE_SAMPLES if ctx.model.spiking else 0  # loihi-sim records the hidden populations in the same run
+    ctx.result = ctx.exporter(ctx.ir, ctx.folder.staging, spikes=ctx.x_test, progress=ctx.progress,
+                              probe_samples=probe)
     ctx.timing["lava_sim"] = ctx.result.seconds.get("run", 0.0)
     ctx.timing["export_build"] = time.perf_counter() - t0 - ctx.timing["lava_sim"]
     if ctx.result.extra.get("message"):
@@ -433,12 +437,19 @@ def export(ctx) -> None:
 # -- verify --------------------------------------------------------------------------------
 def verify(ctx) -> None:
     """Accuracy of the trained network (Norse or torch), of the target's run and of the fixed-point
-    emulator on the same input, and their agreement (predictions; output spikes, every step)."""
-    from dpap_deploy.train.loop import classify, predict
+    emulator on the same input, and their agreement (predictions; output spikes, every step).
+    Norse's run also keeps every population's spikes (``ctx.norse_pops``) for ``measure``."""
+    from dpap_deploy.train.loop import classify, predict, scores_and_spikes
 
     y = ctx.y_test
     framework = "norse" if ctx.model.spiking else "torch"
-    pred = classify(predict(ctx.model, ctx.x_test))
+    t0 = time.perf_counter()
+    if ctx.model.spiking:
+        scores, ctx.norse_pops = scores_and_spikes(ctx.model, ctx.x_test)
+    else:
+        scores = predict(ctx.model, ctx.x_test)
+    ctx.timing[framework] = time.perf_counter() - t0
+    pred = classify(scores)
     ctx.accuracy[framework] = float((pred == y).mean())
     sim_key = ctx.result.extra.get("accuracy_key", "lava")
     pred_sim = classify(ctx.result.counts) if ctx.result.counts is not None else None
@@ -465,7 +476,9 @@ def map_(ctx) -> None:
     """Place the exported network on the profile's neuro cores (``dpap_deploy/mapping.py``)."""
     from dpap_deploy.mapping import map_network
 
+    t0 = time.perf_counter()
     ctx.mapping = map_network(ctx.exported, ctx.profile, pack=not ctx.cfg.no_pack)
+    ctx.timing["mapping"] = time.perf_counter() - t0
 
 
 # -- measure -------------------------------------------------------------------------------
@@ -479,9 +492,10 @@ class LavaProbe(NamedTuple):
     ir: object                  # the quantised network that ran
 
 
-def lava_probe(ir, x_test, samples: int = 32) -> LavaProbe:
+def lava_probe(ir, x_test, samples: int = PROBE_SAMPLES) -> LavaProbe:
     """The first ``samples`` test samples through Lava's fixed-point simulator with a sink on
-    every population (sinks make Lava several times slower, so not on the whole split)."""
+    every population: the fallback of :func:`measure` when the export's run did not record them
+    (targets other than ``loihi-sim``)."""
     from dpap_deploy.export import lava_sim
     from dpap_deploy.export.quantize import quantize
 
@@ -491,10 +505,22 @@ def lava_probe(ir, x_test, samples: int = 32) -> LavaProbe:
     return LavaProbe(x, info["hidden_spikes"], info["output_spikes"], counts, q)
 
 
+def recorded_probe(ctx) -> Optional[LavaProbe]:
+    """The :class:`LavaProbe` of the first test samples from the export's own Lava run (the target
+    recorded the hidden populations, ``ExportResult.hidden_spikes``), or None when it did not."""
+    res = ctx.result
+    if res is None or res.hidden_spikes is None or res.output_spikes is None or res.counts is None:
+        return None
+    n = res.hidden_spikes[0].shape[1] if res.hidden_spikes else min(PROBE_SAMPLES, res.output_spikes.shape[1])
+    return LavaProbe(ctx.x_test[:, :n], list(res.hidden_spikes), res.output_spikes[:, :n], res.counts[:n],
+                     ctx.exported)
+
+
 def measure(ctx) -> None:
-    """Spiking networks: every population in Lava for the first samples (``raster.png``, Lava's
-    synaptic operations) and the energy section (paper eqs. 14-15, synaptic operations from
-    Norse's spikes on the whole split)."""
+    """Spiking networks: every population in Lava for the first :data:`PROBE_SAMPLES` samples
+    (``raster.png``, Lava's synaptic operations; recorded by the export's run, else a second Lava
+    run, :func:`lava_probe`) and the energy section (paper eqs. 14-15, synaptic operations from
+    Norse's spikes on the whole split, kept by ``verify``). Times ``probe`` and ``energy``."""
     from dpap_deploy.energy import energy_section
     from dpap_deploy.report import model_section
     from dpap_deploy.train.loop import population_spikes
@@ -502,14 +528,16 @@ def measure(ctx) -> None:
     if not ctx.model.spiking:
         return
     t0 = time.perf_counter()
-    ctx.probe = lava_probe(ctx.exported, ctx.x_test)
-    ctx.timing["probe"] = time.perf_counter() - t0
+    ctx.probe = recorded_probe(ctx) or lava_probe(ctx.exported, ctx.x_test)
+    t1 = time.perf_counter()
+    ctx.timing["probe"] = t1 - t0
     sparsity = model_section(ctx.exported, ctx.result.synapses_per_layer, "")["sparsity"]
-    norse_pops = population_spikes(ctx.model, ctx.x_test)
+    norse_pops = ctx.norse_pops if ctx.norse_pops is not None else population_spikes(ctx.model, ctx.x_test)
     n = ctx.probe.x.shape[1]
     ctx.energy = energy_section(ctx.exported, sparsity, norse=[ctx.x_test] + norse_pops[:-1],
                                 lava=[ctx.probe.x] + list(ctx.probe.hidden),
                                 norse_probe=[ctx.probe.x] + [p[:, :n] for p in norse_pops[:-1]])
+    ctx.timing["energy"] = time.perf_counter() - t1
 
 
 # -- report --------------------------------------------------------------------------------
@@ -523,7 +551,7 @@ def report(ctx) -> None:
     t0 = time.perf_counter()
     ctx.plots = _plots(ctx)
     ctx.timing["plots"] = time.perf_counter() - t0
-    rep = ctx.report = _report_dict(ctx)
+    rep = ctx.report = _report_dict(ctx, t0)
     validate(rep)
     write_json(ctx.folder.path("report.json"), rep)
     with atomic_path(ctx.folder.path("report.md")) as tmp:
@@ -554,7 +582,7 @@ def _plots(ctx) -> List[str]:
     return [p for p in plots if p]
 
 
-def _report_dict(ctx) -> dict:
+def _report_dict(ctx, report_started: float) -> dict:
     from dpap_deploy.report import model_section
 
     cfg, ds, res = ctx.cfg, ctx.dataset, ctx.result
@@ -575,7 +603,7 @@ def _report_dict(ctx) -> dict:
         "energy": ctx.energy, "accuracy": ctx.accuracy, "agreement": ctx.agreement,
         "resources": ctx.mapping.to_report(),
         "budget": ctx.budget.to_report() if ctx.budget is not None else None,
-        "timing_s": _timing(ctx),
+        "timing_s": _timing(ctx, report_started),
         "fixed_point": res.extra.get("fixed_point"),
         "target_notes": [res.extra["message"]] if res.extra.get("message") else [],
         "training": {"config": tcfg, "pruner": cfg.pruner, "epochs": len(ctx.history), "from": cfg.from_dir,
@@ -590,13 +618,19 @@ def _model_file() -> str:
     return MODEL_FILE
 
 
-def _timing(ctx) -> dict:
-    """Seconds per stage, ``lava_sim`` (Lava's run inside ``export``), ``emulator``, ``probe``,
-    ``plots`` and ``total`` so far (the whole run; the report itself takes the rest)."""
+def _timing(ctx, report_started: float) -> dict:
+    """``timing_s`` of the report, seconds (:data:`dpap_deploy.report.TIMING_STAGES` and ``TIMING_PARTS``):
+    ``startup`` (from the CLI's start, or :func:`~dpap_deploy.pipeline.run_pipeline`'s, to the first
+    stage), every stage of :data:`STAGES` (``report`` up to now: plots and this dict), the parts measured
+    inside them (``train_loop``, ``export_build``, ``lava_sim``, ``norse``/``torch``, ``emulator``,
+    ``mapping``, ``probe``, ``energy``, ``plots``) and ``total``: the whole run up to now, so at least
+    the sum of the stages (only writing the report files comes after)."""
     t = dict(ctx.timing)
     t["train"] = t.get("train", 0.0)
-    t["total"] = sum(v for k, v in t.items() if k in ("prepare", "data", "model", "train", "ir", "export", "verify",
-                                                      "map", "measure")) + t.get("plots", 0.0)
+    now = time.perf_counter()
+    t["report"] = now - report_started
+    started = ctx.started if ctx.started is not None else now
+    t["total"] = now - started
     return {k: round(v, 3) for k, v in t.items()}
 
 

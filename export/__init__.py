@@ -29,6 +29,9 @@ class ExportResult:
         network: the network as exported (e.g. the fixed-point IR Lava ran), for the mapper;
             None when the target exports the float network as it is.
         output_spikes: the output population's spikes ``(T, N, C)``, if the target ran them.
+        hidden_spikes: per hidden layer the spikes ``(T, n, n_l)`` of the first ``n`` test samples
+            (``probe_samples`` asked of the exporter; conv neurons in torch's ``(C, H, W)`` order), if
+            the target recorded them in its run (``loihi-sim``); the ``measure`` stage uses them.
     """
 
     target: str
@@ -39,6 +42,7 @@ class ExportResult:
     extra: dict = field(default_factory=dict)
     network: Optional[object] = None
     output_spikes: Optional[np.ndarray] = None
+    hidden_spikes: Optional[list] = None
 
 
 Exporter = Callable[..., ExportResult]

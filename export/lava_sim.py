@@ -140,7 +140,8 @@ def output_counts(raster: np.ndarray, T: int, N: int, n_layers: int) -> np.ndarr
     return output_spikes(raster, T, N, n_layers).sum(axis=0).astype(np.int64)
 
 
-def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed", record_hidden: bool = False):
+def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed", record_hidden: bool = False,
+          record_dir: Optional[str] = None, hidden_steps: Optional[int] = None):
     """Lava processes for an IR fed by ``data``.
 
     Args:
@@ -154,15 +155,23 @@ def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed", record_hidd
             layer 0's bias ``dt/tau_mem * W x``), which reproduces Norse's spikes and so checks the
             wiring, delays and resets apart from quantisation.
         record_hidden: also connect a sink to every hidden population.
+        record_dir: folder for the sinks' ``.npy`` files (:class:`~dpap_deploy.export.gate.FileSink`;
+            None: a new temporary folder, which the caller removes).
+        hidden_steps: steps the hidden sinks keep (the first ones; None: every step), e.g.
+            ``n*T + delays(ir)`` for the first ``n`` samples.
 
     Returns:
         ``(source, [(synapses, neurons), ...], sink, hidden_sinks)``; ``source`` and layer 0's
-        ``synapses`` are None with current encoding; the sink records the output population for
-        every step, ``hidden_sinks`` (empty unless ``record_hidden``) the hidden populations, in
-        Lava's shapes (``(n,)``, or ``(W, H, C)`` for conv layers).
+        ``synapses`` are None with current encoding; the sink (a ``FileSink``: ``sink.read()`` gives
+        ``(C, steps)``) records the output population for every step, ``hidden_sinks`` (empty unless
+        ``record_hidden``) the hidden populations, in Lava's shapes (``(n,)``, or ``(W, H, C)`` for
+        conv layers) plus steps.
     """
-    from lava.proc.io.sink import RingBuffer as SpikeOut
+    import tempfile
+
     from lava.proc.io.source import RingBuffer as SpikeIn
+
+    from dpap_deploy.export.gate import FileSink
 
     if precision not in ("fixed", "float"):
         raise ValueError(f"precision must be 'fixed' or 'float', got {precision!r}")
@@ -174,6 +183,8 @@ def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed", record_hidd
         source = SpikeIn(data=data)
         port, steps = source.s_out, data.shape[-1]
     chain, hidden_sinks = [], []
+    record_dir = record_dir or tempfile.mkdtemp(prefix="dpap-lava-")
+    hidden_steps = min(hidden_steps or steps, steps)
     weights = iter(sparse_weights(ir) if precision == "fixed" else [None] * len(ir.layers))
     i = -1
     for node in ir.nodes:
@@ -198,9 +209,11 @@ def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed", record_hidd
             port = gate.s_out
         chain.append((syn, lif))
         if record_hidden and i < len(ir.layers) - 1:
-            hidden_sinks.append(SpikeOut(shape=shape, buffer=steps))
+            hidden_sinks.append(FileSink(shape=shape, steps=hidden_steps, path=os.path.join(record_dir, f"hidden{i}.npy"),
+                                         name=f"{layer.name}_probe"))
             port.connect(hidden_sinks[-1].a_in)
-    sink = SpikeOut(shape=(ir.layers[-1].n_out,), buffer=steps)
+    sink = FileSink(shape=(ir.layers[-1].n_out,), steps=steps, path=os.path.join(record_dir, "output.npy"),
+                    name="output_sink")
     port.connect(sink.a_in)
     return source, chain, sink, hidden_sinks
 
@@ -278,34 +291,37 @@ def _lava_input(ir: NetworkIR, x: np.ndarray) -> Tuple[np.ndarray, int]:
 
 
 def run(ir: NetworkIR, spikes: np.ndarray, progress: bool = False, chunk: int = 2000,
-        precision: str = "fixed", run_cfg: str = "sim", record_hidden: bool = False) -> Tuple[np.ndarray, dict]:
+        precision: str = "fixed", run_cfg: str = "sim", record_hidden: bool = False,
+        hidden_samples: Optional[int] = None) -> Tuple[np.ndarray, dict]:
     """Run a test split through the exported network in Lava's simulator, as one long run.
 
     ``precision="fixed"`` (default) runs the quantised network with ``select_tag="fixed_pt"``
     (Loihi's integers); ``"float"`` runs Norse's float parameters with ``"floating_pt"``.
     ``run_cfg="hw"`` runs on a Loihi 2 chip (``Loihi2HwCfg``; needs Intel's lava-loihi).
+    Every population leaves Lava through a :class:`~dpap_deploy.export.gate.FileSink` (a ``.npy``
+    file per sink, read whole after the run), not through Lava's per-element ``get_var``.
 
     Args:
         spikes: input spikes ``(T, N, F)`` 0/1 (``(T, N, C, H, W)`` for a network starting with a
             convolution); with current encoding the analog samples, ``(T, N, F)`` with the same values
             at every step (what the ``current`` encoding gives) or ``(N, F)``.
+        record_hidden: also record every hidden population.
+        hidden_samples: record the hidden populations for the first this many samples only (None: all).
 
     Returns:
         ``(counts, info)``: output spike counts ``(N, C)`` and facts of the run
         (``steps``, ``synapses_per_layer`` counted from the ``Sparse`` processes (current encoding:
         layer 0's from the integer weights the host multiplies), ``seconds``,
         ``output_spikes`` ``(T, N, C)``: the output population's spikes per sample and step;
-        with ``record_hidden`` also ``hidden_spikes``: per hidden layer ``(T, N, n_l)``, neurons
-        in torch's ``(C, H, W)`` order for conv layers).
+        with ``record_hidden`` also ``hidden_spikes``: per hidden layer ``(T, n, n_l)`` for the first
+        ``n = min(N, hidden_samples)`` samples, neurons in torch's ``(C, H, W)`` order for conv layers).
 
     Raises:
         ExportValidationError: the input's ``T`` or ``F`` differ from the network's; current-encoded
             input that changes over ``T``.
         UnsupportedLayerError: current encoding with ``run_cfg="hw"`` (the bias switch is a CPU model).
     """
-    from lava.magma.core.run_conditions import RunSteps
-    from lava.magma.core.run_configs import Loihi2SimCfg
-    from tqdm.auto import tqdm
+    import tempfile
 
     if precision == "fixed" and not ir.quantized:
         ir = quantize(ir)
@@ -318,18 +334,45 @@ def run(ir: NetworkIR, spikes: np.ndarray, progress: bool = False, chunk: int = 
     T = ir.time_steps
     t0 = time.perf_counter()
     data, N = _lava_input(ir, np.asarray(spikes))
-    source, chain, sink, hidden_sinks = build(ir, data, precision, record_hidden)
-    synapses = {l.name: (int(np.count_nonzero(l.masked_weight(fixed=l.fixed is not None))) if syn is None else
-                         (int(np.count_nonzero(syn.weight.init)) if l.kind == "conv" else int(syn.weights.init.nnz))
-                         // (l.pool_fold ** 2)) for l, (syn, _) in zip(ir.layers, chain)}
-    t1 = time.perf_counter()
-    steps = N * T + delays(ir)
+    n_rec = N if hidden_samples is None else max(1, min(N, int(hidden_samples)))
+    with tempfile.TemporaryDirectory(prefix="dpap-lava-") as record_dir:
+        source, chain, sink, hidden_sinks = build(ir, data, precision, record_hidden, record_dir=record_dir,
+                                                  hidden_steps=n_rec * T + delays(ir))
+        synapses = {l.name: (int(np.count_nonzero(l.masked_weight(fixed=l.fixed is not None))) if syn is None else
+                             (int(np.count_nonzero(syn.weight.init)) if l.kind == "conv" else int(syn.weights.init.nnz))
+                             // (l.pool_fold ** 2)) for l, (syn, _) in zip(ir.layers, chain)}
+        t1 = time.perf_counter()
+        steps = N * T + delays(ir)
+        _run_steps(sink, steps, _run_config(run_cfg, precision), chunk, progress)
+        raster = sink.read()
+        hidden_rasters = [h.read() for h in hidden_sinks]
+    t2 = time.perf_counter()
+    out = output_spikes(raster, T, N, delays(ir))
+    counts = out.sum(axis=0).astype(np.int64)
+    info = {"steps": steps, "synapses_per_layer": synapses, "seconds": {"build": t1 - t0, "run": t2 - t1},
+            "output_spikes": out}
+    if record_hidden:
+        info["hidden_spikes"] = hidden_spikes(ir, hidden_rasters, n_rec)
+    return counts, info
+
+
+def _run_config(run_cfg: str, precision: str):
+    """Lava's run configuration: ``Loihi2SimCfg`` with the precision's tag, or ``Loihi2HwCfg``."""
     if run_cfg == "hw":  # pragma: no cover - Intel's lava-loihi only
         from lava.magma.core.run_configs import Loihi2HwCfg
 
-        cfg = Loihi2HwCfg()
-    else:
-        cfg = Loihi2SimCfg(select_tag="fixed_pt" if precision == "fixed" else "floating_pt")
+        return Loihi2HwCfg()
+    from lava.magma.core.run_configs import Loihi2SimCfg
+
+    return Loihi2SimCfg(select_tag="fixed_pt" if precision == "fixed" else "floating_pt")
+
+
+def _run_steps(sink, steps: int, cfg, chunk: int, progress: bool) -> None:
+    """Run the network of ``sink`` for ``steps`` steps in chunks of ``chunk`` (a progress bar between
+    chunks), then stop it; the sinks' files are complete when this returns."""
+    from lava.magma.core.run_conditions import RunSteps
+    from tqdm.auto import tqdm
+
     bar = tqdm(total=steps, desc="lava", unit="step", disable=not progress, leave=False)
     done = 0
     try:
@@ -338,33 +381,32 @@ def run(ir: NetworkIR, spikes: np.ndarray, progress: bool = False, chunk: int = 
             sink.run(condition=RunSteps(num_steps=n), run_cfg=cfg)
             done += n
             bar.update(n)
-        raster = np.asarray(sink.data.get())
-        hidden_rasters = [np.asarray(h.data.get()) for h in hidden_sinks]
     finally:
         sink.stop()
         bar.close()
-    t2 = time.perf_counter()
-    out = output_spikes(raster, T, N, delays(ir))
-    counts = out.sum(axis=0).astype(np.int64)
-    info = {"steps": steps, "synapses_per_layer": synapses, "seconds": {"build": t1 - t0, "run": t2 - t1},
-            "output_spikes": out}
-    if record_hidden:
-        hidden = []
-        lag = first_step(ir) - 1
-        for i, r in enumerate(hidden_rasters):  # layer i's step j of sample k: sink column k*T + i + lag + j
-            if r.ndim == 4:  # (W, H, C, steps) -> (C*H*W, steps), torch order
-                r = r.transpose(2, 1, 0, 3).reshape(-1, r.shape[-1])
-            hidden.append(output_spikes(r, T, N, i + lag))
-        info["hidden_spikes"] = hidden
-    return counts, info
+
+
+def hidden_spikes(ir: NetworkIR, rasters: List[np.ndarray], n: int) -> List[np.ndarray]:
+    """Per hidden layer the spikes ``(T, n, n_l)`` uint8 of the first ``n`` samples from the hidden
+    sinks' rasters (``(n_l, steps)``, conv ``(W, H, C, steps)``; neurons returned in torch's
+    ``(C, H, W)`` order): layer ``i``'s step ``j`` of sample ``k`` is column ``k*T + i + first_step(ir) - 1 + j``."""
+    hidden = []
+    lag = first_step(ir) - 1
+    for i, r in enumerate(rasters):
+        if r.ndim == 4:  # (W, H, C, steps) -> (C*H*W, steps), torch order
+            r = r.transpose(2, 1, 0, 3).reshape(-1, r.shape[-1])
+        hidden.append(output_spikes(r, ir.time_steps, n, i + lag))
+    return hidden
 
 
 @register_target("loihi-sim")
 def export_loihi_sim(ir: NetworkIR, out_dir: str, spikes: Optional[np.ndarray] = None,
-                     progress: bool = False, **_) -> ExportResult:
+                     progress: bool = False, probe_samples: int = 0, **_) -> ExportResult:
     """Quantise ``ir``, write ``out_dir/network.npz`` (the fixed-point IR Lava runs) and,
     if ``spikes`` ``(T, N, F)`` are given (current encoding: the analog input, see :func:`run`),
-    run them in Lava's fixed-point simulator.
+    run them in Lava's fixed-point simulator. With ``probe_samples > 0`` the same run also records
+    every hidden population for the first ``probe_samples`` samples (``result.hidden_spikes``,
+    per hidden layer ``(T, n, n_l)``), which the ``measure`` stage uses instead of a second run.
 
     The processes are built from the saved file's contents, so what is verified is what was written.
     """
@@ -379,7 +421,9 @@ def export_loihi_sim(ir: NetworkIR, out_dir: str, spikes: Optional[np.ndarray] =
         result.extra["synapses_counted_from"] += (f"; layer {q.layers[0].name!r}: the integer weights the host "
                                                   "multiplies by each analog sample (its W x is the population's bias)")
     if spikes is not None:
-        counts, info = run(q, spikes, progress=progress)
+        counts, info = run(q, spikes, progress=progress, record_hidden=probe_samples > 0,
+                           hidden_samples=probe_samples or None)
+        result.hidden_spikes = info.get("hidden_spikes")
         result.counts = counts
         result.synapses_per_layer = info["synapses_per_layer"]
         result.seconds = info["seconds"]

@@ -130,27 +130,34 @@ def load_network(path: str, time_steps: int):
 def run_netx(path: str, spikes: np.ndarray, time_steps: int) -> np.ndarray:
     """Run input spikes ``(T, N, F)`` through the netx network in Lava's fixed-point simulator.
 
+    The output leaves Lava through a :class:`~dpap_deploy.export.gate.FileSink` (one ``.npy`` file,
+    read whole after the run), not through Lava's per-element ``get_var``.
+
     Returns:
         The output population's spikes ``(T, N, C)``, aligned like ``loihi-sim``'s.
     """
+    import tempfile
+
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
-    from lava.proc.io.sink import RingBuffer as SpikeOut
     from lava.proc.io.source import RingBuffer as SpikeIn
+
+    from dpap_deploy.export.gate import FileSink
 
     net = load_network(path, time_steps)
     L = len(net.layers)
     T, N = spikes.shape[:2]
     data = input_schedule(spikes, L)
     source = SpikeIn(data=data)
-    sink = SpikeOut(shape=net.out.shape, buffer=data.shape[-1])
-    source.s_out.connect(net.inp)
-    net.out.connect(sink.a_in)
-    try:
-        sink.run(condition=RunSteps(num_steps=data.shape[-1]), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
-        raster = np.asarray(sink.data.get())
-    finally:
-        sink.stop()
+    with tempfile.TemporaryDirectory(prefix="dpap-netx-") as d:
+        sink = FileSink(shape=net.out.shape, steps=data.shape[-1], path=os.path.join(d, "output.npy"))
+        source.s_out.connect(net.inp)
+        net.out.connect(sink.a_in)
+        try:
+            sink.run(condition=RunSteps(num_steps=data.shape[-1]), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        finally:
+            sink.stop()
+        raster = sink.read()
     return output_spikes(raster, T, N, L)
 
 

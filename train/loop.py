@@ -143,6 +143,23 @@ def population_spikes(model: MaskedNet, inputs: np.ndarray, batch_size: int = 25
     return [np.concatenate([p[l] for p in parts], axis=1) for l in range(len(parts[0]))]
 
 
+@torch.no_grad()
+def scores_and_spikes(model: MaskedNet, inputs: np.ndarray, batch_size: int = 256):
+    """:func:`predict` and :func:`population_spikes` of an SNN in one pass over ``inputs`` ``(T, N, ...)``.
+
+    Returns:
+        ``(scores, populations)``: class scores ``(N, C)`` (output spike counts) and per weight layer
+        the spikes ``(T', N, ...)`` uint8, as the two functions give them.
+    """
+    model.eval()
+    scores, parts = [], []
+    for xb in _batches(model, inputs, batch_size):
+        out, pops = model(xb)
+        scores.append(out.cpu().numpy())
+        parts.append([post.cpu().numpy().astype(np.uint8) for _, post in pops])
+    return np.concatenate(scores), [np.concatenate([p[l] for p in parts], axis=1) for l in range(len(parts[0]))]
+
+
 def classify(scores: np.ndarray) -> np.ndarray:
     """Class = argmax of the scores, the first class on ties (same rule for Norse and Lava)."""
     return np.argmax(scores, axis=1)
