@@ -10,11 +10,15 @@ Schema (every run writes at least these keys)::
      "accuracy": {"norse", <target>: "lava" | "nir_in_norse", "emulator"},
      "agreement": {"predictions", "compared", "spikes", "emulator_predictions"},
      "resources": {"cores_used", "cores_available", "fits", "per_layer", "per_core", ...},
-     "timing_s": {"train", "export", "lava_sim"},
+     "timing_s": {"train", "export", "lava_sim", "total", ...},
      "files": [{"path", "verified_by"}]}
 
 ``model.synapses`` is counted in the exported network (Lava ``Sparse`` weights), not
 from the torch masks; ``sparsity = 1 - synapses / synapses_dense``.
+
+``timing_s`` (seconds, wall time): ``startup`` and the stages (:data:`TIMING_STAGES`), whose sum is at
+most ``total`` (the whole ``dpap-export`` run from the CLI's start to the report), and the parts
+measured inside stages (:data:`TIMING_PARTS`, each named with its stage).
 """
 from __future__ import annotations
 
@@ -33,6 +37,12 @@ REQUIRED = {
     "timing_s": ("train", "export", "lava_sim"),
 }
 LAYER_KEYS = ("name", "kind", "n_in", "n_out", "synapses", "synapses_dense")
+#: ``timing_s`` keys that do not overlap: their sum is at most ``total`` (``dpap_deploy.stages.STAGES`` + startup)
+TIMING_STAGES = ("startup", "prepare", "data", "model", "train", "ir", "export", "verify", "map", "measure", "report")
+#: ``timing_s`` keys measured inside a stage: part -> stage
+TIMING_PARTS = {"train_loop": "train", "export_build": "export", "lava_sim": "export", "norse": "verify",
+                "torch": "verify", "emulator": "verify", "mapping": "map", "probe": "measure", "energy": "measure",
+                "plots": "report"}
 
 
 def _neurons_dense(layer) -> int:
@@ -69,6 +79,11 @@ def validate(report: dict) -> None:
         for s in sub or ():
             if s not in report[key]:
                 raise ValueError(f"report misses {key}.{s}")
+    t = report["timing_s"]
+    if "total" in t:
+        stages = sum(v for k, v in t.items() if k in TIMING_STAGES)
+        if stages > t["total"] + 0.01:
+            raise ValueError(f"report timing_s.total {t['total']} s is less than the sum of its stages ({stages:.3f} s)")
     if not {"norse", "torch"} & set(report["accuracy"]):
         raise ValueError("report misses accuracy.norse (accuracy.torch for an ANN)")
     for i, layer in enumerate(report["model"]["layers"]):
@@ -110,6 +125,10 @@ def summary_text(report: dict) -> str:
     line = f"time      train {t['train']:.1f} s, export {t['export']:.1f} s, simulation {t['lava_sim']:.1f} s"
     if "emulator" in t:
         line += f", emulator {t['emulator']:.2f} s"
+    if "probe" in t:
+        line += f", probe {t['probe']:.2f} s"
+    if "total" in t:
+        line += f"; total {t['total']:.1f} s"
     lines.append(line)
     ag = report["agreement"]
     if ag.get("spikes") is not None:
@@ -120,6 +139,27 @@ def summary_text(report: dict) -> str:
 
 def _pct(x: Optional[float]) -> str:
     return "n/a" if x is None else f"{100 * x:.2f} %"
+
+
+def timing_table(t: Dict[str, float]) -> list:
+    """``timing_s`` as markdown table lines: the stages with their share of ``total``, each followed by
+    the parts measured inside it; keys this module does not know come last."""
+    total = t.get("total") or 0.0
+
+    def row(name, v, indent=""):
+        share = f"{100 * v / total:.1f} %" if total else "-"
+        return f"| {indent}{name} | {v:.2f} | {share} |"
+
+    out = ["| stage (part) | s | share of total |", "|---|---:|---:|"]
+    known = set(TIMING_STAGES) | set(TIMING_PARTS) | {"total"}
+    for stage in TIMING_STAGES:
+        if stage in t:
+            out.append(row(stage, t[stage]))
+            out += [row(p, t[p], "&nbsp;&nbsp;") for p, s in TIMING_PARTS.items() if s == stage and p in t]
+    out += [row(k, v) for k, v in t.items() if k not in known]
+    if "total" in t:
+        out.append(f"| **total** | {total:.2f} | 100 % |")
+    return out
 
 
 def markdown_report(report: dict, images: Sequence[str] = ()) -> str:
@@ -187,8 +227,7 @@ def markdown_report(report: dict, images: Sequence[str] = ()) -> str:
         out += ["", f"**Budget** {b['profile']} ({b['cores']} cores): {met}. Knob: {b['knob']}."]
     for note in report.get("target_notes", []):
         out += ["", f"> {note}"]
-    t = report["timing_s"]
-    out += ["", "## Time", "", ", ".join(f"{k} {v:.2f} s" for k, v in t.items()) + "."]
+    out += ["", "## Time", ""] + timing_table(report["timing_s"])
     if images:
         out += ["", "## Figures", ""] + [f"![{i}]({i})" for i in images]
     out += ["", "## Files", "", "| file | verified by |", "|---|---|"]

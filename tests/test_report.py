@@ -4,7 +4,7 @@ import pytest
 
 from dpap_deploy.hardware_profiles import load_profile
 from dpap_deploy.mapping import map_network
-from dpap_deploy.report import model_section, summary_text, validate
+from dpap_deploy.report import markdown_report, model_section, summary_text, validate
 from dpap_deploy.ir import FCLayer, LIFNeurons, NetworkIR
 import numpy as np
 
@@ -19,7 +19,7 @@ def _report():
             "dataset": {"name": "d", "n_train": 1, "n_test": 1, "time_steps": 8},
             "model": model, "accuracy": {"norse": 0.5, "lava": 0.5}, "agreement": {"predictions": 1.0},
             "resources": map_network(ir, load_profile("loihi2")).to_report(),
-            "timing_s": {"train": 1.0, "export": 0.1, "lava_sim": 2.0}}
+            "timing_s": {"train": 1.0, "export": 2.2, "lava_sim": 2.0, "probe": 0.1, "measure": 0.2, "total": 3.5}}
 
 
 def test_model_section_counts_from_the_given_export():
@@ -43,3 +43,14 @@ def test_validate_names_the_missing_key(path):
 def test_summary_mentions_accuracy_and_fit():
     text = summary_text(_report())
     assert "Lava fixed point 50.00 %" in text and "fits" in text and "sparsity 91.7 %" in text
+
+
+def test_timing_total_must_cover_the_stages_and_the_markdown_lists_them():
+    r = copy.deepcopy(_report())
+    md = markdown_report(r)
+    assert "| export | 2.20 | 62.9 % |" in md and "| &nbsp;&nbsp;lava_sim | 2.00 | 57.1 % |" in md
+    assert "| &nbsp;&nbsp;probe | 0.10 |" in md and "| **total** | 3.50 | 100 % |" in md
+    assert "total 3.5 s" in summary_text(r)
+    r["timing_s"]["total"] = 3.0  # train + export + measure = 3.4 s
+    with pytest.raises(ValueError, match="less than the sum of its stages"):
+        validate(r)
