@@ -141,6 +141,10 @@ def test_timestep_pruning_through_the_cli_to_lava_and_its_energy_report(tmp_path
     assert main(SMALL[:2] + ["--epochs", "8", "--hidden", "16,8", "--time-steps", "6", "--max-test", "24", "--lr", "0.01",
                              "--batch-size", "64", "--quiet", "--timestep-pruning", "1.9,13", "--out", out]) == 0
     rep = json.load(open(os.path.join(out, "report.json")))
+    t = rep["timing_s"]  # from the CLI's start: every stage, the parts, a total that covers the stages
+    stages = ("startup", "prepare", "data", "model", "train", "ir", "export", "verify", "map", "measure", "report")
+    assert all(k in t for k in stages + ("lava_sim", "probe", "energy", "mapping", "plots", "total"))
+    assert t["total"] >= sum(t[k] for k in stages) - 0.01 and t["startup"] >= 0
     ir = NetworkIR.load(os.path.join(out, "network.npz"))
     masks = [l.time_mask for l in ir.layers]
     assert masks[0] is not None and masks[1] is not None and masks[2] is None  # the output layer is not pruned
