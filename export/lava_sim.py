@@ -155,15 +155,16 @@ def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed", record_hidd
             layer 0's bias ``dt/tau_mem * W x``), which reproduces Norse's spikes and so checks the
             wiring, delays and resets apart from quantisation.
         record_hidden: also connect a sink to every hidden population.
-        record_dir: folder for the sinks' ``.npy`` files (:class:`~dpap_deploy.export.gate.FileSink`;
-            None: a new temporary folder, which the caller removes).
+        record_dir: folder for the sinks' ``.npy`` files (:func:`sinks`; None: a new temporary
+            folder, which the caller removes).
         hidden_steps: steps the hidden sinks keep (the first ones; None: every step), e.g.
             ``n*T + delays(ir)`` for the first ``n`` samples.
 
     Returns:
         ``(source, [(synapses, neurons), ...], sink, hidden_sinks)``; ``source`` and layer 0's
-        ``synapses`` are None with current encoding; the sink (a ``FileSink``: ``sink.read()`` gives
-        ``(C, steps)``) records the output population for every step, ``hidden_sinks`` (empty unless
+        ``synapses`` are None with current encoding; the sink (a ``FileSinks``/``FileSink`` process:
+        ``sink.read()`` gives ``(C, steps)``) records the output population for every step,
+        ``hidden_sinks`` (each with ``read()``; empty unless
         ``record_hidden``) the hidden populations, in Lava's shapes (``(n,)``, or ``(W, H, C)`` for
         conv layers) plus steps.
     """
@@ -171,7 +172,6 @@ def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed", record_hidd
 
     from lava.proc.io.source import RingBuffer as SpikeIn
 
-    from dpap_deploy.export.gate import FileSink
 
     if precision not in ("fixed", "float"):
         raise ValueError(f"precision must be 'fixed' or 'float', got {precision!r}")
@@ -209,13 +209,37 @@ def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed", record_hidd
             port = gate.s_out
         chain.append((syn, lif))
         if record_hidden and i < len(ir.layers) - 1:
-            hidden_sinks.append(FileSink(shape=shape, steps=hidden_steps, path=os.path.join(record_dir, f"hidden{i}.npy"),
-                                         name=f"{layer.name}_probe"))
-            port.connect(hidden_sinks[-1].a_in)
-    sink = FileSink(shape=(ir.layers[-1].n_out,), steps=steps, path=os.path.join(record_dir, "output.npy"),
-                    name="output_sink")
-    port.connect(sink.a_in)
+            hidden_sinks.append((port, shape))
+    sink, hidden_sinks = sinks(port, (ir.layers[-1].n_out,), steps, hidden_sinks, hidden_steps, record_dir)
     return source, chain, sink, hidden_sinks
+
+
+def sinks(out_port, out_shape: tuple, steps: int, hidden: list, hidden_steps: int, record_dir: str):
+    """Connect the output port and the ``hidden`` ``(port, shape)`` pairs to sinks that write ``.npy`` files
+    in ``record_dir``: one :class:`~dpap_deploy.export.gate.FileSinks` process for all of them when
+    they are at most ``MAX_PORTS`` (Lava's cost is per process and step), else one
+    :class:`~dpap_deploy.export.gate.FileSink` each.
+
+    Returns:
+        ``(sink, hidden_sinks)``: ``sink`` is a Lava process (``run``, ``stop``) whose ``read()`` gives the
+        output ``(C, steps)``; ``hidden_sinks`` one object with ``read()`` (``shape + (hidden_steps,)``) each.
+    """
+    from dpap_deploy.export.gate import MAX_PORTS, FileSink, FileSinks, Recording
+
+    ports = [(out_port, out_shape, steps, "output")] + [(p, sh, hidden_steps, f"hidden{i}")
+                                                       for i, (p, sh) in enumerate(hidden)]
+    paths = [os.path.join(record_dir, f"{name}.npy") for *_, name in ports]
+    if len(ports) <= MAX_PORTS:
+        group = FileSinks(shapes=[sh for _, sh, _, _ in ports], steps=[n for _, _, n, _ in ports], paths=paths,
+                          name="sinks")
+        for k, (p, *_) in enumerate(ports):
+            p.connect(group.port(k))
+        return group, [Recording(group, k) for k in range(1, len(ports))]
+    one = []
+    for (p, sh, n, name), path in zip(ports, paths):
+        one.append(FileSink(shape=sh, steps=n, path=path, name=f"{name}_sink"))
+        p.connect(one[-1].a_in)
+    return one[0], one[1:]
 
 
 def _bias_population(ir: NetworkIR, layer, samples: np.ndarray, precision: str):

@@ -117,3 +117,20 @@ def test_export_run_records_what_a_probe_run_gives(kind, digits, events, tmp_pat
     plain = lava_sim.export_loihi_sim(ir, str(tmp_path / "plain"), spikes=x)  # no probe asked: none recorded
     assert plain.hidden_spikes is None
     np.testing.assert_array_equal(plain.output_spikes, res.output_spikes)
+
+
+@pytest.mark.parametrize("hidden", [2, 8])  # 3 recordings share one FileSinks process; 9 need one FileSink each
+def test_every_population_recorded_equals_the_emulator(hidden, digits, tmp_path):
+    from dpap_deploy.export.emulator import emulate
+    from dpap_deploy.export.gate import MAX_PORTS, FileSink, FileSinks
+
+    ir = _mlp(sizes=(64,) + (20,) * hidden + (10,), seed=6)
+    x = rate_encode(digits.x_test[:4], ir.time_steps, seed=7)
+    counts, info = lava_sim.run(ir, x, record_hidden=True)
+    _, rasters = emulate(ir, x, record=True)
+    np.testing.assert_array_equal(info["output_spikes"], rasters[-1])
+    for mine, theirs in zip(info["hidden_spikes"], rasters[:-1]):
+        np.testing.assert_array_equal(mine, theirs)
+    data, _ = lava_sim._lava_input(ir, x)
+    _, _, sink, _ = lava_sim.build(ir, data, record_hidden=True, record_dir=str(tmp_path))
+    assert isinstance(sink, FileSinks if hidden + 1 <= MAX_PORTS else FileSink)

@@ -2,8 +2,9 @@
 modules next to it, and would try (and warn about) every exporter module otherwise."""
 from dpap_deploy.export.gate.bias_lif import (BiasScheduleLIF, PyBiasScheduleLifModelBitAcc,
                                                PyBiasScheduleLifModelFloat)
-from dpap_deploy.export.gate.file_sink import FileSink, PyFileSinkModel
+from dpap_deploy.export.gate.file_sink import (MAX_PORTS, FileSink, FileSinks, PyFileSinkModel,
+                                                PyFileSinksModel, Recording)
 from dpap_deploy.export.gate.spike_gate import PySpikeGateModel, SpikeGate
 
-__all__ = ["FileSink", "PyFileSinkModel", "SpikeGate", "PySpikeGateModel", "BiasScheduleLIF",
-           "PyBiasScheduleLifModelBitAcc", "PyBiasScheduleLifModelFloat"]
+__all__ = ["MAX_PORTS", "FileSink", "PyFileSinkModel", "FileSinks", "PyFileSinksModel", "Recording", "SpikeGate",
+           "PySpikeGateModel", "BiasScheduleLIF", "PyBiasScheduleLifModelBitAcc", "PyBiasScheduleLifModelFloat"]

@@ -33,6 +33,13 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 
+def _create(path: str, dtype, shape: tuple) -> None:
+    """Create ``path``: a ``.npy`` file of zeros ``shape`` (the model maps it again in its own process)."""
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype(dtype), shape=shape)
+    mm.flush()
+    del mm
+
+
 class FileSink(AbstractProcess):
     """Record a port's data, one row per Lava time step, in ``path`` (a ``.npy`` file).
 
@@ -52,8 +59,7 @@ class FileSink(AbstractProcess):
         if steps < 1:
             raise ValueError(f"FileSink needs steps >= 1, got {steps}")
         shape = tuple(int(s) for s in shape)
-        mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype(dtype), shape=(int(steps),) + shape)
-        del mm  # created (zeros) and closed; the model maps it again in its own process
+        _create(path, dtype, (int(steps),) + shape)
         super().__init__(shape=shape, steps=int(steps), path=os.path.abspath(path), name=name)
         self.path = os.path.abspath(path)
         self.a_in = InPort(shape=shape)
@@ -91,3 +97,94 @@ class PyFileSinkModel(PyLoihiProcessModel):
         if self._rec is None:  # mapped in this (the model's) process, on its first step
             self._rec = np.load(self._path, mmap_mode="r+")
         self._rec[t] = data
+
+
+#: ports of one :class:`FileSinks` process
+MAX_PORTS = 8
+
+
+class FileSinks(AbstractProcess):
+    """Up to :data:`MAX_PORTS` recordings like :class:`FileSink`'s in **one** process: each Lava
+    process costs its own synchronisation every time step, so a run that records the output and
+    the hidden populations adds one process instead of one per population.
+
+    Ports ``in_0 .. in_{MAX_PORTS-1}`` (:meth:`port`); those beyond ``len(shapes)`` are ``(1,)``,
+    unconnected and not read.
+
+    Args:
+        shapes: per recording the port's shape in Lava.
+        steps: per recording the time steps to keep (the first ones).
+        paths: per recording its ``.npy`` file (``(steps, *shape)``).
+        dtype: the files' dtype (``int8``: spikes).
+
+    Raises:
+        ValueError: no recording, more than :data:`MAX_PORTS`, lists of different lengths, a ``steps`` < 1.
+    """
+
+    def __init__(self, *, shapes: list, steps: list, paths: list, dtype=np.int8, name: str = None):
+        shapes = [tuple(int(s) for s in shape) for shape in shapes]
+        if not 1 <= len(shapes) <= MAX_PORTS or not len(shapes) == len(steps) == len(paths):
+            raise ValueError(f"FileSinks takes 1 to {MAX_PORTS} recordings with a shape, steps and path each; "
+                             f"got {len(shapes)}, {len(steps)}, {len(paths)}")
+        if min(steps) < 1:
+            raise ValueError(f"FileSinks needs steps >= 1, got {steps}")
+        paths = [os.path.abspath(p) for p in paths]
+        for shape, n, path in zip(shapes, steps, paths):
+            _create(path, dtype, (int(n),) + shape)
+        super().__init__(shapes=shapes, steps=[int(n) for n in steps], paths=paths, name=name)
+        self.paths = paths
+        for k in range(MAX_PORTS):
+            setattr(self, f"in_{k}", InPort(shape=shapes[k] if k < len(shapes) else (1,)))
+
+    def port(self, k: int) -> InPort:
+        """Recording ``k``'s in-port."""
+        return getattr(self, f"in_{k}")
+
+    def read(self, k: int = 0, steps_last: bool = True) -> np.ndarray:
+        """Recording ``k`` as :meth:`FileSink.read` gives it (``(*shape, steps)``), after ``run`` returned."""
+        rec = np.load(self.paths[k])
+        return np.ascontiguousarray(np.moveaxis(rec, 0, -1)) if steps_last else rec
+
+
+@implements(proc=FileSinks, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt", "floating_pt")
+class PyFileSinksModel(PyLoihiProcessModel):
+    """CPU model of :class:`FileSinks`: every step receives each used port and writes row
+    ``time_step - 1`` of its file while ``time_step`` is within that recording's ``steps``."""
+
+    in_0: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    in_1: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    in_2: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    in_3: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    in_4: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    in_5: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    in_6: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    in_7: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self._steps = list(proc_params["steps"])
+        self._paths = list(proc_params["paths"])
+        self._rec = [None] * len(self._paths)
+
+    def run_spk(self) -> None:
+        t = self.time_step - 1
+        for k, steps in enumerate(self._steps):
+            data = getattr(self, f"in_{k}").recv()  # every step: the sender waits for its channel otherwise
+            if t >= steps:
+                continue
+            if self._rec[k] is None:
+                self._rec[k] = np.load(self._paths[k], mmap_mode="r+")
+            self._rec[k][t] = data
+
+
+class Recording:
+    """One recording of a :class:`FileSinks` (``read()`` as :meth:`FileSink.read`)."""
+
+    def __init__(self, sinks: FileSinks, k: int):
+        self.sinks, self.k = sinks, k
+
+    def read(self, steps_last: bool = True) -> np.ndarray:
+        """The recording ``(*shape, steps)`` (or ``(steps, *shape)``), after ``run`` returned."""
+        return self.sinks.read(self.k, steps_last)
