@@ -1,11 +1,12 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from dpap_deploy.data import rate_encode
 from dpap_deploy.train.dpap import (DPAPConfig, DPAPState, RuleConstants, spiking_trace, spine_value,
-                                    survival_update, unit_scale)
+                                    quantile, survival_update, unit_scale)
 from dpap_deploy.train.models import SpikingMLP
 
 
@@ -26,6 +27,36 @@ def test_spine_value_hand_computed():
 def test_unit_scale_uses_min_and_75th_percentile():
     x = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0])  # P75 = 3
     torch.testing.assert_close(unit_scale(x), torch.tensor([0.0, 1 / 3, 2 / 3, 1.0, 1.0]))
+
+
+def test_quantile_hand_computed_and_equal_to_torch():
+    x = torch.tensor([4.0, 1.0, 3.0, 2.0, 10.0], dtype=torch.float64)
+    # sorted 1 2 3 4 10: P75 at position 0.75 * 4 = 3 -> 4; P80 at 3.2 -> 4 + 0.2 * 6 = 5.2; P5 at 0.2 -> 1.2
+    assert float(quantile(x, 0.75)) == 4.0
+    assert math.isclose(float(quantile(x, 0.80)), 5.2)
+    assert math.isclose(float(quantile(x, 0.05)), 1.2)
+    assert float(quantile(x, 0.0)) == 1.0 and float(quantile(x, 1.0)) == 10.0
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(3, 777, generator=g, dtype=torch.float64)
+    for q in (0.0, 0.05, 0.5, 0.75, 0.8, 1.0):
+        torch.testing.assert_close(quantile(y, q), torch.quantile(y.reshape(-1), q), rtol=0, atol=1e-12)
+
+
+def test_unit_scale_above_torch_quantile_limit():
+    # the paper's CIFAR FC layer holds 4096 * 4096 = 16.7 M weights; torch.quantile refuses more than 2**24
+    n = 2 ** 24 + 3
+    x = torch.arange(n, dtype=torch.float32)
+    u = unit_scale(x)
+    hi = 0.75 * (n - 1)  # P75 of 0 .. n-1
+    assert float(u[0]) == 0.0 and float(u[-1]) == 1.0
+    assert math.isclose(float(u[n // 2]), (n // 2) / hi, rel_tol=1e-6)
+
+
+def test_quantile_refuses_bad_input():
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        quantile(torch.ones(3), 75.0)
+    with pytest.raises(ValueError, match="empty"):
+        quantile(torch.ones(0), 0.5)
 
 
 def test_survival_update_hand_computed():

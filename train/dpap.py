@@ -150,10 +150,44 @@ def spine_value(M: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
     return _minmax(M.sum(1)) * _minmax(A)
 
 
+def quantile(x: torch.Tensor, q: float) -> torch.Tensor:
+    """The ``q``-quantile (``0 <= q <= 1``) of all elements of ``x``, interpolated linearly between
+    the two nearest order statistics: the same value as ``torch.quantile(x, q)`` (its default
+    ``interpolation="linear"``), but for any size. ``torch.quantile`` refuses inputs of more than
+    2**24 (16.7 M) elements, fewer than one fully connected layer of the paper's CIFAR network
+    holds; ``torch.kthvalue`` has no such limit.
+
+    Args:
+        x: any shape, at least one element; reduced over all elements.
+        q: the quantile, a fraction (P75 is ``0.75``).
+
+    Returns:
+        A 0-d tensor of ``x``'s dtype.
+
+    Raises:
+        ValueError: ``q`` outside ``[0, 1]`` or ``x`` empty.
+    """
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"quantile q must be in [0, 1], got {q}")
+    flat = x.reshape(-1)
+    n = flat.numel()
+    if n == 0:
+        raise ValueError("quantile of an empty tensor")
+    pos = q * (n - 1)
+    below = int(math.floor(pos))
+    above = min(below + 1, n - 1)
+    lo = flat.kthvalue(below + 1).values
+    if above == below or pos == below:
+        return lo
+    hi = flat.kthvalue(above + 1).values
+    return torch.lerp(lo, hi, torch.tensor(pos - below, dtype=flat.dtype, device=flat.device))
+
+
 def unit_scale(x: torch.Tensor, percentiles=(0.0, 75.0)) -> torch.Tensor:
-    """``clip((x - P_lo) / (P_hi - P_lo), 0, 1)``, 0.5 where the range is 0 (docs/dpap.md sec. 5.1)."""
-    lo = torch.quantile(x.double(), percentiles[0] / 100.0).to(x.dtype) if percentiles[0] > 0 else x.min()
-    hi = torch.quantile(x.double(), percentiles[1] / 100.0).to(x.dtype)
+    """``clip((x - P_lo) / (P_hi - P_lo), 0, 1)``, 0.5 where the range is 0 (docs/dpap.md sec. 5.1).
+    The percentiles come from :func:`quantile`, so layers above 16.7 M elements work too."""
+    lo = quantile(x.double(), percentiles[0] / 100.0).to(x.dtype) if percentiles[0] > 0 else x.min()
+    hi = quantile(x.double(), percentiles[1] / 100.0).to(x.dtype)
     if float(hi - lo) <= 0.0:
         return torch.full_like(x, 0.5)
     return ((x - lo) / (hi - lo)).clamp(0.0, 1.0)
