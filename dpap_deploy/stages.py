@@ -281,8 +281,8 @@ def _load_from_run(ctx) -> None:
 
 def _dpap_config(ctx, spiking: bool):
     """The run's :class:`~dpap_deploy.train.dpap.DPAPConfig`: the preset (``--dpap-preset``, else the
-    family's), with ``--timestep-pruning``, ``--dpap-normalise`` and ``--dpap-schedule`` applied
-    (docs/dpap.md secs. 5.1, 11.5). Raises :class:`DpapError` naming the option at fault."""
+    family's), with ``--timestep-pruning``, ``--dpap-normalise``, ``--dpap-synapse-score`` and
+    ``--dpap-schedule`` applied (docs/dpap.md secs. 5.1, 6.7, 11.5). Raises :class:`DpapError` naming the option at fault."""
     from dataclasses import replace
 
     from dpap_deploy.train.dpap import PRESET_EPOCHS, PRESETS, for_run_length
@@ -294,11 +294,12 @@ def _dpap_config(ctx, spiking: bool):
     dpap = PRESETS[preset]
     if cfg.timestep_pruning:
         dpap = replace(dpap, timestep=_timestep_rule(cfg, spiking))
-    if cfg.dpap_normalise:
-        try:
-            dpap = replace(dpap, normalise=cfg.dpap_normalise)
-        except ValueError as exc:
-            raise DpapError(f"--dpap-normalise: {exc}") from None
+    for option, name in (("dpap_normalise", "normalise"), ("dpap_synapse_score", "synapse_score")):
+        if getattr(cfg, option):
+            try:
+                dpap = replace(dpap, **{name: getattr(cfg, option)})
+            except ValueError as exc:
+                raise DpapError(f"--{option.replace('_', '-')}: {exc}") from None
     if cfg.dpap_schedule == "run-length":
         try:
             dpap = for_run_length(dpap, cfg.epochs, PRESET_EPOCHS[preset])

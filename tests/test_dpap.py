@@ -254,3 +254,28 @@ def test_stop_epoch_freezes_the_structure():
     assert alive[2] == alive[3] == alive[4] == alive[5]  # from stop_epoch = 3 nothing more
     with pytest.raises(ValueError, match="stop_epoch"):
         replace(DPAPConfig(), stop_epoch=5)
+
+
+def test_weight_aware_synapse_score_hand_computed():
+    from dataclasses import replace
+
+    # one hidden layer of 2 neurons with 4 inputs; synapse (0, 3) has the largest M but a zero weight
+    cfg = replace(DPAPConfig(), e0=0, gamma=1.0, prune_neurons=False, synapse_score="bcm-weight",
+                  fc_synapse=RuleConstants(1.0, 0.0, 1000.0))
+    st = DPAPState([4, 2, 3], cfg)
+    st.M[0].copy_(torch.tensor([[1.0, 2.0, 3.0, 9.0], [1.0, 1.0, 1.0, 1.0]], dtype=torch.float64))
+    w = torch.tensor([[1.0, -1.0, 0.5, 0.0], [2.0, 2.0, 2.0, 2.0]])
+    # unit(M) over [1 2 3 9 1 1 1 1]: min 1, P75 = 2.25 -> [0, 0.8, 1, 1, 0, 0, 0, 0]
+    # score = unit(M) * |w| = [0, 0.8, 0.5, 0, 0, 0, 0, 0]; unit(score): min 0, P75 = 0.125 -> [0, 1, 1, 0, 0...]
+    # d = 2u - 1: -1 for all but (0, 1) and (0, 2), which gain 1; R from 10
+    st.end_epoch(0, [w, torch.zeros(3, 2)])
+    expect = torch.full((2, 4), 9.0, dtype=torch.float64)
+    expect[0, 1] = expect[0, 2] = 11.0
+    torch.testing.assert_close(st.R_synapse[0], expect)
+    with pytest.raises(ValueError, match="needs the model's weights"):
+        st.end_epoch(1)
+    # the paper's score ranks (0, 3) on top instead
+    st2 = DPAPState([4, 2, 3], replace(cfg, synapse_score="bcm"))
+    st2.M[0].copy_(torch.tensor([[1.0, 2.0, 3.0, 9.0], [1.0, 1.0, 1.0, 1.0]], dtype=torch.float64))
+    st2.end_epoch(0)
+    assert float(st2.R_synapse[0][0, 3]) == 11.0

@@ -44,6 +44,8 @@ class RuleConstants:
 
 #: what ``unit()`` may scale over (:attr:`DPAPConfig.normalise`)
 NORMALISE = ("alive", "all")
+#: what may rank synapses (:attr:`DPAPConfig.synapse_score`)
+SYNAPSE_SCORES = ("bcm", "bcm-weight")
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,9 @@ class DPAPConfig:
             None means ``e0`` (the CIFAR code), 0 the MNIST, N-MNIST and DVS-Gesture scripts.
         prune_first: prune the first weight layer too (the N-MNIST and DVS-Gesture scripts leave
             ``conv1`` whole).
+        synapse_score: what ranks synapses: ``"bcm"`` (the paper: the BCM matrix ``M``, eq. 6) or
+            ``"bcm-weight"`` (ours, docs/dpap.md sec. 6.7: ``unit(M) * |w|``, so a synapse survives
+            by being both used and strong).
     """
 
     delta: float = 0.5
@@ -101,10 +106,14 @@ class DPAPConfig:
     stop_epoch: Optional[int] = None
     staircase_origin: Optional[int] = None
     prune_first: bool = True
+    synapse_score: str = "bcm"
 
     def __post_init__(self):
         if self.normalise not in NORMALISE:
             raise ValueError(f"DPAPConfig.normalise must be one of {', '.join(NORMALISE)}, got {self.normalise!r}")
+        if self.synapse_score not in SYNAPSE_SCORES:
+            raise ValueError(f"DPAPConfig.synapse_score must be one of {', '.join(SYNAPSE_SCORES)}, "
+                             f"got {self.synapse_score!r}")
         if self.stop_epoch is not None and self.stop_epoch <= self.e0:
             raise ValueError(f"DPAPConfig.stop_epoch ({self.stop_epoch}) must be after e0 ({self.e0}): "
                              "the rule would never run")
@@ -464,12 +473,21 @@ class DPAPState:
         self.Time[l][:, :steps] += inc
 
     @torch.no_grad()
-    def end_epoch(self, epoch: int) -> Dict[str, dict]:
-        """Run the pruning rule after epoch ``epoch`` (0-based) if ``epoch >= e0`` and the state
-        is not ``frozen`` (a hardware budget was met). Layer ``l`` uses ``c + c_boost[l]``.
+    def end_epoch(self, epoch: int, weights: Optional[List[torch.Tensor]] = None) -> Dict[str, dict]:
+        """Run the pruning rule after epoch ``epoch`` (0-based) if ``epoch >= e0``, before
+        ``stop_epoch``, and the state is not ``frozen`` (a hardware budget was met). Layer ``l``
+        uses ``c + c_boost[l]``.
 
         Neurons (conv: channels) by spine value, synapses (conv: channel-to-channel
-        connections, only with ``conv_synapses``) by ``M``, each with its kind's constants.
+        connections, only with ``conv_synapses``) by ``M`` (or ``unit(M) * |w|``, see
+        ``cfg.synapse_score``), each with its kind's constants.
+
+        Args:
+            weights: the model's masked weights per weight layer (``model.masked_weights()``:
+                ``(N, F)`` or ``(C_out, C_in, kH, kW)``); needed by ``synapse_score="bcm-weight"``.
+
+        Raises:
+            ValueError: ``synapse_score="bcm-weight"`` without ``weights``.
 
         Returns:
             Per layer name: neurons and synapses alive (effective: a removed neuron takes
@@ -489,7 +507,8 @@ class DPAPState:
                     self.neuron_alive[l] = alive
                 if cfg.prune_synapses and (not conv or cfg.conv_synapses):
                     eff = self.synapse_alive[l] & self.neuron_alive[l][:, None]
-                    new_eff = survival_update(self.R_synapse[l], self.M[l], eff, epoch, k_synapse, cfg)
+                    new_eff = survival_update(self.R_synapse[l], self._synapse_score(l, weights), eff, epoch,
+                                              k_synapse, cfg)
                     self.synapse_alive[l] = self.synapse_alive[l] & (new_eff | ~eff)
                 if cfg.timestep is not None and l in self.Time:  # same rule, own constants (sec. 4b)
                     eff = self.time_alive[l] & self.neuron_alive[l][:, None]
@@ -502,6 +521,18 @@ class DPAPState:
                     if l in self.Time:
                         self.Time[l].zero_()
         return self.summary()
+
+    def _synapse_score(self, l: int, weights) -> torch.Tensor:
+        """Layer ``l``'s synapse importance ``(N, F)``: ``M``, or ``unit(M) * |w|`` (conv: ``|w|``
+        summed over the kernel, one value per channel-to-channel connection)."""
+        if self.cfg.synapse_score == "bcm":
+            return self.M[l]
+        if weights is None:
+            raise ValueError('synapse_score="bcm-weight" needs the model\'s weights in end_epoch()')
+        w = weights[l].detach().abs().double().cpu()
+        if w.dim() == 4:
+            w = w.sum(dim=(2, 3))
+        return unit_scale(self.M[l], self.cfg.percentiles) * w.reshape(self.M[l].shape)
 
     def mask(self, l: int) -> Optional[torch.Tensor]:
         """Effective unit mask of layer ``l`` ``(N, F)``, or None if the layer is not prunable."""
