@@ -137,6 +137,7 @@ def plot(rows: list, path: str) -> None:
                 rs = [r for r in rows if r["network"] == net and r["variant"] == var and r.get(key) is not None]
                 ax.scatter([r[key] for r in rs], [100 * r["norse"] for r in rs], label=var, s=18)
             ax.set_xlabel(label)
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
             ax.set_ylabel(f"{net}: Norse accuracy %")
             ax.grid(alpha=0.3)
         axes[i][0].legend(fontsize=7)
