@@ -32,6 +32,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import scipy.sparse as sp
 
+from dpap_deploy import tiling
 from dpap_deploy.errors import MappingError
 from dpap_deploy.hardware_profiles import Profile
 from dpap_deploy.ir import FCLayer, NetworkIR
@@ -128,7 +129,9 @@ def weight_bits_needed(w: np.ndarray) -> int:
 
 @dataclass
 class Chunk:
-    """A contiguous range of one layer's neurons placed on a core."""
+    """A part of one layer's neurons placed on a core: a contiguous range from ``first_neuron``
+    (fully connected layers), or a conv tile (``tile``: its shape, :mod:`dpap_deploy.tiling`)
+    whose neurons ``neuron_index`` are not contiguous in ``(C, H, W)`` order."""
 
     layer: str
     layer_index: int
@@ -139,6 +142,14 @@ class Chunk:
     synaptic_memory_bits: int
     memory_format: str
     output_axons: int = 0
+    neuron_index: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
+    tile: Optional[object] = None
+
+    def indices(self) -> np.ndarray:
+        """The chunk's neurons, indices into its layer's population."""
+        if self.neuron_index is not None:
+            return self.neuron_index
+        return np.arange(self.first_neuron, self.first_neuron + self.neurons)
 
 
 @dataclass
@@ -239,6 +250,7 @@ class Mapping:
                 "synaptic_memory_bits": sum(ch.synaptic_memory_bits for ch in chunks),
                 "max_input_axons_per_core": max(ch.input_axons for ch in chunks),
                 "max_output_axons_per_core": max(ch.output_axons for ch in chunks),
+                **_tile_entry(chunks),
             })
         return {
             "profile": self.profile.name,
@@ -257,6 +269,15 @@ class Mapping:
             "per_layer": per_layer,
             "per_core": per_core,
         }
+
+
+def _tile_entry(chunks: List[Chunk]) -> dict:
+    """A conv layer's ``tile`` ``{"rows", "cols", "channels"}`` and ``tiles`` count for the report
+    (nothing for a fully connected layer)."""
+    if chunks[0].tile is None:
+        return {}
+    t = chunks[0].tile
+    return {"tile": {"rows": t.rows, "cols": t.cols, "channels": t.channels}, "tiles": len(chunks)}
 
 
 def _chunk(conn: sp.csr_matrix, start: int, stop: int, profile: Profile, layer: str, index: int,
@@ -332,12 +353,15 @@ def _routes(next_conn: sp.csr_matrix, next_chunks: List[Chunk], n: int) -> np.nd
     two chunks of one layer) of the next layer that the neuron has a synapse into."""
     chunk_of = np.empty(next_conn.shape[0], dtype=np.int64)
     for j, ch in enumerate(next_chunks):
-        chunk_of[ch.first_neuron:ch.first_neuron + ch.neurons] = j
+        chunk_of[ch.indices()] = j
     coo = next_conn.tocoo()
     if coo.nnz == 0:
         return np.zeros(n, dtype=np.int64)
-    pairs = np.unique(np.stack([coo.col.astype(np.int64), chunk_of[coo.row]], axis=1), axis=0)
-    return np.bincount(pairs[:, 0], minlength=n)
+    # (source neuron, chunk) pairs: duplicates summed by the CSR conversion (no sort of all synapses)
+    pairs = sp.csr_matrix((np.ones(coo.nnz, dtype=np.int32), (coo.col, chunk_of[coo.row])),
+                          shape=(n, len(next_chunks)))
+    pairs.sum_duplicates()
+    return np.diff(pairs.indptr).astype(np.int64)
 
 
 def _pack(chunks: List[Chunk], profile: Profile) -> List[List[Chunk]]:
@@ -361,6 +385,11 @@ def _pack(chunks: List[Chunk], profile: Profile) -> List[List[Chunk]]:
     return bins
 
 
+def _taps(ir: NetworkIR, i: int) -> np.ndarray:
+    """Surviving kernel weights of conv layer ``i`` on the chip (none for a current-encoded first layer)."""
+    return tiling.kernel_taps(ir.layers[i], on_chip=not (i == 0 and ir.input_encoding == "current"))
+
+
 def _host_layer_note(first) -> str:
     """The report's note on a current-encoded first layer (placed without synapses)."""
     f = first.fixed
@@ -373,8 +402,9 @@ def _host_layer_note(first) -> str:
 def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
     """Assign every neuron of every layer to a neuro core of ``profile``.
 
-    Each layer is split into contiguous chunks that fill a core as far as its limits allow
-    (neurons, input axons, output axons, synaptic memory); with ``pack``, chunks of different layers then share cores
+    Each fully connected layer is split into contiguous chunks that fill a core as far as its
+    limits allow (neurons, input axons, output axons, synaptic memory), each conv layer into
+    spatial tiles (:mod:`dpap_deploy.tiling`, docs/deployment.md "Conv tiling"); with ``pack``, chunks of different layers then share cores
     where all three still fit (first fit in layer order). Output axons are counted on the
     final placement. Per-neuron fan-in/fan-out, the chip's input/output/hidden limits, the
     cores, neurons and synapses of the board and the weight exponent range are checked too.
@@ -390,8 +420,8 @@ def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
         A :class:`Mapping`; ``fits`` is False with ``violations`` naming each broken limit.
 
     Raises:
-        MappingError: a single neuron alone exceeds a per-core limit (no split can help);
-            the message names the layer, the resource and the limit.
+        MappingError: a single neuron alone exceeds a per-core limit (no split or tile can
+            help); the message names the layer, the resource and the limit.
         UnsupportedLayerError: a node with no place on a core (an average pooling that could
             not be folded into a layer's weights).
     """
@@ -409,7 +439,10 @@ def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
         else:
             routes = np.ones(layer.n_out, dtype=np.int64)  # one route each to the host
         routes_per_layer[i] = routes
-        per_layer[i] = _split_layer(conns[i], routes, profile, layer.name, i)
+        if layer.kind == "conv":  # spatial tiles (docs/deployment.md "Conv tiling")
+            per_layer[i] = tiling.tile_chunks(layer, conns[i], _taps(ir, i), routes, profile, i)
+        else:
+            per_layer[i] = _split_layer(conns[i], routes, profile, layer.name, i)
     chunks = [ch for layer_chunks in per_layer for ch in layer_chunks]
     groups = _pack(chunks, profile) if pack else [[ch] for ch in chunks]
     cores = [CoreUsage(i, g) for i, g in enumerate(groups)]
@@ -490,12 +523,22 @@ def _numeric_violations(ir: NetworkIR, profile: Profile, notes: List[str]) -> Li
     return out
 
 
+def _min_layer_bits(ir: NetworkIR, i: int, conn: sp.csr_matrix, unsplit: Chunk, profile: Profile) -> int:
+    """Synaptic memory layer ``i`` needs at least, over all cores (bits): a conv layer on a chip
+    that shares kernel weights stores each surviving kernel weight at least once
+    (:func:`dpap_deploy.tiling.min_shared_bits`); otherwise every surviving synapse costs at least
+    ``weight_bits`` and every active input axon at least one group header."""
+    if ir.layers[i].kind == "conv" and profile.synapse_cost.conv == "shared":
+        return tiling.min_shared_bits(_taps(ir, i), profile)
+    return conn.nnz * profile.numerics.weight_bits + unsplit.input_axons * profile.synapse_cost.group_header_bits
+
+
 def _lower_bounds(ir: NetworkIR, conns, routes_per_layer, cores: List[CoreUsage], profile: Profile) -> dict:
-    """Lower bounds on the cores any placement needs, per resource: neurons; synaptic memory (every
-    surviving synapse costs at least ``weight_bits``, every active input axon at least one group
-    header; word rounding and indices only add, and they can shrink when a layer is split, so the
-    unsplit cost is not a bound); input axons with every layer unsplit (splitting repeats
-    sources); output axons (every neuron with a synapse onward needs at least one route)."""
+    """Lower bounds on the cores any placement needs, per resource: neurons; synaptic memory
+    (:func:`_min_layer_bits`; word rounding and indices only add, and they can shrink when a layer is
+    split, so the unsplit cost is not a bound); input axons with every layer unsplit (splitting or
+    tiling repeats sources: a tile's halo); output axons (every neuron with a synapse onward needs
+    at least one route)."""
     lim = profile.core
     unsplit = [_chunk(c, 0, c.shape[0], profile, l.name, i) for i, (l, c) in enumerate(zip(ir.layers, conns))]
     senders = sum(int((r > 0).sum()) for r in routes_per_layer)
@@ -503,8 +546,7 @@ def _lower_bounds(ir: NetworkIR, conns, routes_per_layer, cores: List[CoreUsage]
     def bound(used, limit):
         return 0 if math.isinf(limit) else math.ceil(used / limit)
 
-    min_bits = sum(c.nnz * profile.numerics.weight_bits + u.input_axons * profile.synapse_cost.group_header_bits
-                   for c, u in zip(conns, unsplit))
+    min_bits = sum(_min_layer_bits(ir, i, c, u, profile) for i, (c, u) in enumerate(zip(conns, unsplit)))
     return {"neurons": bound(sum(c.neurons for c in cores), lim.neurons),
             "synaptic_memory_bits": bound(min_bits, lim.synaptic_memory_bits),
             "input_axons": bound(sum(c.input_axons for c in unsplit), lim.input_axons),
