@@ -431,14 +431,12 @@ def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
     n_layers = len(ir.layers)
     # split from the output back: a layer's output axons depend on how the next layer is split
     per_layer: List[List[Chunk]] = [[] for _ in ir.layers]
-    routes_per_layer: List[np.ndarray] = [np.zeros(0)] * n_layers
     for i in reversed(range(n_layers)):
         layer = ir.layers[i]
         if i + 1 < n_layers:
             routes = _routes(conns[i + 1], per_layer[i + 1], layer.n_out)
         else:
             routes = np.ones(layer.n_out, dtype=np.int64)  # one route each to the host
-        routes_per_layer[i] = routes
         if layer.kind == "conv":  # spatial tiles (docs/deployment.md "Conv tiling")
             per_layer[i] = tiling.tile_chunks(layer, conns[i], _taps(ir, i), routes, profile, i)
         else:
@@ -449,7 +447,7 @@ def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
     notes: List[str] = [_host_layer_note(ir.layers[0])] if ir.input_encoding == "current" else []
     violations = (_core_violations(cores, profile) + _fan_violations(ir, conns, profile)
                   + _chip_violations(ir, cores, profile) + _numeric_violations(ir, profile, notes))
-    bounds = _lower_bounds(ir, conns, routes_per_layer, cores, profile)
+    bounds = _lower_bounds(ir, conns, cores, profile)
     lower = max(1, *bounds.values())
     return Mapping(profile, cores, lower, violations, bounds, notes)
 
@@ -533,21 +531,71 @@ def _min_layer_bits(ir: NetworkIR, i: int, conn: sp.csr_matrix, unsplit: Chunk, 
     return conn.nnz * profile.numerics.weight_bits + unsplit.input_axons * profile.synapse_cost.group_header_bits
 
 
-def _lower_bounds(ir: NetworkIR, conns, routes_per_layer, cores: List[CoreUsage], profile: Profile) -> dict:
+def _layer_cap(ir: NetworkIR, i: int, conns, profile: Profile) -> float:
+    """The most neurons of layer ``i`` one core can hold: the neuron limit and, where every synapse is
+    stored (not a shared conv layer), the synaptic memory over the smallest fan-ins (each synapse
+    costs at least ``weight_bits``)."""
+    lim = profile.core
+    shared = ir.layers[i].kind == "conv" and profile.synapse_cost.conv == "shared"
+    if shared or math.isinf(lim.synaptic_memory_bits):
+        return lim.neurons
+    bits = np.sort(np.diff(conns[i].indptr)) * profile.numerics.weight_bits
+    k = int(np.searchsorted(np.cumsum(bits), lim.synaptic_memory_bits, side="right"))
+    return min(lim.neurons, max(k, 1))
+
+
+def _min_routes(ir: NetworkIR, conns, profile: Profile) -> List[np.ndarray]:
+    """Per layer, per neuron, the fewest output routes any placement gives it: one to the host for
+    the output layer; else ``ceil(targets / cap)`` for a neuron with ``targets`` synapses onward, ``cap``
+    the most next-layer neurons a core holds (:func:`_layer_cap`): its targets span that many cores."""
+    out = []
+    for i, layer in enumerate(ir.layers):
+        if i + 1 == len(ir.layers):
+            out.append(np.ones(layer.n_out, dtype=np.int64))
+            continue
+        targets = np.bincount(conns[i + 1].indices, minlength=layer.n_out)
+        cap = _layer_cap(ir, i + 1, conns, profile)
+        out.append((targets > 0).astype(np.int64) if math.isinf(cap) else -(-targets // int(cap)))
+    return out
+
+
+def _bound(used, limit) -> int:
+    return 0 if math.isinf(limit) else math.ceil(used / limit)
+
+
+def _disjoint_bound(conns, layer_bounds: List[int], profile: Profile) -> int:
+    """Layers whose neurons never share a core (the smallest fan-ins of the two need more input axons
+    than a core has: a neuron needs one input axon per source, and layers have different sources)
+    use disjoint cores: the largest sum of per-layer bounds over a set of pairwise such layers."""
+    lim = profile.core.input_axons
+    fan = [int(np.diff(c.indptr).min()) if c.shape[0] else 0 for c in conns]
+    n = len(fan)
+
+    def best(cands: List[int], total: int) -> int:
+        out = total
+        for j, v in enumerate(cands):
+            rest = [u for u in cands[j + 1:] if fan[u] + fan[v] > lim]
+            out = max(out, best(rest, total + layer_bounds[v]))
+        return out
+
+    return best(list(range(n)), 0) if n <= 24 else max(layer_bounds, default=0)
+
+
+def _lower_bounds(ir: NetworkIR, conns, cores: List[CoreUsage], profile: Profile) -> dict:
     """Lower bounds on the cores any placement needs, per resource: neurons; synaptic memory
     (:func:`_min_layer_bits`; word rounding and indices only add, and they can shrink when a layer is
     split, so the unsplit cost is not a bound); input axons with every layer unsplit (splitting or
-    tiling repeats sources: a tile's halo); output axons (every neuron with a synapse onward needs
-    at least one route)."""
+    tiling repeats sources: a tile's halo); output axons (:func:`_min_routes`); layers that can
+    never share a core (:func:`_disjoint_bound`). docs/deployment.md "Conv tiling" derives each."""
     lim = profile.core
     unsplit = [_chunk(c, 0, c.shape[0], profile, l.name, i) for i, (l, c) in enumerate(zip(ir.layers, conns))]
-    senders = sum(int((r > 0).sum()) for r in routes_per_layer)
-
-    def bound(used, limit):
-        return 0 if math.isinf(limit) else math.ceil(used / limit)
-
-    min_bits = sum(_min_layer_bits(ir, i, c, u, profile) for i, (c, u) in enumerate(zip(conns, unsplit)))
-    return {"neurons": bound(sum(c.neurons for c in cores), lim.neurons),
-            "synaptic_memory_bits": bound(min_bits, lim.synaptic_memory_bits),
-            "input_axons": bound(sum(c.input_axons for c in unsplit), lim.input_axons),
-            "output_axons": bound(senders, lim.output_axons)}
+    bits = [_min_layer_bits(ir, i, c, u, profile) for i, (c, u) in enumerate(zip(conns, unsplit))]
+    routes = [int(r.sum()) for r in _min_routes(ir, conns, profile)]
+    per_layer = [max(_bound(l.n_out, lim.neurons), _bound(b, lim.synaptic_memory_bits),
+                     _bound(u.input_axons, lim.input_axons), _bound(r, lim.output_axons))
+                 for l, b, u, r in zip(ir.layers, bits, unsplit, routes)]
+    return {"neurons": _bound(sum(c.neurons for c in cores), lim.neurons),
+            "synaptic_memory_bits": _bound(sum(bits), lim.synaptic_memory_bits),
+            "input_axons": _bound(sum(c.input_axons for c in unsplit), lim.input_axons),
+            "output_axons": _bound(sum(routes), lim.output_axons),
+            "disjoint_layers": _disjoint_bound(conns, per_layer, profile)}

@@ -175,3 +175,19 @@ def test_bundled_profiles_say_how_conv_synapses_are_stored():
                                                           "xylo-audio2")}
     assert conv == {"loihi1": "shared", "loihi2": "shared", "kapoho-point": "shared", "truenorth": "unrolled",
                     "xylo-audio2": "unrolled"}
+
+
+def test_route_and_disjoint_layer_bounds_hand_computed(tmp_path):
+    # 8 -> 40 -> 30, dense, 4096 bits per core: an fc2 neuron costs at least 40 * 8 = 320 bits, so a
+    # core holds at most 12 of them; each fc1 neuron's 30 targets span >= ceil(30/12) = 3 cores.
+    # Routes at least 40 * 3 + 30 (to the host) = 150; 100 output axons per core: 2 cores.
+    rng = np.random.default_rng(0)
+    layers = [FCLayer("fc1", rng.normal(size=(40, 8)), np.ones((40, 8), bool), NEURONS, (40, 8)),
+              FCLayer("fc2", rng.normal(size=(30, 40)), np.ones((30, 40), bool), NEURONS, (30, 40))]
+    ir = NetworkIR("t", 8, 4, 1e-3, layers)
+    m = map_network(ir, _profile(tmp_path, "synaptic_memory_bits = 4096\noutput_axons = 100"))
+    assert m.bounds["output_axons"] == 2 and m.fits and len(m.cores) >= m.lower_bound
+    # 45 input axons per core: fan-ins 8 + 40 > 45, so fc1 and fc2 never share a core; fc2 alone
+    # needs ceil((1200 * 8 + 40 * 10 header bits) / 4096) = 3 cores (memory), fc1 one: at least 4 cores
+    m = map_network(ir, _profile(tmp_path, "synaptic_memory_bits = 4096\ninput_axons = 45", name="q"))
+    assert m.bounds["disjoint_layers"] == 4 and m.lower_bound == 4 and len(m.cores) >= 4
