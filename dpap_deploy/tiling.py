@@ -23,6 +23,7 @@ its largest group), then the chosen tiling is counted exactly from the unrolled 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Dict, List
 
@@ -125,6 +126,16 @@ def _max_axons(geo: _Geometry, shape: TileShape) -> int:
     return best
 
 
+def _routes_in(geo: _Geometry, shape: TileShape) -> int:
+    """Routes the previous layer needs into these tiles: one per (input neuron, tile whose receptive
+    field holds it), i.e. the sum of every tile's input axons (exact for whole kernel slices)."""
+    total = 0
+    for keys, _ in geo.groups(shape.channels):
+        for a, b, n in keys:
+            total += n * int(geo.counts_1d(1, shape.rows, a).sum()) * int(geo.counts_1d(2, shape.cols, b).sum())
+    return total
+
+
 def _max_routes(geo: _Geometry, shape: TileShape) -> int:
     """Largest output-axon count (routes summed over the tile's neurons) of any tile, exact."""
     c, h, w = geo.out_shape
@@ -160,14 +171,19 @@ def tile_usage(geo: _Geometry, shape: TileShape) -> Dict[str, int]:
             "synaptic_memory_bits": _max_memory(geo, shape, axons, neurons)}
 
 
-def choose_tile(layer, taps: np.ndarray, routes: np.ndarray, profile: Profile) -> TileShape:
-    """The tile shape with the fewest tiles whose every tile fits ``profile``'s neuro core
-    (ties: fewer input axons, then less synaptic memory, then the shape).
+def choose_tile(layer, taps: np.ndarray, routes: np.ndarray, profile: Profile, fed_by_cores: bool = False) -> TileShape:
+    """The tile shape with the fewest cores whose every tile fits ``profile``'s neuro core
+    (ties: fewer tiles, fewer input axons, then less synaptic memory, then the shape).
+
+    Cores counted: the tiles, plus, when the layer is fed by a layer on cores (``fed_by_cores``),
+    ``ceil(routes / output_axons)`` for the routes that layer then needs (:func:`_routes_in`: a
+    tile's halo is sent to every tile that reads it), a floor on the previous layer's cores.
 
     Args:
         layer: a :class:`~dpap_deploy.ir.ConvLayer`.
         taps: :func:`kernel_taps` ``(C_out, C_in, kH, kW)``.
         routes: output routes per output neuron ``(C_out*H_out*W_out,)``, fixed by the next layer.
+        fed_by_cores: the input comes from a layer on the chip (not the first layer).
 
     Raises:
         MappingError: no tile fits, not even a single neuron; names the layer, the resource and the limit.
@@ -185,12 +201,19 @@ def choose_tile(layer, taps: np.ndarray, routes: np.ndarray, profile: Profile) -
                 use = tile_usage(geo, shape)
                 if _over(use, profile):
                     continue
-                key = (n, use["input_axons"], use["synaptic_memory_bits"], -tc, th, tw)
+                prev = _prev_cores(geo, shape, profile) if fed_by_cores else 0
+                key = (n + prev, n, use["input_axons"], use["synaptic_memory_bits"], -tc, th, tw)
                 if best_key is None or key < best_key:
                     best, best_key = shape, key
     if best is None:
         _no_tile_fits(layer, geo, profile)
     return best
+
+
+def _prev_cores(geo: _Geometry, shape: TileShape, profile: Profile) -> int:
+    """Cores the previous layer needs at least for its routes into tiles of ``shape``."""
+    lim = profile.core.output_axons
+    return 0 if math.isinf(lim) else -(-_routes_in(geo, shape) // int(lim))
 
 
 def _over(use: Dict[str, int], profile: Profile) -> List[str]:
@@ -225,7 +248,7 @@ def tile_chunks(layer, conn: sp.csr_matrix, taps: np.ndarray, routes: np.ndarray
     Raises:
         MappingError: no tile fits a core (:func:`choose_tile`).
     """
-    shape = choose_tile(layer, taps, routes, profile)
+    shape = choose_tile(layer, taps, routes, profile, fed_by_cores=index > 0)
     tile_of = tile_index(shape, layer.out_shape)
     n_tiles = int(tile_of.max()) + 1
     stats = _exact(conn, tile_of, n_tiles, profile)
