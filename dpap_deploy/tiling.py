@@ -7,9 +7,10 @@ are the input neurons its surviving kernel weights reach: per input channel, its
 field with halo (1-D, output rows ``[y0, y1)``, stride ``s``, padding ``p``, kernel rows ``kh``):
 input rows ``max(0, y0*s - p) .. min(H - 1, (y1 - 1)*s - p + kh - 1)``; an input channel with no
 surviving weight into the tile's channels adds no axon, and pruned kernel rows/columns
-narrow the field. The tile shape with the fewest tiles that fits every per-core limit
-(neurons, input axons, output axons, synaptic memory) is chosen; ties go to fewer input
-axons, then less synaptic memory.
+narrow the field. Of the tile shapes whose every tile fits the per-core limits (neurons, input
+axons, output axons, synaptic memory), the one with the fewest cores is chosen: its tiles plus
+the cores the feeding layer needs at least for its routes into them (a halo neuron is sent to
+every tile that reads it); ties go to fewer tiles, fewer input axons, then less synaptic memory.
 
 Synaptic memory of a tile follows ``profile.synapse_cost.conv``: ``"shared"`` keeps each
 surviving kernel slice ``(o, i)`` of the tile's output channels once per core, its non-zero
