@@ -1,8 +1,10 @@
 """The neuro-core mapper: every neuron of every layer onto a core under a profile's limits.
 
-Every layer is split into contiguous chunks of neurons, each filling a core as far as the
-profile's per-core limits allow, then small chunks of different layers are packed onto
-shared cores (what nengo-loihi users asked for: it maps one block per core).
+Every fully connected layer is split into contiguous chunks of neurons, each filling a core as
+far as the profile's per-core limits allow; every conv layer into spatial tiles whose input axons
+are the tile's receptive field with halo (:mod:`dpap_deploy.tiling`, docs/deployment.md sec. 12).
+Then small chunks of different layers are packed onto shared cores (what nengo-loihi users asked
+for: it maps one block per core).
 Per core:
 
 * ``neurons``: neurons (compartments) on the core;
@@ -12,7 +14,9 @@ Per core:
 * ``synaptic_memory_bits``: nengo-loihi's cost model (``SynapseConfig.bits_per_axon``), per input
   axon in groups of ``group_size`` synapses costing ``n*(weight_bits + index_bits) + header``
   rounded up to ``word_bits``; dense format (every neuron of the core, no index) or sparse
-  format (surviving synapses only, with an index), the cheaper one per core.
+  format (surviving synapses only, with an index), the cheaper one per core; a conv tile on a
+  chip that shares kernel weights (``[synapse_cost] conv = "shared"``) pays each surviving
+  kernel slice once instead (docs/deployment.md sec. 12).
 
 With current encoding (``ir.input_encoding == "current"``) the first layer's ``W x`` is computed
 by the host and written as its neurons' bias each sample (``export/gate/bias_lif.py``): the layer
@@ -404,8 +408,8 @@ def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
 
     Each fully connected layer is split into contiguous chunks that fill a core as far as its
     limits allow (neurons, input axons, output axons, synaptic memory), each conv layer into
-    spatial tiles (:mod:`dpap_deploy.tiling`, docs/deployment.md "Conv tiling"); with ``pack``, chunks of different layers then share cores
-    where all three still fit (first fit in layer order). Output axons are counted on the
+    spatial tiles (:mod:`dpap_deploy.tiling`, docs/deployment.md sec. 12); with ``pack``, chunks
+    of different layers then share cores where all still fit (first fit in layer order). Output axons are counted on the
     final placement. Per-neuron fan-in/fan-out, the chip's input/output/hidden limits, the
     cores, neurons and synapses of the board and the weight exponent range are checked too.
 
@@ -437,7 +441,7 @@ def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
             routes = _routes(conns[i + 1], per_layer[i + 1], layer.n_out)
         else:
             routes = np.ones(layer.n_out, dtype=np.int64)  # one route each to the host
-        if layer.kind == "conv":  # spatial tiles (docs/deployment.md "Conv tiling")
+        if layer.kind == "conv":  # spatial tiles (docs/deployment.md sec. 12)
             per_layer[i] = tiling.tile_chunks(layer, conns[i], _taps(ir, i), routes, profile, i)
         else:
             per_layer[i] = _split_layer(conns[i], routes, profile, layer.name, i)

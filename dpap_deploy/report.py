@@ -11,7 +11,7 @@ Schema (every run writes at least these keys)::
      "agreement": {"predictions", "compared", "spikes", "emulator_predictions"},
      "resources": {"cores_used", "cores_available", "fits", "per_layer", "per_core", ...},
                   (a conv layer's per_layer entry adds "tile": {"rows", "cols", "channels"} and
-                   "tiles", docs/deployment.md "Conv tiling")
+                   "tiles", docs/deployment.md sec. 12)
      "timing_s": {"train", "export", "lava_sim"},
      "files": [{"path", "verified_by"}]}
 
@@ -82,7 +82,7 @@ def validate(report: dict) -> None:
 
 def _validate_tiles(report: dict) -> None:
     """Each conv layer's ``resources.per_layer`` entry has ``tile`` ``{rows, cols, channels}``
-    (positive integers) and ``tiles`` (docs/deployment.md "Conv tiling")."""
+    (positive integers) and ``tiles`` (docs/deployment.md sec. 12)."""
     convs = {l["name"] for l in report["model"]["layers"] if l.get("kind") == "conv"}
     for i, entry in enumerate(report["resources"]["per_layer"]):
         if entry.get("layer") not in convs:

@@ -1,4 +1,4 @@
-"""Spatial tiling of conv layers onto neuro cores (docs/deployment.md, "Conv tiling").
+"""Spatial tiling of conv layers onto neuro cores (docs/deployment.md sec. 12, "Conv tiling").
 
 A conv layer's ``(C_out, H_out, W_out)`` neurons are cut into tiles of ``rows x cols x channels``
 output neurons (the last tile along an axis may be smaller), one tile per core, as a conv
@@ -59,7 +59,7 @@ def kernel_taps(layer, on_chip: bool = True) -> np.ndarray:
 def footprint_1d(start: int, stop: int, taps: np.ndarray, stride: int, pad: int, size: int) -> int:
     """Input rows (or columns) that output rows ``[start, stop)`` reach through the kernel rows
     where ``taps`` is True: ``|{y*stride - pad + a : start <= y < stop, taps[a]} & [0, size)|``
-    (the receptive field with halo, clipped at the borders; docs/deployment.md "Conv tiling")."""
+    (the receptive field with halo, clipped at the borders; docs/deployment.md sec. 12)."""
     a = np.flatnonzero(taps)
     if a.size == 0 or stop <= start:
         return 0

@@ -75,7 +75,7 @@ class SynapseCost:
     """nengo-loihi's synaptic-memory cost model (``SynapseConfig.bits_per_axon``).
 
     ``conv`` says how a convolution's synapses are stored on a neuro core
-    (docs/deployment.md, "Conv tiling"): ``"shared"`` (the chip keeps each surviving kernel
+    (docs/deployment.md sec. 12, "Conv tiling"): ``"shared"`` (the chip keeps each surviving kernel
     weight once per core and shares it across the core's neurons: Loihi 2's convolutional
     connectivity, Loihi 1's weight sharing as NxTF uses it) or ``"unrolled"`` (one synapse per
     (output neuron, input neuron) pair, costed like a fully connected layer).
