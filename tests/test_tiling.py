@@ -191,3 +191,21 @@ def test_route_and_disjoint_layer_bounds_hand_computed(tmp_path):
     # needs ceil((1200 * 8 + 40 * 10 header bits) / 4096) = 3 cores (memory), fc1 one: at least 4 cores
     m = map_network(ir, _profile(tmp_path, "synaptic_memory_bits = 4096\ninput_axons = 45", name="q"))
     assert m.bounds["disjoint_layers"] == 4 and m.lower_bound == 4 and len(m.cores) >= 4
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_lower_bound_never_exceeds_a_mapping(tmp_path, seed):
+    # random small conv -> conv (stride 2) -> fc networks with pruned kernel slices, on tight cores:
+    # whatever the mapper finds, no true lower bound can be above it
+    rng = np.random.default_rng(seed)
+    c1, c2, hw = int(rng.integers(2, 6)), int(rng.integers(2, 6)), int(rng.integers(6, 11))
+    conv1 = _conv((2, hw, hw), c1, mask=rng.random((c1, 2)) < 0.8, name="conv1")
+    conv2 = _conv(conv1.out_shape, c2, k=4, pad=1, stride=2, mask=rng.random((c2, c1)) < 0.7, name="conv2")
+    n = int(np.prod(conv2.out_shape))
+    fm = rng.random((6, n)) < 0.5
+    fc = FCLayer("fc", fm * 0.5, fm, NEURONS, (6, n))
+    ir = _net(conv1, conv2, Flatten("fc_flatten", conv2.out_shape), fc)
+    core = "neurons = 40\ninput_axons = 160\noutput_axons = 96\nsynaptic_memory_bits = 8192"
+    for conv in ("shared", "unrolled"):
+        m = map_network(ir, _profile(tmp_path, core, conv=conv, name=conv))
+        assert len(m.cores) >= m.lower_bound, (conv, m.bounds)
