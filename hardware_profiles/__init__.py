@@ -76,9 +76,10 @@ class SynapseCost:
 
     ``conv`` says how a convolution's synapses are stored on a neuro core
     (docs/deployment.md sec. 12, "Conv tiling"): ``"shared"`` (the chip keeps each surviving kernel
-    weight once per core and shares it across the core's neurons: Loihi 2's convolutional
-    connectivity, Loihi 1's weight sharing as NxTF uses it) or ``"unrolled"`` (one synapse per
-    (output neuron, input neuron) pair, costed like a fully connected layer).
+    weight once per core and shares it across the core's neurons: Loihi 1's weight sharing as
+    NxTF uses it, assumed for Loihi 2) or ``"unrolled"`` (one synapse per (output neuron, input
+    neuron) pair, costed like a fully connected layer; the default). Any other value:
+    :class:`ProfileError` naming the file and ``synapse_cost.conv``.
     """
 
     group_size: int
