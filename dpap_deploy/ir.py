@@ -263,13 +263,16 @@ class ConvLayer(_MapShaped):
         c_out, ho, wo = self.out_shape
         oy, ox = np.meshgrid(np.arange(ho), np.arange(wo), indexing="ij")
         rows, cols, vals = [], [], []
-        for o, i, a, b in zip(*np.nonzero(w)):
+        for a, b in np.ndindex(*self.kernel):  # one tap at a time, vectorised over (o, i) and positions
+            o, i = np.nonzero(w[:, :, a, b])
             iy = oy * self.stride - self.padding + a
             ix = ox * self.stride - self.padding + b
             ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < wd)
-            rows.append((o * ho * wo + oy * wo + ox)[ok])
-            cols.append((i * h * wd + iy * wd + ix)[ok])
-            vals.append(np.full(int(ok.sum()), w[o, i, a, b]))
+            if o.size == 0 or not ok.any():
+                continue
+            rows.append(((o * ho * wo)[:, None] + (oy * wo + ox)[ok][None, :]).ravel())
+            cols.append(((i * h * wd)[:, None] + (iy * wd + ix)[ok][None, :]).ravel())
+            vals.append(np.repeat(w[o, i, a, b], int(ok.sum())))
         cat = lambda parts, dt: np.concatenate(parts) if parts else np.zeros(0, dt)  # noqa: E731
         return sp.csr_matrix((cat(vals, w.dtype), (cat(rows, np.int64), cat(cols, np.int64))),
                              shape=(c_out * ho * wo, c_in * h * wd))

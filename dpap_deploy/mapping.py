@@ -1,8 +1,10 @@
 """The neuro-core mapper: every neuron of every layer onto a core under a profile's limits.
 
-Every layer is split into contiguous chunks of neurons, each filling a core as far as the
-profile's per-core limits allow, then small chunks of different layers are packed onto
-shared cores (what nengo-loihi users asked for: it maps one block per core).
+Every fully connected layer is split into contiguous chunks of neurons, each filling a core as
+far as the profile's per-core limits allow; every conv layer into spatial tiles whose input axons
+are the tile's receptive field with halo (:mod:`dpap_deploy.tiling`, docs/deployment.md sec. 12).
+Then small chunks of different layers are packed onto shared cores (what nengo-loihi users asked
+for: it maps one block per core).
 Per core:
 
 * ``neurons``: neurons (compartments) on the core;
@@ -12,7 +14,9 @@ Per core:
 * ``synaptic_memory_bits``: nengo-loihi's cost model (``SynapseConfig.bits_per_axon``), per input
   axon in groups of ``group_size`` synapses costing ``n*(weight_bits + index_bits) + header``
   rounded up to ``word_bits``; dense format (every neuron of the core, no index) or sparse
-  format (surviving synapses only, with an index), the cheaper one per core.
+  format (surviving synapses only, with an index), the cheaper one per core; a conv tile on a
+  chip that shares kernel weights (``[synapse_cost] conv = "shared"``) pays each surviving
+  kernel slice once instead (docs/deployment.md sec. 12).
 
 With current encoding (``ir.input_encoding == "current"``) the first layer's ``W x`` is computed
 by the host and written as its neurons' bias each sample (``export/gate/bias_lif.py``): the layer
@@ -32,6 +36,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import scipy.sparse as sp
 
+from dpap_deploy import tiling
 from dpap_deploy.errors import MappingError
 from dpap_deploy.hardware_profiles import Profile
 from dpap_deploy.ir import FCLayer, NetworkIR
@@ -128,7 +133,9 @@ def weight_bits_needed(w: np.ndarray) -> int:
 
 @dataclass
 class Chunk:
-    """A contiguous range of one layer's neurons placed on a core."""
+    """A part of one layer's neurons placed on a core: a contiguous range from ``first_neuron``
+    (fully connected layers), or a conv tile (``tile``: its shape, :mod:`dpap_deploy.tiling`)
+    whose neurons ``neuron_index`` are not contiguous in ``(C, H, W)`` order."""
 
     layer: str
     layer_index: int
@@ -139,6 +146,14 @@ class Chunk:
     synaptic_memory_bits: int
     memory_format: str
     output_axons: int = 0
+    neuron_index: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
+    tile: Optional[object] = None
+
+    def indices(self) -> np.ndarray:
+        """The chunk's neurons, indices into its layer's population."""
+        if self.neuron_index is not None:
+            return self.neuron_index
+        return np.arange(self.first_neuron, self.first_neuron + self.neurons)
 
 
 @dataclass
@@ -239,6 +254,7 @@ class Mapping:
                 "synaptic_memory_bits": sum(ch.synaptic_memory_bits for ch in chunks),
                 "max_input_axons_per_core": max(ch.input_axons for ch in chunks),
                 "max_output_axons_per_core": max(ch.output_axons for ch in chunks),
+                **_tile_entry(chunks),
             })
         return {
             "profile": self.profile.name,
@@ -257,6 +273,15 @@ class Mapping:
             "per_layer": per_layer,
             "per_core": per_core,
         }
+
+
+def _tile_entry(chunks: List[Chunk]) -> dict:
+    """A conv layer's ``tile`` ``{"rows", "cols", "channels"}`` and ``tiles`` count for the report
+    (nothing for a fully connected layer)."""
+    if chunks[0].tile is None:
+        return {}
+    t = chunks[0].tile
+    return {"tile": {"rows": t.rows, "cols": t.cols, "channels": t.channels}, "tiles": len(chunks)}
 
 
 def _chunk(conn: sp.csr_matrix, start: int, stop: int, profile: Profile, layer: str, index: int,
@@ -332,12 +357,15 @@ def _routes(next_conn: sp.csr_matrix, next_chunks: List[Chunk], n: int) -> np.nd
     two chunks of one layer) of the next layer that the neuron has a synapse into."""
     chunk_of = np.empty(next_conn.shape[0], dtype=np.int64)
     for j, ch in enumerate(next_chunks):
-        chunk_of[ch.first_neuron:ch.first_neuron + ch.neurons] = j
+        chunk_of[ch.indices()] = j
     coo = next_conn.tocoo()
     if coo.nnz == 0:
         return np.zeros(n, dtype=np.int64)
-    pairs = np.unique(np.stack([coo.col.astype(np.int64), chunk_of[coo.row]], axis=1), axis=0)
-    return np.bincount(pairs[:, 0], minlength=n)
+    # (source neuron, chunk) pairs: duplicates summed by the CSR conversion (no sort of all synapses)
+    pairs = sp.csr_matrix((np.ones(coo.nnz, dtype=np.int32), (coo.col, chunk_of[coo.row])),
+                          shape=(n, len(next_chunks)))
+    pairs.sum_duplicates()
+    return np.diff(pairs.indptr).astype(np.int64)
 
 
 def _pack(chunks: List[Chunk], profile: Profile) -> List[List[Chunk]]:
@@ -361,6 +389,11 @@ def _pack(chunks: List[Chunk], profile: Profile) -> List[List[Chunk]]:
     return bins
 
 
+def _taps(ir: NetworkIR, i: int) -> np.ndarray:
+    """Surviving kernel weights of conv layer ``i`` on the chip (none for a current-encoded first layer)."""
+    return tiling.kernel_taps(ir.layers[i], on_chip=not (i == 0 and ir.input_encoding == "current"))
+
+
 def _host_layer_note(first) -> str:
     """The report's note on a current-encoded first layer (placed without synapses)."""
     f = first.fixed
@@ -373,9 +406,10 @@ def _host_layer_note(first) -> str:
 def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
     """Assign every neuron of every layer to a neuro core of ``profile``.
 
-    Each layer is split into contiguous chunks that fill a core as far as its limits allow
-    (neurons, input axons, output axons, synaptic memory); with ``pack``, chunks of different layers then share cores
-    where all three still fit (first fit in layer order). Output axons are counted on the
+    Each fully connected layer is split into contiguous chunks that fill a core as far as its
+    limits allow (neurons, input axons, output axons, synaptic memory), each conv layer into
+    spatial tiles (:mod:`dpap_deploy.tiling`, docs/deployment.md sec. 12); with ``pack``, chunks
+    of different layers then share cores where all still fit (first fit in layer order). Output axons are counted on the
     final placement. Per-neuron fan-in/fan-out, the chip's input/output/hidden limits, the
     cores, neurons and synapses of the board and the weight exponent range are checked too.
 
@@ -390,8 +424,8 @@ def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
         A :class:`Mapping`; ``fits`` is False with ``violations`` naming each broken limit.
 
     Raises:
-        MappingError: a single neuron alone exceeds a per-core limit (no split can help);
-            the message names the layer, the resource and the limit.
+        MappingError: a single neuron alone exceeds a per-core limit (no split or tile can
+            help); the message names the layer, the resource and the limit.
         UnsupportedLayerError: a node with no place on a core (an average pooling that could
             not be folded into a layer's weights).
     """
@@ -401,22 +435,23 @@ def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
     n_layers = len(ir.layers)
     # split from the output back: a layer's output axons depend on how the next layer is split
     per_layer: List[List[Chunk]] = [[] for _ in ir.layers]
-    routes_per_layer: List[np.ndarray] = [np.zeros(0)] * n_layers
     for i in reversed(range(n_layers)):
         layer = ir.layers[i]
         if i + 1 < n_layers:
             routes = _routes(conns[i + 1], per_layer[i + 1], layer.n_out)
         else:
             routes = np.ones(layer.n_out, dtype=np.int64)  # one route each to the host
-        routes_per_layer[i] = routes
-        per_layer[i] = _split_layer(conns[i], routes, profile, layer.name, i)
+        if layer.kind == "conv":  # spatial tiles (docs/deployment.md sec. 12)
+            per_layer[i] = tiling.tile_chunks(layer, conns[i], _taps(ir, i), routes, profile, i)
+        else:
+            per_layer[i] = _split_layer(conns[i], routes, profile, layer.name, i)
     chunks = [ch for layer_chunks in per_layer for ch in layer_chunks]
     groups = _pack(chunks, profile) if pack else [[ch] for ch in chunks]
     cores = [CoreUsage(i, g) for i, g in enumerate(groups)]
     notes: List[str] = [_host_layer_note(ir.layers[0])] if ir.input_encoding == "current" else []
     violations = (_core_violations(cores, profile) + _fan_violations(ir, conns, profile)
                   + _chip_violations(ir, cores, profile) + _numeric_violations(ir, profile, notes))
-    bounds = _lower_bounds(ir, conns, routes_per_layer, cores, profile)
+    bounds = _lower_bounds(ir, conns, cores, profile)
     lower = max(1, *bounds.values())
     return Mapping(profile, cores, lower, violations, bounds, notes)
 
@@ -490,22 +525,81 @@ def _numeric_violations(ir: NetworkIR, profile: Profile, notes: List[str]) -> Li
     return out
 
 
-def _lower_bounds(ir: NetworkIR, conns, routes_per_layer, cores: List[CoreUsage], profile: Profile) -> dict:
-    """Lower bounds on the cores any placement needs, per resource: neurons; synaptic memory (every
-    surviving synapse costs at least ``weight_bits``, every active input axon at least one group
-    header; word rounding and indices only add, and they can shrink when a layer is split, so the
-    unsplit cost is not a bound); input axons with every layer unsplit (splitting repeats
-    sources); output axons (every neuron with a synapse onward needs at least one route)."""
+def _min_layer_bits(ir: NetworkIR, i: int, conn: sp.csr_matrix, unsplit: Chunk, profile: Profile) -> int:
+    """Synaptic memory layer ``i`` needs at least, over all cores (bits): a conv layer on a chip
+    that shares kernel weights stores each surviving kernel weight at least once
+    (:func:`dpap_deploy.tiling.min_shared_bits`); otherwise every surviving synapse costs at least
+    ``weight_bits`` and every active input axon at least one group header."""
+    if ir.layers[i].kind == "conv" and profile.synapse_cost.conv == "shared":
+        return tiling.min_shared_bits(_taps(ir, i), profile)
+    return conn.nnz * profile.numerics.weight_bits + unsplit.input_axons * profile.synapse_cost.group_header_bits
+
+
+def _layer_cap(ir: NetworkIR, i: int, conns, profile: Profile) -> float:
+    """The most neurons of layer ``i`` one core can hold: the neuron limit and, where every synapse is
+    stored (not a shared conv layer), the synaptic memory over the smallest fan-ins (each synapse
+    costs at least ``weight_bits``)."""
+    lim = profile.core
+    shared = ir.layers[i].kind == "conv" and profile.synapse_cost.conv == "shared"
+    if shared or math.isinf(lim.synaptic_memory_bits):
+        return lim.neurons
+    bits = np.sort(np.diff(conns[i].indptr)) * profile.numerics.weight_bits
+    k = int(np.searchsorted(np.cumsum(bits), lim.synaptic_memory_bits, side="right"))
+    return min(lim.neurons, max(k, 1))
+
+
+def _min_routes(ir: NetworkIR, conns, profile: Profile) -> List[np.ndarray]:
+    """Per layer, per neuron, the fewest output routes any placement gives it: one to the host for
+    the output layer; else ``ceil(targets / cap)`` for a neuron with ``targets`` synapses onward, ``cap``
+    the most next-layer neurons a core holds (:func:`_layer_cap`): its targets span that many cores."""
+    out = []
+    for i, layer in enumerate(ir.layers):
+        if i + 1 == len(ir.layers):
+            out.append(np.ones(layer.n_out, dtype=np.int64))
+            continue
+        targets = np.bincount(conns[i + 1].indices, minlength=layer.n_out)
+        cap = _layer_cap(ir, i + 1, conns, profile)
+        out.append((targets > 0).astype(np.int64) if math.isinf(cap) else -(-targets // int(cap)))
+    return out
+
+
+def _bound(used, limit) -> int:
+    return 0 if math.isinf(limit) else math.ceil(used / limit)
+
+
+def _disjoint_bound(conns, layer_bounds: List[int], profile: Profile) -> int:
+    """Layers whose neurons never share a core (the smallest fan-ins of the two need more input axons
+    than a core has: a neuron needs one input axon per source, and layers have different sources)
+    use disjoint cores: the largest sum of per-layer bounds over a set of pairwise such layers."""
+    lim = profile.core.input_axons
+    fan = [int(np.diff(c.indptr).min()) if c.shape[0] else 0 for c in conns]
+    n = len(fan)
+
+    def best(cands: List[int], total: int) -> int:
+        out = total
+        for j, v in enumerate(cands):
+            rest = [u for u in cands[j + 1:] if fan[u] + fan[v] > lim]
+            out = max(out, best(rest, total + layer_bounds[v]))
+        return out
+
+    return best(list(range(n)), 0) if n <= 24 else max(layer_bounds, default=0)
+
+
+def _lower_bounds(ir: NetworkIR, conns, cores: List[CoreUsage], profile: Profile) -> dict:
+    """Lower bounds on the cores any placement needs, per resource: neurons; synaptic memory
+    (:func:`_min_layer_bits`; word rounding and indices only add, and they can shrink when a layer is
+    split, so the unsplit cost is not a bound); input axons with every layer unsplit (splitting or
+    tiling repeats sources: a tile's halo); output axons (:func:`_min_routes`); layers that can
+    never share a core (:func:`_disjoint_bound`). docs/deployment.md "Conv tiling" derives each."""
     lim = profile.core
     unsplit = [_chunk(c, 0, c.shape[0], profile, l.name, i) for i, (l, c) in enumerate(zip(ir.layers, conns))]
-    senders = sum(int((r > 0).sum()) for r in routes_per_layer)
-
-    def bound(used, limit):
-        return 0 if math.isinf(limit) else math.ceil(used / limit)
-
-    min_bits = sum(c.nnz * profile.numerics.weight_bits + u.input_axons * profile.synapse_cost.group_header_bits
-                   for c, u in zip(conns, unsplit))
-    return {"neurons": bound(sum(c.neurons for c in cores), lim.neurons),
-            "synaptic_memory_bits": bound(min_bits, lim.synaptic_memory_bits),
-            "input_axons": bound(sum(c.input_axons for c in unsplit), lim.input_axons),
-            "output_axons": bound(senders, lim.output_axons)}
+    bits = [_min_layer_bits(ir, i, c, u, profile) for i, (c, u) in enumerate(zip(conns, unsplit))]
+    routes = [int(r.sum()) for r in _min_routes(ir, conns, profile)]
+    per_layer = [max(_bound(l.n_out, lim.neurons), _bound(b, lim.synaptic_memory_bits),
+                     _bound(u.input_axons, lim.input_axons), _bound(r, lim.output_axons))
+                 for l, b, u, r in zip(ir.layers, bits, unsplit, routes)]
+    return {"neurons": _bound(sum(c.neurons for c in cores), lim.neurons),
+            "synaptic_memory_bits": _bound(sum(bits), lim.synaptic_memory_bits),
+            "input_axons": _bound(sum(c.input_axons for c in unsplit), lim.input_axons),
+            "output_axons": _bound(sum(routes), lim.output_axons),
+            "disjoint_layers": _disjoint_bound(conns, per_layer, profile)}

@@ -69,6 +69,9 @@ class RunConfig:
     target_sparsity: float = 0.8
     dpap_preset: Optional[str] = None
     timestep_pruning: Optional[str] = None
+    dpap_schedule: str = "fixed"
+    dpap_normalise: Optional[str] = None
+    dpap_synapse_score: Optional[str] = None
     device: str = "cpu"
     profile: str = "loihi2"
     chips: Optional[int] = None

@@ -10,6 +10,8 @@ Schema (every run writes at least these keys)::
      "accuracy": {"norse", <target>: "lava" | "nir_in_norse", "emulator"},
      "agreement": {"predictions", "compared", "spikes", "emulator_predictions"},
      "resources": {"cores_used", "cores_available", "fits", "per_layer", "per_core", ...},
+                  (a conv layer's per_layer entry adds "tile": {"rows", "cols", "channels"} and
+                   "tiles", docs/deployment.md sec. 12)
      "timing_s": {"train", "export", "lava_sim", "total", ...},
      "files": [{"path", "verified_by"}]}
 
@@ -90,6 +92,23 @@ def validate(report: dict) -> None:
         for k in LAYER_KEYS:
             if k not in layer:
                 raise ValueError(f"report misses model.layers[{i}].{k}")
+    _validate_tiles(report)
+
+
+def _validate_tiles(report: dict) -> None:
+    """Each conv layer's ``resources.per_layer`` entry has ``tile`` ``{rows, cols, channels}``
+    (positive integers) and ``tiles`` (docs/deployment.md sec. 12)."""
+    convs = {l["name"] for l in report["model"]["layers"] if l.get("kind") == "conv"}
+    for i, entry in enumerate(report["resources"]["per_layer"]):
+        if entry.get("layer") not in convs:
+            continue
+        for k in ("tile", "tiles"):
+            if k not in entry:
+                raise ValueError(f"report misses resources.per_layer[{i}].{k} (conv layer {entry['layer']!r})")
+        for k in ("rows", "cols", "channels"):
+            v = entry["tile"].get(k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"report: resources.per_layer[{i}].tile.{k} = {v!r}; expected a positive integer")
 
 
 def summary_text(report: dict) -> str:
@@ -204,11 +223,14 @@ def markdown_report(report: dict, images: Sequence[str] = ()) -> str:
     out += ["", f"## Resources on {r['profile']}", "",
             f"{'Fits' if r['fits'] else '**Does not fit**'}: {r['cores_used']} cores used (lower bound "
             f"{r['cores_lower_bound']}), {'unlimited' if r['cores_available'] is None else r['cores_available']} available.",
-            "", "| layer | cores | neurons | synapses | memory bits | max input axons per core | max output axons per core |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
+            "", "| layer | cores | neurons | synapses | memory bits | max input axons per core | max output axons per core "
+                "| conv tile (rows x cols x channels), tiles |",
+            "|---|---:|---:|---:|---:|---:|---:|---|"]
     for l in r["per_layer"]:
+        t = l.get("tile")
+        tile = f"{t['rows']} x {t['cols']} x {t['channels']}, {l['tiles']}" if t else "-"
         out.append(f"| {l['layer']} | {l['cores']} | {l['neurons']} | {l['synapses']:,} | {l['synaptic_memory_bits']:,} | "
-                   f"{l['max_input_axons_per_core']} | {l['max_output_axons_per_core']} |")
+                   f"{l['max_input_axons_per_core']} | {l['max_output_axons_per_core']} | {tile} |")
     for v in r.get("violations", []):
         out.append(f"- violation: {v}")
     for n in r.get("notes", []):

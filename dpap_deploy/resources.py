@@ -26,10 +26,12 @@ def resources_text(res: dict, max_cores: int = 16) -> str:
     lines = [f"{res['profile']}: {res['cores_used']} cores used, lower bound {res['cores_lower_bound']} "
              f"({res.get('cores_over_lower_bound', 0)} over), {avail} available: {fit}"]
     lines.append(f"  {'layer':<8}{'cores':>6}{'neurons':>9}{'synapses':>10}{'memory bits':>13}{'max in axons':>14}"
-                 f"{'max out axons':>15}")
+                 f"{'max out axons':>15}  conv tile (rows x cols x channels)")
     for l in res["per_layer"]:
+        t = l.get("tile")
+        tile = f"  {t['rows']} x {t['cols']} x {t['channels']}, {l['tiles']} tiles" if t else ""
         lines.append(f"  {l['layer']:<8}{l['cores']:>6}{l['neurons']:>9}{l['synapses']:>10}{l['synaptic_memory_bits']:>13}"
-                     f"{l['max_input_axons_per_core']:>14}{l['max_output_axons_per_core']:>15}")
+                     f"{l['max_input_axons_per_core']:>14}{l['max_output_axons_per_core']:>15}{tile}")
     cores = res["per_core"]
     shown = sorted(cores, key=lambda c: -max((c[r]["percent"] or 0.0) for r in RESOURCES))[:max_cores]
     shown = sorted(shown, key=lambda c: c["core"])

@@ -282,17 +282,40 @@ def _load_from_run(ctx) -> None:
 
 
 def _dpap_config(ctx, spiking: bool):
+    """The run's :class:`~dpap_deploy.train.dpap.DPAPConfig`: the preset (``--dpap-preset``, else the
+    family's), with ``--timestep-pruning``, ``--dpap-normalise``, ``--dpap-synapse-score`` and
+    ``--dpap-schedule`` applied (docs/dpap.md secs. 5.1, 6.7, 11.5). Raises :class:`DpapError` naming the option at fault."""
     from dataclasses import replace
 
-    from dpap_deploy.train.dpap import PRESETS, RuleConstants
+    from dpap_deploy.train.dpap import PRESET_EPOCHS, PRESETS, for_run_length
 
     cfg = ctx.cfg
     preset = cfg.dpap_preset or (ctx.family.default_preset if spiking else "mnist-ann")
     if preset not in PRESETS:
         raise DpapError(f"unknown --dpap-preset {preset!r}; known: {', '.join(sorted(PRESETS))}")
     dpap = PRESETS[preset]
-    if not cfg.timestep_pruning:
-        return dpap
+    if cfg.timestep_pruning:
+        dpap = replace(dpap, timestep=_timestep_rule(cfg, spiking))
+    for option, name in (("dpap_normalise", "normalise"), ("dpap_synapse_score", "synapse_score")):
+        if getattr(cfg, option):
+            try:
+                dpap = replace(dpap, **{name: getattr(cfg, option)})
+            except ValueError as exc:
+                raise DpapError(f"--{option.replace('_', '-')}: {exc}") from None
+    if cfg.dpap_schedule == "run-length":
+        try:
+            dpap = for_run_length(dpap, cfg.epochs, PRESET_EPOCHS[preset])
+        except ValueError as exc:
+            raise DpapError(f"--dpap-schedule run-length: {exc}") from None
+    elif cfg.dpap_schedule != "fixed":
+        raise DpapError(f"--dpap-schedule must be fixed or run-length, got {cfg.dpap_schedule!r}")
+    return dpap
+
+
+def _timestep_rule(cfg, spiking: bool):
+    """``--timestep-pruning EPSILON,ETA`` as the timestep rule's constants."""
+    from dpap_deploy.train.dpap import RuleConstants
+
     try:
         eps, eta = (float(v) for v in cfg.timestep_pruning.split(","))
     except ValueError:
@@ -303,7 +326,7 @@ def _dpap_config(ctx, spiking: bool):
     if not spiking:
         raise DpapError("--timestep-pruning prunes time steps of spiking networks; an ANN has none")
     # EPSILON, ETA (paper names) are the timestep rule's c and rho; b = 2, the fully connected protection
-    return replace(dpap, timestep=RuleConstants(eps, 2.0, eta))
+    return RuleConstants(eps, 2.0, eta)
 
 
 # -- train ---------------------------------------------------------------------------------

@@ -72,12 +72,21 @@ class Numerics:
 
 @dataclass(frozen=True)
 class SynapseCost:
-    """nengo-loihi's synaptic-memory cost model (``SynapseConfig.bits_per_axon``)."""
+    """nengo-loihi's synaptic-memory cost model (``SynapseConfig.bits_per_axon``).
+
+    ``conv`` says how a convolution's synapses are stored on a neuro core
+    (docs/deployment.md sec. 12, "Conv tiling"): ``"shared"`` (the chip keeps each surviving kernel
+    weight once per core and shares it across the core's neurons: Loihi 1's weight sharing as
+    NxTF uses it, assumed for Loihi 2) or ``"unrolled"`` (one synapse per (output neuron, input
+    neuron) pair, costed like a fully connected layer; the default). Any other value:
+    :class:`ProfileError` naming the file and ``synapse_cost.conv``.
+    """
 
     group_size: int
     group_header_bits: int
     word_bits: int
     index_bits: int
+    conv: str = "unrolled"
 
 
 @dataclass(frozen=True)
@@ -127,7 +136,8 @@ class Profile:
 
 _SECTIONS = {"chip": ChipLimits, "core": CoreLimits, "numerics": Numerics, "synapse_cost": SynapseCost}
 _SIGNED = {("numerics", "weight_exp_min"), ("numerics", "weight_exp_max")}
-_CHOICES = {("numerics", "decay"): ("fraction", "shift", "linear")}
+_CHOICES = {("numerics", "decay"): ("fraction", "shift", "linear"),
+            ("synapse_cost", "conv"): ("shared", "unrolled")}
 _ZERO_OK = {("synapse_cost", "index_bits"), ("synapse_cost", "group_header_bits")}
 _LIMITS = {(k, f.name) for k, cls in (("chip", ChipLimits), ("core", CoreLimits)) for f in fields(cls)
            if f.name != "chips"} | {("numerics", "max_delay")}

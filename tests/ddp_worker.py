@@ -96,6 +96,19 @@ def main(out_dir: str, **kwargs) -> int:
             out["divergence_error"] = None
         except DistributedError as exc:
             out["divergence_error"] = str(exc)
+        if dist.rank == 1:
+            model.masks[1][0, 0] = ~model.masks[1][0, 0]
+        # the same for timestep masks: both ranks gate fc1, rank 1 silences one more (neuron, step)
+        mask = torch.ones(model.widths()[0], 8, dtype=torch.bool)
+        mask[0, 3] = False
+        if dist.rank == 1:
+            mask[1, 5] = False
+        model.set_time_mask(0, mask)
+        try:
+            dist.check_masks(model, state)
+            out["time_divergence_error"] = None
+        except DistributedError as exc:
+            out["time_divergence_error"] = str(exc)
         out["world_size"] = dist.world_size
         from dpap_deploy.tensorfile import save_tree
 

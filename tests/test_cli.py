@@ -96,6 +96,8 @@ def test_existing_run_is_not_overwritten_without_force(run_dir):
     (["--target", "loihi-sim", "--chips", "-1"], "--chips must be a positive integer"),
     (["--target", "onnx"], "target onnx exports ANNs; train one with --model ann-mlp"),
     (["--target", "netx", "--model", "ann-mlp"], "target netx needs a spiking network"),
+    (["--target", "loihi-sim", "--dpap-schedule", "run-length", "--epochs", "2"],
+     "--dpap-schedule run-length: a run of 2 epochs is too short: pruning would start at epoch 1"),
 ])
 def test_bad_arguments_get_a_clear_error_and_no_traceback(tmp_path, args, message):
     r = cli(*args, "--out", str(tmp_path / "o"), "--quiet")

@@ -133,6 +133,9 @@ def test_two_ranks_prune_identically_and_like_one_process(tmp_path):
     for r in ranks:
         assert r["divergence_error"] is not None and "diverged" in r["divergence_error"]
         assert "fc2 mask: 1 of" in r["divergence_error"] and "fc1" not in r["divergence_error"]
+        # timestep masks too (spatio-temporal DPAP): one (neuron, step) of fc1 differs
+        err = r["time_divergence_error"]
+        assert err is not None and "fc1 timestep mask: 1 of" in err and "fc2" not in err and " mask: 1" not in err.replace("timestep mask: 1", "")
 
     # against one process on the same global batches
     assert len(r0["per_epoch"]) == len(single["per_epoch"]) == ddp_worker.EPOCHS

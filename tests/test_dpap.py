@@ -1,11 +1,12 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from dpap_deploy.data import rate_encode
 from dpap_deploy.train.dpap import (DPAPConfig, DPAPState, RuleConstants, spiking_trace, spine_value,
-                                    survival_update, unit_scale)
+                                    quantile, survival_update, unit_scale)
 from dpap_deploy.train.models import SpikingMLP
 
 
@@ -26,6 +27,36 @@ def test_spine_value_hand_computed():
 def test_unit_scale_uses_min_and_75th_percentile():
     x = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0])  # P75 = 3
     torch.testing.assert_close(unit_scale(x), torch.tensor([0.0, 1 / 3, 2 / 3, 1.0, 1.0]))
+
+
+def test_quantile_hand_computed_and_equal_to_torch():
+    x = torch.tensor([4.0, 1.0, 3.0, 2.0, 10.0], dtype=torch.float64)
+    # sorted 1 2 3 4 10: P75 at position 0.75 * 4 = 3 -> 4; P80 at 3.2 -> 4 + 0.2 * 6 = 5.2; P5 at 0.2 -> 1.2
+    assert float(quantile(x, 0.75)) == 4.0
+    assert math.isclose(float(quantile(x, 0.80)), 5.2)
+    assert math.isclose(float(quantile(x, 0.05)), 1.2)
+    assert float(quantile(x, 0.0)) == 1.0 and float(quantile(x, 1.0)) == 10.0
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(3, 777, generator=g, dtype=torch.float64)
+    for q in (0.0, 0.05, 0.5, 0.75, 0.8, 1.0):
+        torch.testing.assert_close(quantile(y, q), torch.quantile(y.reshape(-1), q), rtol=0, atol=1e-12)
+
+
+def test_unit_scale_above_torch_quantile_limit():
+    # the paper's CIFAR FC layer holds 4096 * 4096 = 16.7 M weights; torch.quantile refuses more than 2**24
+    n = 2 ** 24 + 3
+    x = torch.arange(n, dtype=torch.float32)
+    u = unit_scale(x)
+    hi = 0.75 * (n - 1)  # P75 of 0 .. n-1
+    assert float(u[0]) == 0.0 and float(u[-1]) == 1.0
+    assert math.isclose(float(u[n // 2]), (n // 2) / hi, rel_tol=1e-6)
+
+
+def test_quantile_refuses_bad_input():
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        quantile(torch.ones(3), 75.0)
+    with pytest.raises(ValueError, match="empty"):
+        quantile(torch.ones(0), 0.5)
 
 
 def test_survival_update_hand_computed():
@@ -120,3 +151,131 @@ def test_short_dpap_runs_prune_conv_channels_and_ann_neurons_on_real_digits(digi
     small = Dataset("d", digits.x_train[:400], digits.y_train[:400], digits.x_test, digits.y_test, 10)
     res = train(small, TrainConfig(epochs=5, lr=1e-2), aggressive, progress=False, model=ANNMLP([64, 48, 10]))
     assert res.model.sizes[1] < 48 and res.history[-1]["test_accuracy"] > 0.5
+
+
+def _rule(normalise):
+    from dataclasses import replace
+
+    return replace(DPAPConfig(), gamma=1.0, normalise=normalise)
+
+
+def test_unit_over_alive_and_over_all_elements_hand_computed():
+    score = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
+    alive = torch.tensor([False, True, True, True, True])
+    k = RuleConstants(1.0, 2.0, 1000.0)
+    # alive: unit over [1, 2, 3, 4]: min 1, P75 = 3.25 -> (x - 1) / 2.25 = 0, 4/9, 8/9, 1
+    # d = 2u - 1 = -1, -1/9, 7/9 (+2), 1 (+2)
+    R = torch.full((5,), 10.0, dtype=torch.float64)
+    survival_update(R, score, alive, 5, k, _rule("alive"))
+    torch.testing.assert_close(R, torch.tensor([10.0, 9.0, 10 - 1 / 9, 10 + 7 / 9 + 2, 13.0], dtype=torch.float64))
+    # all: unit over [0, 1, 2, 3, 4]: min 0, P75 = 3 -> x / 3 = 1/3, 2/3, 1, 1 for the alive ones
+    # d = -1/3, 1/3 (+2), 1 (+2), 1 (+2); the removed element's R stays
+    R = torch.full((5,), 10.0, dtype=torch.float64)
+    survival_update(R, score, alive, 5, k, _rule("all"))
+    torch.testing.assert_close(R, torch.tensor([10.0, 10 - 1 / 3, 10 + 1 / 3 + 2, 13.0, 13.0], dtype=torch.float64))
+
+
+def test_normalise_refuses_unknown_value():
+    with pytest.raises(ValueError, match="normalise must be one of alive, all"):
+        _rule("survivors")
+
+
+@pytest.mark.parametrize("epochs", [8, 12, 20, 30, 40, 100])
+def test_run_length_schedule_prunes_and_stops_before_the_recovery_tail(epochs):
+    from dpap_deploy.train.dpap import PRESET_EPOCHS, PRESETS, for_run_length
+
+    cfg = for_run_length(PRESETS["mnist-snn"], epochs, PRESET_EPOCHS["mnist-snn"])
+    tail = math.ceil(epochs / 4)
+    assert cfg.stop_epoch == epochs - tail and cfg.e0 >= 1
+    g = torch.Generator().manual_seed(epochs)
+    st = DPAPState([16, 32, 10], cfg)
+    M = torch.rand(32, 16, generator=g, dtype=torch.float64)
+    A = torch.rand(32, generator=g, dtype=torch.float64)
+    changed = []
+    for e in range(epochs):
+        before = st.mask(0).clone()
+        st.M[0].copy_(M)  # the same scores every epoch: the bottom stays at the bottom
+        st.A[0].copy_(A)
+        st.end_epoch(e)
+        if not torch.equal(before, st.mask(0)):
+            changed.append(e)
+    assert changed, "nothing was pruned"
+    assert changed[0] >= cfg.e0 and changed[-1] < epochs - tail, changed
+    # the compressed schedule removes about as much as the full-length one (same c, b: the same elements go)
+    assert int(st.neuron_alive[0].sum()) < 32
+
+
+def test_run_length_schedule_scales_time_not_the_rule():
+    from dpap_deploy.train.dpap import PRESETS, for_run_length
+
+    ref = PRESETS["cifar-snn"]  # e0 5, rho 13 (FC) and 12 (conv channels), R init 10, written for 300 epochs
+    cfg = for_run_length(ref, 60, 300)  # s = 0.2
+    assert cfg.e0 == 1 and cfg.stop_epoch == 45
+    assert math.isclose(cfg.r_init, 2.0) and math.isclose(cfg.fc_neuron.rho, 2.6) and math.isclose(cfg.conv_channel.rho, 2.4)
+    assert (cfg.fc_neuron.c, cfg.fc_neuron.b) == (ref.fc_neuron.c, ref.fc_neuron.b)
+    assert math.isclose(cfg.gamma, 0.999 ** 5)
+    assert for_run_length(ref, 20, 300).fc_neuron.rho == 1.0  # never below one epoch
+    with pytest.raises(ValueError, match="too short"):
+        for_run_length(ref, 2, 300)
+
+
+def test_authors_event_presets():
+    from dpap_deploy.train.dpap import PRESETS
+
+    n, d = PRESETS["nmnist-snn"], PRESETS["dvs-snn"]
+    for p in (n, d):
+        assert (p.conv_channels, p.conv_synapses, p.prune_neurons, p.prune_first) == (False, True, False, False)
+        assert p.percentiles == (5.0, 80.0) and p.e0 == 1 and p.staircase_origin == 0
+    assert (n.conv_synapse, n.fc_synapse, n.r_init) == (RuleConstants(1.4, 5.0, 10.0), RuleConstants(0.4, 2.0, 10.0), 5.0)
+    assert (d.conv_synapse, d.fc_synapse, d.r_init) == (RuleConstants(0.7, 5.0, 10.0), RuleConstants(0.67, 2.0, 10.0), 10.0)
+    # conv1 is left whole: the state prunes conv2 and fc1 of a 2C2F, not conv1 or the output
+    from dpap_deploy.train.models import LayerSpec
+
+    specs = [LayerSpec("conv1", "conv", 15, 2, 1), LayerSpec("conv2", "conv", 40, 15, 1),
+             LayerSpec("fc1", "fc", 300, 40, 16), LayerSpec("fc2", "fc", 10, 300, 1)]
+    st = DPAPState(specs, n)
+    assert [st.specs[l].name for l in st.layers] == ["conv2", "fc1"]
+
+
+def test_stop_epoch_freezes_the_structure():
+    from dataclasses import replace
+
+    cfg = replace(DPAPConfig(), e0=1, stop_epoch=3, fc_neuron=RuleConstants(1.9, 0.0, 100.0),
+                  fc_synapse=RuleConstants(1.9, 0.0, 100.0), r_init=0.5)
+    st = DPAPState([8, 12, 4], cfg)
+    g = torch.Generator().manual_seed(0)
+    alive = []
+    for e in range(6):
+        st.M[0].copy_(torch.rand(12, 8, generator=g, dtype=torch.float64))
+        st.A[0].copy_(torch.rand(12, generator=g, dtype=torch.float64))
+        st.end_epoch(e)
+        alive.append(int(st.mask(0).sum()))
+    assert alive[0] == 96 and alive[2] < alive[1] < 96  # epochs 1 and 2 prune
+    assert alive[2] == alive[3] == alive[4] == alive[5]  # from stop_epoch = 3 nothing more
+    with pytest.raises(ValueError, match="stop_epoch"):
+        replace(DPAPConfig(), stop_epoch=5)
+
+
+def test_weight_aware_synapse_score_hand_computed():
+    from dataclasses import replace
+
+    # one hidden layer of 2 neurons with 4 inputs; synapse (0, 3) has the largest M but a zero weight
+    cfg = replace(DPAPConfig(), e0=0, gamma=1.0, prune_neurons=False, synapse_score="bcm-weight",
+                  fc_synapse=RuleConstants(1.0, 0.0, 1000.0))
+    st = DPAPState([4, 2, 3], cfg)
+    st.M[0].copy_(torch.tensor([[1.0, 2.0, 3.0, 9.0], [1.0, 1.0, 1.0, 1.0]], dtype=torch.float64))
+    w = torch.tensor([[1.0, -1.0, 0.5, 0.0], [2.0, 2.0, 2.0, 2.0]])
+    # unit(M) over [1 2 3 9 1 1 1 1]: min 1, P75 = 2.25 -> [0, 0.8, 1, 1, 0, 0, 0, 0]
+    # score = unit(M) * |w| = [0, 0.8, 0.5, 0, 0, 0, 0, 0]; unit(score): min 0, P75 = 0.125 -> [0, 1, 1, 0, 0...]
+    # d = 2u - 1: -1 for all but (0, 1) and (0, 2), which gain 1; R from 10
+    st.end_epoch(0, [w, torch.zeros(3, 2)])
+    expect = torch.full((2, 4), 9.0, dtype=torch.float64)
+    expect[0, 1] = expect[0, 2] = 11.0
+    torch.testing.assert_close(st.R_synapse[0], expect)
+    with pytest.raises(ValueError, match="needs the model's weights"):
+        st.end_epoch(1)
+    # the paper's score ranks (0, 3) on top instead
+    st2 = DPAPState([4, 2, 3], replace(cfg, synapse_score="bcm"))
+    st2.M[0].copy_(torch.tensor([[1.0, 2.0, 3.0, 9.0], [1.0, 1.0, 1.0, 1.0]], dtype=torch.float64))
+    st2.end_epoch(0)
+    assert float(st2.R_synapse[0][0, 3]) == 11.0

@@ -156,7 +156,9 @@ def test_truenorth_hand_computed():
     c0, c1 = m.cores
     assert (c0.neurons, c0.input_axons, c0.synaptic_memory_bits, c0.output_axons) == (200, 200, 40_000, 200)
     assert (c1.neurons, c1.input_axons, c1.synaptic_memory_bits, c1.output_axons) == (10, 200, 2_000, 10)
-    assert m.bounds == {"neurons": 1, "synaptic_memory_bits": 1, "input_axons": 2, "output_axons": 1}
+    # disjoint layers: every fc1 and fc2 neuron has fan-in 200, 200 + 200 > 256: one core each at least
+    assert m.bounds == {"neurons": 1, "synaptic_memory_bits": 1, "input_axons": 2, "output_axons": 1,
+                        "disjoint_layers": 2}
     assert m.lower_bound == 2 and m.fits
     with pytest.raises(MappingError, match='layer "fc1" needs 300 input axons per core .*truenorth allows 256'):
         map_network(_net([300, 20, 10]), load_profile("truenorth"))

@@ -273,20 +273,26 @@ class DistributedRun(LocalRun):
     def check_masks(self, model, state=None) -> None:
         """Raise unless every rank holds the same masks.
 
-        Compares ``model.masks`` (one per weight layer) and, with a DPAP ``state``, its
-        ``neuron_alive`` and ``synapse_alive`` per prunable layer, by an all-reduce of the
-        element-wise minimum and maximum (so every rank reaches the same verdict).
+        Compares ``model.masks`` (one per weight layer), the model's timestep masks
+        (spatio-temporal DPAP, ``(units, T)``; a layer without one counts as an empty mask, so a
+        rank that has one where another has none is a size difference) and, with a DPAP ``state``,
+        its ``neuron_alive``, ``synapse_alive`` and ``time_alive`` per prunable layer, by an
+        all-reduce of the element-wise minimum and maximum (so every rank reaches the same verdict).
 
         Raises:
             DistributedError: the ranks disagree; names the layer(s), what differs and
                 how many elements.
         """
         names = model.layer_names()
+        none = torch.zeros(0, dtype=torch.bool)
         parts: List[Tuple[str, torch.Tensor]] = [(f"{names[l]} mask", m) for l, m in enumerate(model.masks)]
+        parts += [(f"{names[l]} timestep mask", none if model.time_mask(l) is None else model.time_mask(l))
+                  for l in range(len(model.masks))]
         if state is not None:
             for l in state.layers:
                 parts.append((f"{names[l]} DPAP neuron_alive", state.neuron_alive[l]))
                 parts.append((f"{names[l]} DPAP synapse_alive", state.synapse_alive[l]))
+                parts.append((f"{names[l]} DPAP time_alive", state.time_alive.get(l, none)))
         sizes = torch.tensor([p.numel() for _, p in parts], dtype=torch.int64)
         lo_hi = torch.cat([-sizes, sizes])
         lo_hi = self._all_reduce(lo_hi, self._tdist.ReduceOp.MAX)

@@ -42,6 +42,12 @@ class RuleConstants:
     rho: float
 
 
+#: what ``unit()`` may scale over (:attr:`DPAPConfig.normalise`)
+NORMALISE = ("alive", "all")
+#: what may rank synapses (:attr:`DPAPConfig.synapse_score`)
+SYNAPSE_SCORES = ("bcm", "bcm-weight")
+
+
 @dataclass(frozen=True)
 class DPAPConfig:
     """DPAP constants (defaults: the ``cifar-snn`` preset, ``docs/dpap.md`` sec. 11.2).
@@ -64,6 +70,19 @@ class DPAPConfig:
         prune_neurons, prune_synapses: switch either granularity off.
         timestep: rule constants of timestep pruning (docs/dpap.md sec. 7, paper eq. 8: ``c`` is the
             paper's ``epsilon``, ``rho`` its ``eta``); None (default) prunes in space only.
+        normalise: the elements ``unit()`` scales over (docs/dpap.md sec. 5.1): ``"alive"`` (ours so
+            far: the survivors only, so the bottom of the survivors scores 0 every epoch) or
+            ``"all"`` (the authors' code: removed elements included, so the survivors' scaled
+            values stay put as others are removed).
+        stop_epoch: no pruning at or after this epoch (0-based): the recovery tail in which the
+            network trains at its final structure; None prunes to the end.
+        staircase_origin: the epoch subtracted in the staircase exponent ``floor((e - origin)/rho)``;
+            None means ``e0`` (the CIFAR code), 0 the MNIST, N-MNIST and DVS-Gesture scripts.
+        prune_first: prune the first weight layer too (the N-MNIST and DVS-Gesture scripts leave
+            ``conv1`` whole).
+        synapse_score: what ranks synapses: ``"bcm"`` (the paper: the BCM matrix ``M``, eq. 6) or
+            ``"bcm-weight"`` (ours, docs/dpap.md sec. 6.7: ``unit(M) * |w|``, so a synapse survives
+            by being both used and strong).
     """
 
     delta: float = 0.5
@@ -83,6 +102,21 @@ class DPAPConfig:
     prune_neurons: bool = True
     prune_synapses: bool = True
     timestep: Optional[RuleConstants] = None
+    normalise: str = "alive"
+    stop_epoch: Optional[int] = None
+    staircase_origin: Optional[int] = None
+    prune_first: bool = True
+    synapse_score: str = "bcm"
+
+    def __post_init__(self):
+        if self.normalise not in NORMALISE:
+            raise ValueError(f"DPAPConfig.normalise must be one of {', '.join(NORMALISE)}, got {self.normalise!r}")
+        if self.synapse_score not in SYNAPSE_SCORES:
+            raise ValueError(f"DPAPConfig.synapse_score must be one of {', '.join(SYNAPSE_SCORES)}, "
+                             f"got {self.synapse_score!r}")
+        if self.stop_epoch is not None and self.stop_epoch <= self.e0:
+            raise ValueError(f"DPAPConfig.stop_epoch ({self.stop_epoch}) must be after e0 ({self.e0}): "
+                             "the rule would never run")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -108,7 +142,69 @@ PRESETS = {
     # the author's MNIST ANN script: conv 0.525/5/10, FC 0.75/2/12 (docs/dpap.md sec. 11.3)
     "mnist-ann": DPAPConfig(fc_neuron=RuleConstants(0.75, 2.0, 12.0), fc_synapse=RuleConstants(0.75, 2.0, 12.0),
                             conv_channel=RuleConstants(0.525, 5.0, 10.0)),
+    # the authors' N-MNIST script (docs/dpap.md sec. 11.3): kernel slices of every conv layer but the
+    # first at 1.4/5/10, FC synapses 0.4/2/10, no neuron or channel pruning, beta 5, unit() over
+    # [P5, P80], from epoch 1 with the staircase counted from epoch 0, scores reset every epoch
+    "nmnist-snn": DPAPConfig(fc_synapse=RuleConstants(0.4, 2.0, 10.0), conv_synapse=RuleConstants(1.4, 5.0, 10.0),
+                             conv_channels=False, conv_synapses=True, prune_neurons=False, prune_first=False,
+                             r_init=5.0, percentiles=(5.0, 80.0), e0=1, staircase_origin=0),
+    # the authors' DVS-Gesture script: as N-MNIST with conv slices 0.7/5/10, FC synapses 0.67/2/10, beta 10
+    "dvs-snn": DPAPConfig(fc_synapse=RuleConstants(0.67, 2.0, 10.0), conv_synapse=RuleConstants(0.7, 5.0, 10.0),
+                          conv_channels=False, conv_synapses=True, prune_neurons=False, prune_first=False,
+                          r_init=10.0, percentiles=(5.0, 80.0), e0=1, staircase_origin=0),
 }
+
+#: the run length (epochs) each preset's schedule was written for (docs/dpap.md sec. 11.4): the
+#: BrainCog CIFAR code trains 300 epochs, the MNIST SNN script 150; the other scripts' lengths are
+#: not in our notes and are taken as the MNIST script's (an assumption, docs/dpap.md sec. 11.5)
+PRESET_EPOCHS = {"cifar-snn": 300, "mnist-snn": 150, "mnist-ann": 150, "nmnist-snn": 150, "dvs-snn": 150}
+
+
+def for_run_length(cfg: DPAPConfig, epochs: int, reference_epochs: int, tail: float = 0.25) -> DPAPConfig:
+    """``cfg``'s schedule compressed from the ``reference_epochs`` it was written for to a run of
+    ``epochs``, with a recovery tail (docs/dpap.md sec. 11.5).
+
+    Time is rescaled by ``s = epochs / reference_epochs``: ``e0``, the staircase origin and every
+    ``rho`` by ``s``, ``r_init`` by ``s`` too (an element at the bottom loses up to ``c`` per epoch,
+    so it is removed after the same fraction of the run as in the reference). ``c`` and ``b`` stay:
+    they set *which* elements go, the schedule only *when*; ``gamma`` per epoch becomes
+    ``gamma ** (1/s)``. Then no pruning in the last
+    ``ceil(tail * epochs)`` epochs (``stop_epoch``), so the network trains at its final structure.
+
+    Args:
+        cfg: the constants (a preset).
+        epochs: the run's length in epochs (>= 2).
+        reference_epochs: the run length ``cfg`` was written for (:data:`PRESET_EPOCHS`).
+        tail: fraction of the run, at the end, in which nothing is pruned (``0 <= tail < 1``).
+
+    Returns:
+        A new :class:`DPAPConfig`; ``rho`` never below 1 epoch, ``e0`` at least 1 when the
+        reference's is (one epoch of scores before the first removal).
+
+    Raises:
+        ValueError: ``epochs`` too short for one pruning epoch before the tail, or bad arguments.
+    """
+    from dataclasses import replace
+
+    if epochs < 2 or reference_epochs < 1 or not 0.0 <= tail < 1.0:
+        raise ValueError(f"for_run_length: need epochs >= 2, reference_epochs >= 1, 0 <= tail < 1; got "
+                         f"epochs={epochs}, reference_epochs={reference_epochs}, tail={tail}")
+    s = epochs / reference_epochs
+
+    def scaled(k: Optional[RuleConstants]) -> Optional[RuleConstants]:
+        return None if k is None else RuleConstants(k.c, k.b, max(1.0, k.rho * s))
+
+    e0 = max(1 if cfg.e0 >= 1 else 0, int(round(cfg.e0 * s)))
+    stop = epochs - int(math.ceil(tail * epochs))
+    if stop <= e0:
+        raise ValueError(f"a run of {epochs} epochs is too short: pruning would start at epoch {e0} and stop "
+                         f"before epoch {stop} (recovery tail of {epochs - stop} epochs)")
+    origin = None if cfg.staircase_origin is None else int(round(cfg.staircase_origin * s))
+    return replace(cfg, e0=e0, stop_epoch=stop, staircase_origin=origin, r_init=cfg.r_init * s,
+                   gamma=cfg.gamma ** (1.0 / s),
+                   fc_neuron=scaled(cfg.fc_neuron), fc_synapse=scaled(cfg.fc_synapse),
+                   conv_channel=scaled(cfg.conv_channel), conv_synapse=scaled(cfg.conv_synapse),
+                   timestep=scaled(cfg.timestep))
 
 
 def spiking_trace(spikes: torch.Tensor, delta: float = 0.5) -> torch.Tensor:
@@ -150,10 +246,44 @@ def spine_value(M: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
     return _minmax(M.sum(1)) * _minmax(A)
 
 
+def quantile(x: torch.Tensor, q: float) -> torch.Tensor:
+    """The ``q``-quantile (``0 <= q <= 1``) of all elements of ``x``, interpolated linearly between
+    the two nearest order statistics: the same value as ``torch.quantile(x, q)`` (its default
+    ``interpolation="linear"``), but for any size. ``torch.quantile`` refuses inputs of more than
+    2**24 (16.7 M) elements, fewer than one fully connected layer of the paper's CIFAR network
+    holds; ``torch.kthvalue`` has no such limit.
+
+    Args:
+        x: any shape, at least one element; reduced over all elements.
+        q: the quantile, a fraction (P75 is ``0.75``).
+
+    Returns:
+        A 0-d tensor of ``x``'s dtype.
+
+    Raises:
+        ValueError: ``q`` outside ``[0, 1]`` or ``x`` empty.
+    """
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"quantile q must be in [0, 1], got {q}")
+    flat = x.reshape(-1)
+    n = flat.numel()
+    if n == 0:
+        raise ValueError("quantile of an empty tensor")
+    pos = q * (n - 1)
+    below = int(math.floor(pos))
+    above = min(below + 1, n - 1)
+    lo = flat.kthvalue(below + 1).values
+    if above == below or pos == below:
+        return lo
+    hi = flat.kthvalue(above + 1).values
+    return torch.lerp(lo, hi, torch.tensor(pos - below, dtype=flat.dtype, device=flat.device))
+
+
 def unit_scale(x: torch.Tensor, percentiles=(0.0, 75.0)) -> torch.Tensor:
-    """``clip((x - P_lo) / (P_hi - P_lo), 0, 1)``, 0.5 where the range is 0 (docs/dpap.md sec. 5.1)."""
-    lo = torch.quantile(x.double(), percentiles[0] / 100.0).to(x.dtype) if percentiles[0] > 0 else x.min()
-    hi = torch.quantile(x.double(), percentiles[1] / 100.0).to(x.dtype)
+    """``clip((x - P_lo) / (P_hi - P_lo), 0, 1)``, 0.5 where the range is 0 (docs/dpap.md sec. 5.1).
+    The percentiles come from :func:`quantile`, so layers above 16.7 M elements work too."""
+    lo = quantile(x.double(), percentiles[0] / 100.0).to(x.dtype) if percentiles[0] > 0 else x.min()
+    hi = quantile(x.double(), percentiles[1] / 100.0).to(x.dtype)
     if float(hi - lo) <= 0.0:
         return torch.full_like(x, 0.5)
     return ((x - lo) / (hi - lo)).clamp(0.0, 1.0)
@@ -170,7 +300,8 @@ def survival_update(
     """One epoch of "use it or lose it, gradually decay" (docs/dpap.md sec. 5.2, paper eqs. 9-11).
 
     ``d = 2*unit(score) - c; d[d > 0] += b; R = gamma*R + d*exp(-floor((e-e0)/rho))``.
-    ``unit()`` is computed over the elements still alive; removed elements keep their ``R``.
+    ``unit()`` is computed over the elements still alive (``cfg.normalise == "alive"``) or over all
+    of them (``"all"``, the authors' code); removed elements keep their ``R`` either way.
 
     Args:
         R: survival values, any shape; updated in place where ``alive``.
@@ -183,10 +314,13 @@ def survival_update(
     """
     if not bool(alive.any()):
         return alive
-    s = score[alive]
-    d = 2.0 * unit_scale(s, cfg.percentiles) - k.c
+    if cfg.normalise == "all":
+        u = unit_scale(score, cfg.percentiles)[alive]
+    else:
+        u = unit_scale(score[alive], cfg.percentiles)
+    d = 2.0 * u - k.c
     d = torch.where(d > 0, d + k.b, d)
-    steps = epoch - cfg.e0
+    steps = epoch - (cfg.e0 if cfg.staircase_origin is None else cfg.staircase_origin)
     factor = math.exp(-math.floor(steps / k.rho)) if cfg.staircase else math.exp(-epoch / k.rho)
     R[alive] = cfg.gamma * R[alive] + d * factor
     return alive & (R >= 0)
@@ -232,7 +366,7 @@ class DPAPState:
         self.cfg = cfg
         self.specs = _specs(layers)
         n_layers = len(self.specs)
-        self.layers = list(range(n_layers if cfg.prune_output else n_layers - 1))
+        self.layers = list(range(0 if cfg.prune_first else 1, n_layers if cfg.prune_output else n_layers - 1))
         self.k = 0  # batches seen (never reset)
         self.M: Dict[int, torch.Tensor] = {}
         self.theta: Dict[int, torch.Tensor] = {}
@@ -339,19 +473,28 @@ class DPAPState:
         self.Time[l][:, :steps] += inc
 
     @torch.no_grad()
-    def end_epoch(self, epoch: int) -> Dict[str, dict]:
-        """Run the pruning rule after epoch ``epoch`` (0-based) if ``epoch >= e0`` and the state
-        is not ``frozen`` (a hardware budget was met). Layer ``l`` uses ``c + c_boost[l]``.
+    def end_epoch(self, epoch: int, weights: Optional[List[torch.Tensor]] = None) -> Dict[str, dict]:
+        """Run the pruning rule after epoch ``epoch`` (0-based) if ``epoch >= e0``, before
+        ``stop_epoch``, and the state is not ``frozen`` (a hardware budget was met). Layer ``l``
+        uses ``c + c_boost[l]``.
 
         Neurons (conv: channels) by spine value, synapses (conv: channel-to-channel
-        connections, only with ``conv_synapses``) by ``M``, each with its kind's constants.
+        connections, only with ``conv_synapses``) by ``M`` (or ``unit(M) * |w|``, see
+        ``cfg.synapse_score``), each with its kind's constants.
+
+        Args:
+            weights: the model's masked weights per weight layer (``model.masked_weights()``:
+                ``(N, F)`` or ``(C_out, C_in, kH, kW)``); needed by ``synapse_score="bcm-weight"``.
+
+        Raises:
+            ValueError: ``synapse_score="bcm-weight"`` without ``weights``.
 
         Returns:
             Per layer name: neurons and synapses alive (effective: a removed neuron takes
             its synapses with it).
         """
         cfg = self.cfg
-        if epoch >= cfg.e0 and not self.frozen:
+        if epoch >= cfg.e0 and not self.frozen and (cfg.stop_epoch is None or epoch < cfg.stop_epoch):
             for l in self.layers:
                 k_neuron, k_synapse = self._constants(l)
                 conv = self.specs[l].kind == "conv"
@@ -364,7 +507,8 @@ class DPAPState:
                     self.neuron_alive[l] = alive
                 if cfg.prune_synapses and (not conv or cfg.conv_synapses):
                     eff = self.synapse_alive[l] & self.neuron_alive[l][:, None]
-                    new_eff = survival_update(self.R_synapse[l], self.M[l], eff, epoch, k_synapse, cfg)
+                    new_eff = survival_update(self.R_synapse[l], self._synapse_score(l, weights), eff, epoch,
+                                              k_synapse, cfg)
                     self.synapse_alive[l] = self.synapse_alive[l] & (new_eff | ~eff)
                 if cfg.timestep is not None and l in self.Time:  # same rule, own constants (sec. 4b)
                     eff = self.time_alive[l] & self.neuron_alive[l][:, None]
@@ -377,6 +521,18 @@ class DPAPState:
                     if l in self.Time:
                         self.Time[l].zero_()
         return self.summary()
+
+    def _synapse_score(self, l: int, weights) -> torch.Tensor:
+        """Layer ``l``'s synapse importance ``(N, F)``: ``M``, or ``unit(M) * |w|`` (conv: ``|w|``
+        summed over the kernel, one value per channel-to-channel connection)."""
+        if self.cfg.synapse_score == "bcm":
+            return self.M[l]
+        if weights is None:
+            raise ValueError('synapse_score="bcm-weight" needs the model\'s weights in end_epoch()')
+        w = weights[l].detach().abs().double().cpu()
+        if w.dim() == 4:
+            w = w.sum(dim=(2, 3))
+        return unit_scale(self.M[l], self.cfg.percentiles) * w.reshape(self.M[l].shape)
 
     def mask(self, l: int) -> Optional[torch.Tensor]:
         """Effective unit mask of layer ``l`` ``(N, F)``, or None if the layer is not prunable."""

@@ -77,7 +77,8 @@ class DPAPPruner(Pruner):
         self.state.observe(records, reduce)
 
     def end_epoch(self, epoch: int, model, optimizer, epochs: int) -> None:
-        self.state.end_epoch(epoch)
+        weights = None if self.dpap.synapse_score == "bcm" else [w.detach() for w in model.masked_weights()]
+        self.state.end_epoch(epoch, weights)
         self.state.apply(model, optimizer)
 
     def compacted(self, kept) -> None:
