@@ -51,11 +51,11 @@ def run(dist=None, epochs: int = EPOCHS, hidden=(16, 16), time_steps: int = 16, 
     per_epoch = []
     original = DPAPState.end_epoch
 
-    def recording_end_epoch(state, epoch):
+    def recording_end_epoch(state, epoch, weights=None):
         rec = {"epoch": epoch, "k": state.k}
         for name in ("M", "A", "theta"):
             rec[name] = {l: t.clone() for l, t in getattr(state, name).items()}
-        out = original(state, epoch)
+        out = original(state, epoch, weights)
         rec["neuron_alive"] = {l: t.clone() for l, t in state.neuron_alive.items()}
         rec["synapse_alive"] = {l: t.clone() for l, t in state.synapse_alive.items()}
         per_epoch.append(rec)
