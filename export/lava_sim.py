@@ -172,7 +172,6 @@ def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed", record_hidd
 
     from lava.proc.io.source import RingBuffer as SpikeIn
 
-
     if precision not in ("fixed", "float"):
         raise ValueError(f"precision must be 'fixed' or 'float', got {precision!r}")
     T = ir.time_steps

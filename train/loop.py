@@ -137,10 +137,7 @@ def predict(model: MaskedNet, inputs: np.ndarray, batch_size: int = 256) -> np.n
 def population_spikes(model: MaskedNet, inputs: np.ndarray, batch_size: int = 256) -> List[np.ndarray]:
     """Every population's spikes on encoded inputs ``(T, N, ...)``, SNNs only: per weight layer
     ``(T', N, ...)`` uint8 (conv: ``(T', N, C, H, W)`` before pooling), ``T'`` the active window."""
-    model.eval()
-    parts = [[post.cpu().numpy().astype(np.uint8) for _, post in model(xb)[1]]
-             for xb in _batches(model, inputs, batch_size)]
-    return [np.concatenate([p[l] for p in parts], axis=1) for l in range(len(parts[0]))]
+    return scores_and_spikes(model, inputs, batch_size)[1]
 
 
 @torch.no_grad()
