@@ -17,6 +17,11 @@ prunable layers in proportion to their dense size). During training, after each 
   ``unit > c/2``); at ``c >= 2`` nothing would be protected and a layer would vanish in one
   step. So DPAP's own rule removes more of an over-budget layer in the next epochs, and
   keeps what it scores highest. The knob and how far it moved are logged.
+
+A run-length schedule (``--dpap-schedule run-length``, docs/dpap.md sec. 11.5) stops pruning for
+its recovery tail; under a budget that is not met yet it keeps pruning into the tail
+(``DPAPState.budget_unmet``) and stops as soon as the network fits, so the budget is never given
+up for the tail; the report's ``met_after_epoch`` shows how much of the tail was left.
 """
 from __future__ import annotations
 
@@ -122,6 +127,7 @@ class Budget:
         except MappingError as exc:  # a single neuron too large for a core: keep pruning
             fits, cores, violations = False, None, [str(exc)]
         rec = {"epoch": epoch, "fits": fits, "cores_used": cores, "violations": violations[:5], "over_target": {}}
+        state.budget_unmet = not fits  # a run-length schedule keeps pruning into its tail until it fits
         if fits:
             state.frozen = True
             if self.met_epoch is None:

@@ -35,6 +35,26 @@ def test_targets_share_the_budget_by_dense_size(tmp_path):
     assert t["fc1"].max_fan_in == 4096
 
 
+def test_budget_prunes_into_the_recovery_tail_until_it_fits(tmp_path):
+    """A run-length schedule stops pruning at ``stop_epoch``; a budget not met by then keeps it going."""
+    prof = tmp_path / "small.toml"
+    prof.write_text('extends = "loihi1"\nname = "small"\ndescription = "40-neuron cores"\n'
+                    "[core]\nneurons = 40  # test\n")
+    budget_profile = load_profile(str(prof)).with_cores(2)
+    torch.manual_seed(0)
+    model = SpikingMLP([64, 64, 32, 10])
+    rc = RuleConstants(0.625, 2.0, 10.0)
+    cfg = DPAPConfig(fc_neuron=rc, fc_synapse=rc, r_init=2.0, e0=1, stop_epoch=2)
+    b = Budget(budget_profile)
+    res = train(load_digits(), TrainConfig(epochs=8, time_steps=8, batch_size=64, seed=0, lr=1e-2), cfg,
+                progress=False, model=model, budget=b)
+    assert b.met_epoch is not None and b.met_epoch >= cfg.stop_epoch  # met only inside the tail
+    assert map_network(to_ir(res.model, 8), budget_profile).fits
+    neurons = [sum(h["layers"][n]["neurons"] for n in ("fc1", "fc2")) for h in res.history]
+    assert neurons[b.met_epoch] < neurons[cfg.stop_epoch - 1]  # pruned after stop_epoch
+    assert len(set(neurons[b.met_epoch:])) == 1  # and not after it fit
+
+
 def test_budget_loop_prunes_until_the_network_fits(tmp_path):
     prof = tmp_path / "small.toml"
     prof.write_text('extends = "loihi1"\nname = "small"\ndescription = "40-neuron cores"\n'

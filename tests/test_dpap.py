@@ -252,6 +252,12 @@ def test_stop_epoch_freezes_the_structure():
         alive.append(int(st.mask(0).sum()))
     assert alive[0] == 96 and alive[2] < alive[1] < 96  # epochs 1 and 2 prune
     assert alive[2] == alive[3] == alive[4] == alive[5]  # from stop_epoch = 3 nothing more
+    st.budget_unmet = True  # a hardware budget not met yet takes the recovery tail's epochs
+    st.M[0].copy_(torch.rand(12, 8, generator=g, dtype=torch.float64))
+    st.A[0].copy_(torch.rand(12, generator=g, dtype=torch.float64))
+    st.end_epoch(6)
+    assert int(st.mask(0).sum()) < alive[5]
+    assert DPAPState.from_state_dict(st.state_dict()).budget_unmet
     with pytest.raises(ValueError, match="stop_epoch"):
         replace(DPAPConfig(), stop_epoch=5)
 

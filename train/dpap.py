@@ -385,10 +385,12 @@ class DPAPState:
             self.R_synapse[l] = torch.full((n, f), cfg.r_init, dtype=torch.float64)
             self.neuron_alive[l] = torch.ones(n, dtype=torch.bool)
             self.synapse_alive[l] = torch.ones(n, f, dtype=torch.bool)
-        # budget feedback (docs/dpap.md sec. 13): extra decay value added to ``c`` per layer, and a
-        # switch that stops pruning once the mapped network fits its budget
+        # budget feedback (docs/dpap.md sec. 13): extra decay value added to ``c`` per layer, a
+        # switch that stops pruning once the mapped network fits its budget, and one that keeps
+        # pruning past ``stop_epoch`` (into the recovery tail) while it does not fit yet
         self.c_boost: Dict[int, float] = {l: 0.0 for l in self.layers}
         self.frozen = False
+        self.budget_unmet = False
         self.Time: Dict[int, torch.Tensor] = {}
         self.R_time: Dict[int, torch.Tensor] = {}
         self.time_alive: Dict[int, torch.Tensor] = {}
@@ -475,8 +477,9 @@ class DPAPState:
     @torch.no_grad()
     def end_epoch(self, epoch: int, weights: Optional[List[torch.Tensor]] = None) -> Dict[str, dict]:
         """Run the pruning rule after epoch ``epoch`` (0-based) if ``epoch >= e0``, before
-        ``stop_epoch``, and the state is not ``frozen`` (a hardware budget was met). Layer ``l``
-        uses ``c + c_boost[l]``.
+        ``stop_epoch`` (or later while ``budget_unmet``: a hardware budget not met yet takes the
+        recovery tail's epochs), and the state is not ``frozen`` (a hardware budget was met). Layer
+        ``l`` uses ``c + c_boost[l]``.
 
         Neurons (conv: channels) by spine value, synapses (conv: channel-to-channel
         connections, only with ``conv_synapses``) by ``M`` (or ``unit(M) * |w|``, see
@@ -494,7 +497,8 @@ class DPAPState:
             its synapses with it).
         """
         cfg = self.cfg
-        if epoch >= cfg.e0 and not self.frozen and (cfg.stop_epoch is None or epoch < cfg.stop_epoch):
+        before_stop = cfg.stop_epoch is None or epoch < cfg.stop_epoch or self.budget_unmet
+        if epoch >= cfg.e0 and not self.frozen and before_stop:
             for l in self.layers:
                 k_neuron, k_synapse = self._constants(l)
                 conv = self.specs[l].kind == "conv"
@@ -603,7 +607,8 @@ class DPAPState:
                      "Time", "R_time", "time_alive"):
             tensors[name] = {str(l): t.clone() for l, t in getattr(self, name).items()}
         return {"cfg": self.cfg.to_dict(), "specs": [asdict(s) for s in self.specs], "k": self.k, "tensors": tensors,
-                "c_boost": {str(l): v for l, v in self.c_boost.items()}, "frozen": self.frozen}
+                "c_boost": {str(l): v for l, v in self.c_boost.items()}, "frozen": self.frozen,
+                "budget_unmet": self.budget_unmet}
 
     @classmethod
     def from_state_dict(cls, d: dict) -> "DPAPState":
@@ -612,6 +617,7 @@ class DPAPState:
         st.k = int(d["k"])
         st.c_boost.update({int(l): float(v) for l, v in d.get("c_boost", {}).items()})
         st.frozen = bool(d.get("frozen", False))
+        st.budget_unmet = bool(d.get("budget_unmet", False))
         for name, per_layer in d["tensors"].items():
             getattr(st, name).update({int(l): t.clone() for l, t in per_layer.items()})
         return st
