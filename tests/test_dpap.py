@@ -285,3 +285,22 @@ def test_weight_aware_synapse_score_hand_computed():
     st2.M[0].copy_(torch.tensor([[1.0, 2.0, 3.0, 9.0], [1.0, 1.0, 1.0, 1.0]], dtype=torch.float64))
     st2.end_epoch(0)
     assert float(st2.R_synapse[0][0, 3]) == 11.0
+
+
+def test_magnitude_schedule_reaches_its_target_before_the_recovery_tail():
+    """Zhu & Gupta's cubic schedule over epochs e0 .. stop-1, nothing in the last quarter (hand-computed)."""
+    from dpap_deploy.train.models import SpikingMLP
+    from dpap_deploy.train.pruners import magnitude_step
+
+    torch.manual_seed(0)
+    model = SpikingMLP([20, 50, 4])  # the hidden layer's 1,000 weights are pruned, the output's not
+    epochs, e0, target = 8, 1, 0.8  # tail ceil(0.25 * 8) = 2 epochs, span = 8 - 2 - 1 = 5
+    w0 = model.layers[0].weight.detach().abs().clone()
+    pruned = []
+    for e in range(epochs):
+        magnitude_step(model, [0], target, e, e0, epochs)
+        pruned.append(int((~model.masks[0]).sum()))
+    expect = [0] + [round(1000 * target * (1 - (1 - k / 5) ** 3)) for k in range(1, 6)] + [800, 800]
+    assert pruned == expect  # e.g. after epoch 1: 0.8 * (1 - 0.8^3) = 39.04 % of 1,000
+    assert int((~model.masks[1]).sum()) == 0
+    assert float(w0[model.masks[0]].min()) >= float(w0[~model.masks[0]].max())  # the smallest |w| went

@@ -3,8 +3,10 @@
 * ``dpap``: developmental plasticity-inspired adaptive pruning (``train/dpap.py``, ``docs/dpap.md``):
   scores gathered after every batch, the survival rule after every epoch from ``e0``.
 * ``magnitude``: gradual global magnitude pruning (``torch.nn.utils.prune.global_unstructured``,
-  L1) of the hidden layers to a final sparsity, Zhu & Gupta's cubic schedule from ``e0`` to the last
-  epoch ("To prune, or not to prune", arXiv 1710.01878): the peer a user would pick.
+  L1) of the hidden layers to a final sparsity, Zhu & Gupta's cubic schedule from ``e0`` to the start
+  of a recovery tail (the last quarter of the epochs, as DPAP's run-length schedule; Zhu & Gupta
+  also stop pruning before training ends: "To prune, or not to prune", arXiv 1710.01878, sec. 3):
+  the peer a user would pick.
 * ``dense``: no pruning (the baseline).
 
 A pruner sees the model after each optimiser step (:meth:`Pruner.observe`) and after each epoch
@@ -97,13 +99,25 @@ class MagnitudePruner(Pruner):
         magnitude_step(model, list(range(len(model.layers) - 1)), self.target_sparsity, epoch, self.dpap.e0, epochs)
 
 
-def magnitude_step(model, layers: List[int], target: float, epoch: int, e0: int, epochs: int) -> None:
-    """Gradual global L1 magnitude pruning of ``layers`` toward ``target`` sparsity (cubic schedule)."""
+#: fraction of a run's epochs, at its end, in which magnitude pruning removes nothing (the same
+#: recovery tail as DPAP's run-length schedule, ``train/dpap.py: for_run_length``)
+MAGNITUDE_TAIL = 0.25
+
+
+def magnitude_step(model, layers: List[int], target: float, epoch: int, e0: int, epochs: int,
+                   tail: float = MAGNITUDE_TAIL) -> None:
+    """Gradual global L1 magnitude pruning of ``layers`` toward ``target`` sparsity after epoch
+    ``epoch`` (0-based) of ``epochs``: Zhu & Gupta's cubic schedule
+    ``s(e) = target * (1 - (1 - (e - e0 + 1) / span)^3)`` reaching ``target`` after epoch
+    ``e0 + span - 1``, where ``span = epochs - ceil(tail * epochs) - e0`` (at least 1), so the
+    last ``ceil(tail * epochs)`` epochs train the final structure."""
+    import math
+
     import torch.nn.utils.prune as prune
 
     if epoch < e0:
         return
-    span = max(1, epochs - 1 - e0)
+    span = max(1, epochs - int(math.ceil(tail * epochs)) - e0)
     frac = target * (1.0 - (1.0 - min(1.0, (epoch - e0 + 1) / span)) ** 3)
     total = sum(model.masks[l].numel() for l in layers)
     amount = int(round(frac * total))
