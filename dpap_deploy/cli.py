@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
       "with no pruning in the last quarter (docs/dpap.md sec. 11.5)")
     a("--dpap-normalise", default=None, choices=("alive", "all"), help="the elements DPAP's unit() scales "
       "over: alive (survivors only) or all (removed ones included, the authors' code); default: the preset's")
+    a("--dpap-percentiles", default=None, metavar="LO,HI", help="the percentiles unit() scales between "
+      "(docs/dpap.md sec. 5.1); default: the preset's (0,75 in the CIFAR and MNIST code)")
     a("--dpap-synapse-score", default=None, choices=("bcm", "bcm-weight"), help="what ranks synapses: bcm (the "
       "paper's BCM matrix) or bcm-weight (ours: unit(M) * |w|, docs/dpap.md sec. 6.7); default: the preset's")
     a("--device", default="cpu", help="training and the torch emulator engine: cpu (default), cuda, cuda:N or auto")

@@ -71,6 +71,7 @@ class RunConfig:
     timestep_pruning: Optional[str] = None
     dpap_schedule: str = "fixed"
     dpap_normalise: Optional[str] = None
+    dpap_percentiles: Optional[str] = None
     dpap_synapse_score: Optional[str] = None
     device: str = "cpu"
     profile: str = "loihi2"

@@ -283,8 +283,8 @@ def _load_from_run(ctx) -> None:
 
 def _dpap_config(ctx, spiking: bool):
     """The run's :class:`~dpap_deploy.train.dpap.DPAPConfig`: the preset (``--dpap-preset``, else the
-    family's), with ``--timestep-pruning``, ``--dpap-normalise``, ``--dpap-synapse-score`` and
-    ``--dpap-schedule`` applied (docs/dpap.md secs. 5.1, 6.7, 11.5). Raises :class:`DpapError` naming the option at fault."""
+    family's), with ``--timestep-pruning``, ``--dpap-normalise``, ``--dpap-percentiles``,
+    ``--dpap-synapse-score`` and ``--dpap-schedule`` applied (docs/dpap.md secs. 5.1, 6.7, 11.5). Raises :class:`DpapError` naming the option at fault."""
     from dataclasses import replace
 
     from dpap_deploy.train.dpap import PRESET_EPOCHS, PRESETS, for_run_length
@@ -302,6 +302,13 @@ def _dpap_config(ctx, spiking: bool):
                 dpap = replace(dpap, **{name: getattr(cfg, option)})
             except ValueError as exc:
                 raise DpapError(f"--{option.replace('_', '-')}: {exc}") from None
+    if cfg.dpap_percentiles:
+        try:
+            lo, hi = (float(v) for v in cfg.dpap_percentiles.split(","))
+            dpap = replace(dpap, percentiles=(lo, hi))
+        except ValueError as exc:
+            raise DpapError(f"--dpap-percentiles takes LO,HI with 0 <= LO < HI <= 100, got "
+                            f"{cfg.dpap_percentiles!r} ({exc})") from None
     if cfg.dpap_schedule == "run-length":
         try:
             dpap = for_run_length(dpap, cfg.epochs, PRESET_EPOCHS[preset])

@@ -98,6 +98,9 @@ def test_existing_run_is_not_overwritten_without_force(run_dir):
     (["--target", "netx", "--model", "ann-mlp"], "target netx needs a spiking network"),
     (["--target", "loihi-sim", "--dpap-schedule", "run-length", "--epochs", "2"],
      "--dpap-schedule run-length: a run of 2 epochs is too short: pruning would start at epoch 1"),
+    (["--target", "loihi-sim", "--dpap-percentiles", "80,20"],
+     "--dpap-percentiles takes LO,HI with 0 <= LO < HI <= 100, got '80,20'"),
+    (["--target", "loihi-sim", "--dpap-percentiles", "95"], "--dpap-percentiles takes LO,HI"),
 ])
 def test_bad_arguments_get_a_clear_error_and_no_traceback(tmp_path, args, message):
     r = cli(*args, "--out", str(tmp_path / "o"), "--quiet")

@@ -49,7 +49,7 @@ def test_config_file_sets_options_and_flags_override(tmp_path):
     ("profile = ['loihi1']\n", "profile must be a single value, got a list"),
     ("[train]\nepochs = 3\n", "unknown key 'train'"),
     ("from-dir = 'x'\n", "unknown key 'from-dir'; known keys: batch-size, budget-cores, channels, check-only, chips, data, "
-     "debug, device, dpap-normalise, dpap-preset, dpap-schedule, dpap-synapse-score, encoding, epochs, fit, force, from, hidden"),
+     "debug, device, dpap-normalise, dpap-percentiles, dpap-preset, dpap-schedule, dpap-synapse-score, encoding, epochs, fit, force, from, hidden"),
     ("epochs = \n", "not valid TOML: "),
     ("epochs = 3\nepochs = 4\n", "not valid TOML: "),
 ])

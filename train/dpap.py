@@ -114,6 +114,9 @@ class DPAPConfig:
         if self.synapse_score not in SYNAPSE_SCORES:
             raise ValueError(f"DPAPConfig.synapse_score must be one of {', '.join(SYNAPSE_SCORES)}, "
                              f"got {self.synapse_score!r}")
+        lo, hi = self.percentiles
+        if not 0.0 <= lo < hi <= 100.0:
+            raise ValueError(f"DPAPConfig.percentiles must be (lo, hi) with 0 <= lo < hi <= 100, got {self.percentiles}")
         if self.stop_epoch is not None and self.stop_epoch <= self.e0:
             raise ValueError(f"DPAPConfig.stop_epoch ({self.stop_epoch}) must be after e0 ({self.e0}): "
                              "the rule would never run")
