@@ -14,7 +14,9 @@ Variants (``--variants``): ``dense``; ``dpap`` (the preset as written: ``--dpap-
 ``unit()`` over the survivors); ``dpap-all`` (``unit()`` over all elements, the authors'
 normalisation); ``dpap-rl`` (``--dpap-schedule run-length``); ``dpap-all-rl`` (both); ``dpap-w``
 and ``dpap-w-all-rl`` (synapses ranked by ``unit(M) * |w|``, ``--dpap-synapse-score bcm-weight``);
-``magnitude@S`` (gradual global magnitude pruning to sparsity ``S``, e.g. ``magnitude@0.8``).
+``magnitude@S`` (gradual global magnitude pruning to sparsity ``S``, e.g. ``magnitude@0.8``, with the
+same recovery tail). A run-length variant with ``-pHI`` appended (``dpap-all-rl-p97``) scales
+``unit()`` over ``[P0, P_HI]`` (``--dpap-percentiles 0,HI``) instead of the preset's ``[P0, P75]``.
 
 One JSON line per run is appended to ``benchmarks/pareto_results.jsonl``; ``--table`` prints the
 mean ± standard deviation per (network, variant) and ``--plot FILE.png`` draws accuracy against
@@ -56,6 +58,10 @@ def variant_options(variant: str) -> dict:
              "dpap-w": {"pruner": "dpap", "dpap_synapse_score": "bcm-weight"},
              "dpap-w-all-rl": {"pruner": "dpap", "dpap_synapse_score": "bcm-weight", "dpap_normalise": "all",
                                "dpap_schedule": "run-length"}}
+    for name in list(known):  # NAME-pHI: unit() scaled over [P0, P_HI] instead of the preset's range
+        if name.startswith("dpap-") and name.endswith("-rl"):
+            for hi in (90, 95, 97):
+                known[f"{name}-p{hi}"] = {**known[name], "dpap_percentiles": f"0,{hi}"}
     if variant not in known:
         raise SystemExit(f"unknown variant {variant!r}; known: {', '.join(known)}, magnitude@S")
     return known[variant]
