@@ -118,18 +118,20 @@ def check_input_encoding(ir, target: str) -> None:
         "use --target loihi-sim or --encoding rate")
 
 
-#: targets that realise per-neuron, per-step timestep masks (a ``SpikeGate`` process in Lava's simulator)
+#: targets that realise per-neuron, per-step timestep masks (in Lava's simulator a ``GatedLIFReset``
+#: population for "hold" layers, a ``SpikeGate`` process after the population for "drop" layers)
 GATED_TARGETS = ("loihi-sim", "emulator")
 
 
 def check_time_masks(ir, target: str) -> None:
     """Refuse timestep masks that silence a neuron at chosen steps inside the deployed window.
 
-    Spatio-temporal DPAP (spec sec. 4b) drops unit ``i``'s spike at step ``t``. Steps dropped
-    for every neuron at the end of the window are deployed as a shorter window (``ir.time_steps``,
+    Spatio-temporal DPAP (spec sec. 4b) silences unit ``i`` at step ``t`` (``"hold"``: threshold test
+    off, no spike, no reset; ``"drop"``: spike dropped after the update; docs/dpap.md sec. 7.4). Steps
+    silenced for every neuron at the end of the window are deployed as a shorter window (``ir.time_steps``,
     fewer steps per sample) by every target. Anything else needs a per-neuron, per-step gate:
     ``loihi-sim`` and the emulator (:data:`GATED_TARGETS`) add one
-    (``export/gate/spike_gate.py``); Loihi's LIF neuron on a chip (``loihi2``), lava-dl's CUBA blocks
+    (``export/gate/gated_lif.py``, ``export/gate/spike_gate.py``); Loihi's LIF neuron on a chip (``loihi2``), lava-dl's CUBA blocks
     (``netx``) and NIR's ``CubaLIF`` (``nir``) have none, so for them it is an
     :class:`UnsupportedLayerError` naming the layers, not a silent change.
     """
