@@ -202,7 +202,7 @@ def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed", record_hidd
         i += 1
         layer, w = node, next(weights)
         gate_mask = lava_time_mask(layer, T)
-        hold = gate_mask if gate_mask is not None and _holds(layer) else None
+        hold = gate_mask if _holds(layer) and gate_mask is not None else None  # _holds checks every layer
         if current and i == 0:
             syn, lif, shape = None, _bias_population(ir, layer, data, precision, hold), (layer.n_out,)
         else:
