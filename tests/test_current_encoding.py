@@ -192,22 +192,30 @@ def test_analog_input_is_checked():
 
 
 # -- Norse against Lava ----------------------------------------------------------------------
-def test_lava_float_reproduces_norse_spike_for_spike(digits):
-    """Lava's float LIF with ``bias_mant = dt/tau_mem * W x`` gives Norse's ``lif_current_encoder`` spikes."""
+@pytest.mark.parametrize("gate", [None, "hold", "drop"])
+def test_lava_float_reproduces_norse_spike_for_spike(digits, gate):
+    """Lava's float LIF with ``bias_mant = dt/tau_mem * W x`` gives Norse's ``lif_current_encoder`` spikes;
+    with timestep masks on both layers too (``"hold"``: GatedBiasScheduleLIF and GatedLIFReset float
+    models; ``"drop"``: SpikeGates)."""
     import torch
 
     from dpap_deploy.train.compact import to_ir
     from dpap_deploy.train.models import SpikingMLP
 
     torch.manual_seed(2)
-    model = SpikingMLP([64, 30, 10], init_gain=10.0, input_current=True).double()
+    model = SpikingMLP([64, 30, 10], init_gain=10.0, input_current=True, time_gate=gate or "hold").double()
     T = 12
+    if gate is not None:
+        g = torch.Generator().manual_seed(7)
+        model.set_time_mask(0, torch.rand(30, T, generator=g) < 0.7)
+        model.set_time_mask(1, torch.rand(10, T, generator=g) < 0.8)
     x = current_encode(digits.x_test[:20], T)
     counts_norse, rec = model(torch.from_numpy(x).double())
     counts_norse = counts_norse.detach().numpy().astype(np.int64)
     assert counts_norse.sum() > 40 and rec[0][1].sum() > 0, "test needs an active network"
     ir = to_ir(model, T)
-    assert ir.input_encoding == "current"
+    assert ir.input_encoding == "current" and bool(ir.silenced_inside_window()) == (gate is not None)
+    assert [l.time_gate for l in ir.layers] == [gate or "hold"] * 2
     counts_lava, info = lava_sim.run(ir, x, precision="float", record_hidden=True)
     np.testing.assert_array_equal(counts_lava, counts_norse)
     np.testing.assert_array_equal(info["hidden_spikes"][0], rec[0][1].detach().numpy().astype(np.uint8))
