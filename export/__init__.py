@@ -123,6 +123,24 @@ def check_input_encoding(ir, target: str) -> None:
 GATED_TARGETS = ("loihi-sim", "emulator")
 
 
+def holds(layer) -> bool:
+    """How ``layer``'s timestep mask silences a neuron: True for ``time_gate == "hold"`` (threshold test
+    off at a masked step: no spike, no reset), False for ``"drop"`` (spike dropped after the update,
+    the neuron resets); docs/dpap.md sec. 7.4. A layer object without the field is ``"drop"``.
+
+    Raises:
+        ExportValidationError: any other ``time_gate`` (e.g. set on a layer after construction),
+            naming the layer.
+    """
+    from dpap_deploy.errors import ExportValidationError
+    from dpap_deploy.ir import TIME_GATES
+
+    gate = getattr(layer, "time_gate", "drop")
+    if gate not in TIME_GATES:
+        raise ExportValidationError(f'layer "{layer.name}": time_gate {gate!r} is not one of {TIME_GATES}')
+    return gate == "hold"
+
+
 def check_time_masks(ir, target: str) -> None:
     """Refuse timestep masks that silence a neuron at chosen steps inside the deployed window.
 

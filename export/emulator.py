@@ -135,26 +135,13 @@ def _kernel_arrays(ir: NetworkIR) -> tuple:
     cat = lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(1, dt)  # noqa: E731
     neuron_off = np.concatenate([[0], np.cumsum(n_out)]).astype(np.int64)
     gate = np.concatenate([_gate(l, ir.time_steps) for l in ir.layers]).astype(np.uint8)
-    hold = np.array([_holds(l) for l in ir.layers], np.uint8)
+    from dpap_deploy.export import holds
+
+    hold = np.array([holds(l) for l in ir.layers], np.uint8)  # per layer: 1 "hold", 0 "drop" (docs/dpap.md sec. 7.4)
     return (n_out, mode, scale, fu, fv, vth64, clamp, cat(wd16_parts, np.int16),
             cat(wd32_parts, np.int32), wd_off,
             cat(ip_parts, np.int64), ip_off, cat(ix_parts, np.int64), cat(wx_parts, np.int32), ix_off, neuron_off,
             np.ascontiguousarray(gate), hold)
-
-
-def _holds(layer) -> bool:
-    """True for a layer whose timestep mask holds (``time_gate == "hold"``: threshold test off at a
-    masked step, no reset), False for ``"drop"`` (spike dropped after the update, the neuron resets).
-
-    Raises:
-        ExportValidationError: any other ``time_gate`` (named with the layer).
-    """
-    from dpap_deploy.ir import TIME_GATES
-
-    gate = getattr(layer, "time_gate", "drop")
-    if gate not in TIME_GATES:
-        raise ExportValidationError(f'layer "{layer.name}": time_gate {gate!r} is not one of {TIME_GATES}')
-    return gate == "hold"
 
 
 def _gate(layer, T: int) -> np.ndarray:
@@ -257,7 +244,9 @@ def _emulate_torch(ir: NetworkIR, params: List[dict], spikes: np.ndarray, bias: 
     ``(N, n_0)`` with current encoding), batches of ``batch_size`` samples."""
     T, N, _ = spikes.shape
     gates = [torch.from_numpy(_gate(l, T)) for l in ir.layers]
-    holds = [_holds(l) for l in ir.layers]
+    from dpap_deploy.export import holds
+
+    held = [holds(l) for l in ir.layers]
     counts = np.zeros((N, ir.layers[-1].n_out), dtype=np.int64)
     rasters = [np.zeros((T, N, l.n_out), dtype=np.uint8) for l in ir.layers] if record else None
     lim = float(U_LIM)
@@ -290,7 +279,7 @@ def _emulate_torch(ir: NetworkIR, params: List[dict], spikes: np.ndarray, bias: 
                     vv = vv + b_in  # Lava: v = decay(v) + u + (bias_mant << bias_exp)
                 vv = torch.clamp(vv, -(lim - 1), lim - 1)
                 fired = vv > p["vth64"]
-                if holds[i]:  # "hold": no threshold test at a masked step, so no spike and no reset
+                if held[i]:  # "hold": no threshold test at a masked step, so no spike and no reset
                     fired = fired & gates[i][:, t]
                     v[i] = vv.masked_fill(fired, 0.0)
                 else:  # "drop": the neuron resets even where the gate drops its spike

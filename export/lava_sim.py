@@ -46,7 +46,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from dpap_deploy.errors import ExportValidationError
-from dpap_deploy.export import ExportResult, check_layers, register_target
+from dpap_deploy.export import ExportResult, check_layers, holds, register_target
 from dpap_deploy.export.quantize import analog_input, current_bias, quantize
 from dpap_deploy.ir import NetworkIR
 
@@ -202,7 +202,7 @@ def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed", record_hidd
         i += 1
         layer, w = node, next(weights)
         gate_mask = lava_time_mask(layer, T)
-        hold = gate_mask if _holds(layer) and gate_mask is not None else None  # _holds checks every layer
+        hold = gate_mask if holds(layer) and gate_mask is not None else None  # holds() checks every layer
         if current and i == 0:
             syn, lif, shape = None, _bias_population(ir, layer, data, precision, hold), (layer.n_out,)
         else:
@@ -249,20 +249,6 @@ def sinks(out_port, out_shape: tuple, steps: int, hidden: list, hidden_steps: in
         one.append(FileSink(shape=sh, steps=n, path=path, name=f"{name}_sink"))
         p.connect(one[-1].a_in)
     return one[0], one[1:]
-
-
-def _holds(layer) -> bool:
-    """True for a ``"hold"`` layer (threshold test off at masked steps), False for ``"drop"``.
-
-    Raises:
-        ExportValidationError: any other ``time_gate``, naming the layer.
-    """
-    from dpap_deploy.ir import TIME_GATES
-
-    gate = getattr(layer, "time_gate", "drop")
-    if gate not in TIME_GATES:
-        raise ExportValidationError(f'layer "{layer.name}": time_gate {gate!r} is not one of {TIME_GATES}')
-    return gate == "hold"
 
 
 def _bias_population(ir: NetworkIR, layer, samples: np.ndarray, precision: str, hold: Optional[np.ndarray] = None):
