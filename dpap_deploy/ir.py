@@ -34,6 +34,10 @@ IR_FORMATS_READ = ("dpap-deploy-ir/1", IR_FORMAT)  # /1: weight layers only, fla
 INPUT_ENCODINGS = ("spikes", "current")
 _UNROLLED: dict = {}  # ConvLayer.unrolled's last results, by kernel contents and geometry
 ACTIVATIONS = ("lif", "relu", "identity")  # "lif": a spiking population; relu/identity: ANN layers
+#: how a layer's ``time_mask`` silences a neuron (docs/dpap.md sec. 7.4): "hold" = threshold test off at
+#: the masked step (no spike, no reset), "drop" = spike dropped after the LIF update (the neuron resets);
+#: a file without the field (written before it existed) reads as "drop"
+TIME_GATES = ("hold", "drop")
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,8 @@ class FixedPoint:
 
 
 def _check_activation(layer) -> None:
+    if layer.time_gate not in TIME_GATES:
+        raise IRError(f"layer {layer.name!r}: time_gate {layer.time_gate!r} is not one of {TIME_GATES}")
     if layer.activation not in ACTIVATIONS:
         raise IRError(f"layer {layer.name!r}: activation {layer.activation!r} is not one of {ACTIVATIONS}")
     if (layer.activation == "lif") != (layer.neurons is not None):
@@ -105,8 +111,11 @@ class FCLayer:
         pool_fold: the average-pooling factor folded into this layer's weights (1: none).
         dense_shape: ``(n_out, n_in)`` of the unpruned layer this one came from.
         fixed: fixed-point parameters, set by quantisation.
-        time_mask: ``(n_out, T)`` bool from timestep pruning (False: the neuron's spike at that
-            step is dropped), or None.
+        time_mask: ``(n_out, T)`` bool from timestep pruning (False: the neuron is silent at that
+            step), or None.
+        time_gate: how ``time_mask`` silences: ``"hold"`` (threshold test off: no spike, no reset,
+            ``v`` keeps its charge) or ``"drop"`` (spike dropped after the LIF update, the neuron
+            resets; the default, and what a file without the field means).
     """
 
     name: str
@@ -119,6 +128,7 @@ class FCLayer:
     activation: str = "lif"
     pool_fold: int = 1
     time_mask: Optional[np.ndarray] = None
+    time_gate: str = "drop"
 
     def __post_init__(self):
         self.weight = np.asarray(self.weight, dtype=np.float32)
@@ -188,6 +198,7 @@ class ConvLayer(_MapShaped):
         fixed: fixed-point parameters (``weight_exp`` is 0: Lava's fixed-point ``Conv`` has none).
         pool_fold: the pooling factor folded into this layer (1: none).
         time_mask: ``(C_out, T)`` bool from timestep pruning (per channel), or None.
+        time_gate: ``"hold"`` or ``"drop"``, as for :class:`FCLayer`.
 
     ``n_in``/``n_out`` count neurons (``C*H*W``); ``synapses`` counts surviving kernel weights,
     ``synapses_dense`` those of the unpruned kernel (the mapper unrolls the convolution itself).
@@ -206,6 +217,7 @@ class ConvLayer(_MapShaped):
     activation: str = "lif"
     pool_fold: int = 1
     time_mask: Optional[np.ndarray] = None
+    time_gate: str = "drop"
 
     def __post_init__(self):
         self.weight = np.asarray(self.weight, dtype=np.float32)
@@ -496,7 +508,7 @@ class NetworkIR:
             arrays[f"l{i}_mask"] = l.mask
             entry = {"name": l.name, "kind": l.kind, "neurons": asdict(l.neurons) if l.neurons else None,
                      "activation": l.activation, "dense_shape": list(l.dense_shape), "fixed": None,
-                     "pool_fold": l.pool_fold}
+                     "pool_fold": l.pool_fold, "time_gate": l.time_gate}
             if l.kind == "conv":
                 entry["conv"] = {"in_shape": list(l.in_shape), "stride": l.stride, "padding": l.padding}
             if l.time_mask is not None:
@@ -549,7 +561,8 @@ def _load_node(f, i: int, e: dict) -> Node:
                   neurons=LIFNeurons(**e["neurons"]) if e["neurons"] else None,
                   dense_shape=tuple(e["dense_shape"]), fixed=fixed,
                   activation=e.get("activation", "lif"), pool_fold=e.get("pool_fold", 1),
-                  time_mask=f[f"l{i}_time_mask"] if f"l{i}_time_mask" in f.files else None)
+                  time_mask=f[f"l{i}_time_mask"] if f"l{i}_time_mask" in f.files else None,
+                  time_gate=e.get("time_gate", "drop"))  # files from before the field: the old "drop" gate
     if e["kind"] == "conv":
         return ConvLayer(**common, **e["conv"])
     if e["kind"] != "fc":

@@ -118,18 +118,38 @@ def check_input_encoding(ir, target: str) -> None:
         "use --target loihi-sim or --encoding rate")
 
 
-#: targets that realise per-neuron, per-step timestep masks (a ``SpikeGate`` process in Lava's simulator)
+#: targets that realise per-neuron, per-step timestep masks (in Lava's simulator a ``GatedLIFReset``
+#: population for "hold" layers, a ``SpikeGate`` process after the population for "drop" layers)
 GATED_TARGETS = ("loihi-sim", "emulator")
+
+
+def holds(layer) -> bool:
+    """How ``layer``'s timestep mask silences a neuron: True for ``time_gate == "hold"`` (threshold test
+    off at a masked step: no spike, no reset), False for ``"drop"`` (spike dropped after the update,
+    the neuron resets); docs/dpap.md sec. 7.4. A layer object without the field is ``"drop"``.
+
+    Raises:
+        ExportValidationError: any other ``time_gate`` (e.g. set on a layer after construction),
+            naming the layer.
+    """
+    from dpap_deploy.errors import ExportValidationError
+    from dpap_deploy.ir import TIME_GATES
+
+    gate = getattr(layer, "time_gate", "drop")
+    if gate not in TIME_GATES:
+        raise ExportValidationError(f'layer "{layer.name}": time_gate {gate!r} is not one of {TIME_GATES}')
+    return gate == "hold"
 
 
 def check_time_masks(ir, target: str) -> None:
     """Refuse timestep masks that silence a neuron at chosen steps inside the deployed window.
 
-    Spatio-temporal DPAP (spec sec. 4b) drops unit ``i``'s spike at step ``t``. Steps dropped
-    for every neuron at the end of the window are deployed as a shorter window (``ir.time_steps``,
+    Spatio-temporal DPAP (spec sec. 4b) silences unit ``i`` at step ``t`` (``"hold"``: threshold test
+    off, no spike, no reset; ``"drop"``: spike dropped after the update; docs/dpap.md sec. 7.4). Steps
+    silenced for every neuron at the end of the window are deployed as a shorter window (``ir.time_steps``,
     fewer steps per sample) by every target. Anything else needs a per-neuron, per-step gate:
     ``loihi-sim`` and the emulator (:data:`GATED_TARGETS`) add one
-    (``export/gate/spike_gate.py``); Loihi's LIF neuron on a chip (``loihi2``), lava-dl's CUBA blocks
+    (``export/gate/gated_lif.py``, ``export/gate/spike_gate.py``); Loihi's LIF neuron on a chip (``loihi2``), lava-dl's CUBA blocks
     (``netx``) and NIR's ``CubaLIF`` (``nir``) have none, so for them it is an
     :class:`UnsupportedLayerError` naming the layers, not a silent change.
     """

@@ -17,7 +17,7 @@ U_LIM = 2 ** 23
 
 @njit(parallel=True, cache=True, nogil=True)
 def run_kernel(spikes, bias, n_out, mode, scale, fu, fv, vth64, clamp,
-               wd16, wd32, wd_off, ip, ip_off, ix, wx, ix_off, neuron_off, gate, rec, counts):  # pragma: no cover (numba)
+               wd16, wd32, wd_off, ip, ip_off, ix, wx, ix_off, neuron_off, gate, hold, rec, counts):  # pragma: no cover (numba)
     """Run ``spikes`` ``(T, N, F)`` uint8 through ``L`` layers; fill ``counts`` ``(N, n_last)`` int64
     and, when ``rec.shape[0] == T``, the spike raster ``rec`` ``(T, N, total neurons)`` uint8.
 
@@ -33,7 +33,9 @@ def run_kernel(spikes, bias, n_out, mode, scale, fu, fv, vth64, clamp,
     ``scale[l]`` = 2^weight_exp (the product rounded down: Lava's right shift for negative exponents);
     ``fu``/``fv`` = (4096 - du - 1)/4096 and (4096 - dv)/4096; ``vth64`` = vth << 6;
     ``clamp[l]``: clamp the synaptic sum to 24 bits (Lava's ``Conv``); ``gate`` ``(total neurons, T)``
-    uint8: 0 drops the neuron's spike at that step after its LIF update (timestep pruning).
+    uint8: 0 silences the neuron at that step (timestep pruning), as ``hold[l]`` (``(L,)`` uint8) says:
+    1 ("hold") disables its threshold test there (no spike, no reset: ``v`` keeps its charge), 0
+    ("drop") drops its spike after the LIF update (the neuron resets either way).
     """
     T, N, F = spikes.shape
     L = n_out.shape[0]
@@ -90,6 +92,7 @@ def run_kernel(spikes, bias, n_out, mode, scale, fu, fv, vth64, clamp,
                 lo, hi = (-lim, lim - 1.0) if clamp[l] else (-np.inf, np.inf)
                 sc, du_f, dv_f, th = scale[l], fu[l], fv[l], vth64[l]
                 with_bias = biased and l == 0
+                held = hold[l] != 0
                 for j in range(m):  # Lava's AbstractPyLifModelFixed.subthr_dynamics, then spiking
                     # floor: a right shift for negative weight exponents, exact (no-op) otherwise
                     a = np.floor(min(max(float(acc[j]), lo), hi) * sc)
@@ -101,7 +104,11 @@ def run_kernel(spikes, bias, n_out, mode, scale, fu, fv, vth64, clamp,
                         vv += bias[b, j]
                     vv = min(max(vv, -(lim - 1.0)), lim - 1.0)
                     s = vv > th
-                    fired[j] = s and gate[o + j, t] != 0  # the neuron resets either way
+                    if held:  # "hold": threshold test off at a masked step: no spike, no reset
+                        s = s and gate[o + j, t] != 0
+                        fired[j] = s
+                    else:  # "drop": the neuron resets either way
+                        fired[j] = s and gate[o + j, t] != 0
                     vl[j] = 0.0 if s else vv
                 ns = 0
                 for j in range(m):

@@ -9,8 +9,14 @@ training and on whole test sets. Per layer and time step (``lava/proc/lif/models
     a   = (W s) << weight_exp            # >> -weight_exp for negative exponents (floor)
     u   = sign(u*(4096-(du+1))) * (|u*(4096-(du+1))| >> 12) + (a << 6)   # wraps into (-2^23, 2^23]
     v   = sign(v*(4096-dv)) * (|v*(4096-dv)| >> 12) + u                 # clipped to +-(2^23 - 1)
-    s'  = v > (vth << 6);  v[s'] = 0
-    out = s' & gate[:, t]      # timestep pruning: the SpikeGate after the population (export/gate/spike_gate.py)
+    s'  = v > (vth << 6)
+    time_gate "drop" (or no mask):  v[s'] = 0;  out = s' & gate[:, t]
+        # the neuron resets, the spike is dropped: the SpikeGate after the population (export/gate/spike_gate.py)
+    time_gate "hold":  s' = s' & gate[:, t];  v[s'] = 0;  out = s'
+        # threshold test off at a masked step: no spike, no reset (export/gate/gated_lif.py)
+
+``gate[:, t]`` is the layer's timestep mask at within-sample step ``t`` (all True without one;
+docs/dpap.md sec. 7.4).
 
 With current encoding (``NetworkIR.input_encoding == "current"``) layer 0 has no synapses:
 ``u = 0`` and ``v = decay(v) + (bias_mant << bias_exp)`` with the sample's ``bias_mant`` from
@@ -129,10 +135,13 @@ def _kernel_arrays(ir: NetworkIR) -> tuple:
     cat = lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(1, dt)  # noqa: E731
     neuron_off = np.concatenate([[0], np.cumsum(n_out)]).astype(np.int64)
     gate = np.concatenate([_gate(l, ir.time_steps) for l in ir.layers]).astype(np.uint8)
+    from dpap_deploy.export import holds
+
+    hold = np.array([holds(l) for l in ir.layers], np.uint8)  # per layer: 1 "hold", 0 "drop" (docs/dpap.md sec. 7.4)
     return (n_out, mode, scale, fu, fv, vth64, clamp, cat(wd16_parts, np.int16),
             cat(wd32_parts, np.int32), wd_off,
             cat(ip_parts, np.int64), ip_off, cat(ix_parts, np.int64), cat(wx_parts, np.int32), ix_off, neuron_off,
-            np.ascontiguousarray(gate))
+            np.ascontiguousarray(gate), hold)
 
 
 def _gate(layer, T: int) -> np.ndarray:
@@ -153,7 +162,7 @@ def _emulate_numba(ir: NetworkIR, spikes: np.ndarray, bias: Optional[np.ndarray]
     T, N, _ = spikes.shape
     bias = np.zeros((N, 0)) if bias is None else np.ascontiguousarray(bias, dtype=np.float64)
     arrays = _kernel_arrays(ir)
-    neuron_off = arrays[-2]
+    neuron_off = arrays[-3]
     counts = np.zeros((N, ir.layers[-1].n_out), dtype=np.int64)
     rec = np.zeros((T, N, int(neuron_off[-1])) if record else (0, 0, 0), dtype=np.uint8)
     with tqdm(total=N, desc="emulator", unit="sample", disable=None if progress else True, leave=False) as bar:
@@ -235,6 +244,9 @@ def _emulate_torch(ir: NetworkIR, params: List[dict], spikes: np.ndarray, bias: 
     ``(N, n_0)`` with current encoding), batches of ``batch_size`` samples."""
     T, N, _ = spikes.shape
     gates = [torch.from_numpy(_gate(l, T)) for l in ir.layers]
+    from dpap_deploy.export import holds
+
+    held = [holds(l) for l in ir.layers]
     counts = np.zeros((N, ir.layers[-1].n_out), dtype=np.int64)
     rasters = [np.zeros((T, N, l.n_out), dtype=np.uint8) for l in ir.layers] if record else None
     lim = float(U_LIM)
@@ -267,8 +279,12 @@ def _emulate_torch(ir: NetworkIR, params: List[dict], spikes: np.ndarray, bias: 
                     vv = vv + b_in  # Lava: v = decay(v) + u + (bias_mant << bias_exp)
                 vv = torch.clamp(vv, -(lim - 1), lim - 1)
                 fired = vv > p["vth64"]
-                v[i] = vv.masked_fill(fired, 0.0)  # the neuron resets even where the gate drops its spike
-                fired = fired & gates[i][:, t]
+                if held[i]:  # "hold": no threshold test at a masked step, so no spike and no reset
+                    fired = fired & gates[i][:, t]
+                    v[i] = vv.masked_fill(fired, 0.0)
+                else:  # "drop": the neuron resets even where the gate drops its spike
+                    v[i] = vv.masked_fill(fired, 0.0)
+                    fired = fired & gates[i][:, t]
                 s = fired.to(torch.float64)
                 if record:
                     rec[i][t] = fired

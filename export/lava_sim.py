@@ -17,6 +17,13 @@ step, so the output population's step ``j`` of sample ``k`` (Lava step ``k*T + L
 sink records step ``t`` in column ``t - 1``: column ``k*T + L + j``) equals Norse's step ``j``
 up to quantisation; ``L`` extra steps at the end flush the last sample.
 
+**Timestep masks** (spatio-temporal DPAP, docs/dpap.md sec. 7.4) that silence a neuron inside the
+window: a ``"hold"`` layer's neurons are a :class:`~dpap_deploy.export.gate.GatedLIFReset`
+(``export/gate/gated_lif.py``: the mask disables the threshold test, so no spike and no reset); a
+``"drop"`` layer keeps ``LIFReset`` followed by a :class:`~dpap_deploy.export.gate.SpikeGate`
+(``export/gate/spike_gate.py``: the spike is dropped after the reset). Both read the within-sample
+step with the phase of the population's reset offset.
+
 **Current encoding** (``NetworkIR.input_encoding == "current"``): there is no source and no
 ``Sparse`` for layer 0. Its population is a :class:`~dpap_deploy.export.gate.BiasScheduleLIF`
 (``export/gate/bias_lif.py``) whose bias is the host's ``W x`` of sample ``k``
@@ -30,6 +37,7 @@ than with spike input. In general population ``i`` starts sample ``k`` at step
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
 from typing import List, Optional, Tuple
@@ -38,7 +46,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from dpap_deploy.errors import ExportValidationError
-from dpap_deploy.export import ExportResult, check_layers, register_target
+from dpap_deploy.export import ExportResult, check_layers, holds, register_target
 from dpap_deploy.export.quantize import analog_input, current_bias, quantize
 from dpap_deploy.ir import NetworkIR
 
@@ -47,7 +55,8 @@ SUPPORTED_KINDS = ("fc", "conv", "flatten")
 
 def check_supported(ir: NetworkIR, target: str = "loihi-sim") -> None:
     """Raise :class:`UnsupportedLayerError` listing every layer this target cannot export
-    (``loihi-sim`` realises timestep masks with :class:`~dpap_deploy.export.gate.SpikeGate`)."""
+    (``loihi-sim`` realises timestep masks with :class:`~dpap_deploy.export.gate.GatedLIFReset`,
+    ``"hold"``, or :class:`~dpap_deploy.export.gate.SpikeGate`, ``"drop"``)."""
     check_layers(ir, target, SUPPORTED_KINDS, ("lif",))
 
 
@@ -55,7 +64,7 @@ def first_step(ir: NetworkIR) -> int:
     """The Lava time step at which population 0 receives sample 0's first input: 2 behind a
     ``Sparse``/``Conv`` fed by the source (one step of delay), 1 with current encoding (the bias
     acts at once). Population ``i`` starts sample ``k`` at step ``k*T + i + first_step(ir)``; its
-    ``LIFReset`` offset and ``SpikeGate`` phase are that modulo ``T``."""
+    ``LIFReset`` offset, ``SpikeGate`` phase and ``GatedLIFReset`` step offset are that modulo ``T``."""
     return 1 if ir.input_encoding == "current" else 2
 
 
@@ -192,15 +201,16 @@ def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed", record_hidd
             continue
         i += 1
         layer, w = node, next(weights)
+        gate_mask = lava_time_mask(layer, T)
+        hold = gate_mask if holds(layer) and gate_mask is not None else None  # holds() checks every layer
         if current and i == 0:
-            syn, lif, shape = None, _bias_population(ir, layer, data, precision), (layer.n_out,)
+            syn, lif, shape = None, _bias_population(ir, layer, data, precision, hold), (layer.n_out,)
         else:
-            syn, lif, shape = _population(ir, i, layer, w, precision)
+            syn, lif, shape = _population(ir, i, layer, w, precision, hold)
             port.connect(syn.s_in)
             syn.a_out.connect(lif.a_in)
         port = lif.s_out
-        gate_mask = lava_time_mask(layer, T)
-        if gate_mask is not None:  # spatio-temporal DPAP: drop the spikes of silenced (neuron, step) pairs
+        if gate_mask is not None and hold is None:  # "drop": drop the spikes of silenced (neuron, step) pairs
             from dpap_deploy.export.gate import SpikeGate
 
             gate = SpikeGate(shape, gate_mask, phase=i + first_step(ir), name=f"{layer.name}_time_gate")
@@ -241,32 +251,46 @@ def sinks(out_port, out_shape: tuple, steps: int, hidden: list, hidden_steps: in
     return one[0], one[1:]
 
 
-def _bias_population(ir: NetworkIR, layer, samples: np.ndarray, precision: str):
+def _bias_population(ir: NetworkIR, layer, samples: np.ndarray, precision: str, hold: Optional[np.ndarray] = None):
     """Layer 0 of a current-encoded network: a :class:`~dpap_deploy.export.gate.BiasScheduleLIF` whose
     bias during sample ``k`` is the host's ``W x_k`` (fixed: ``current_bias()``; float:
     ``dt/tau_mem * W x_k``, Lava's float LIF adds ``bias_mant`` as it is), reset at the first step
-    of each sample (:func:`first_step`)."""
-    from dpap_deploy.export.gate import BiasScheduleLIF
+    of each sample (:func:`first_step`). With ``hold`` (a ``"hold"`` layer's mask ``(n, T)``, see
+    :func:`lava_time_mask`) a :class:`~dpap_deploy.export.gate.GatedBiasScheduleLIF` whose threshold
+    test the mask switches off (step offset :func:`first_step`, the population's reset phase)."""
+    from dpap_deploy.export.gate import BiasScheduleLIF, GatedBiasScheduleLIF
 
     T, n = ir.time_steps, layer.neurons
     a_v = ir.dt_s / n.tau_mem_s
     common = dict(shape=(layer.n_out,), reset_interval=T, first_step=first_step(ir), name=f"{layer.name}_neurons")
+    neurons = BiasScheduleLIF
+    if hold is not None:
+        neurons = functools.partial(GatedBiasScheduleLIF, mask=hold, step_offset=first_step(ir))
     if precision == "fixed":
         mant, exp = current_bias(layer, samples)
         f = layer.fixed
-        return BiasScheduleLIF(bias_table=mant.T.astype(np.int32), bias_exp=exp, du=int(f.du), dv=int(f.dv),
-                               vth=int(f.vth), **common)
+        return neurons(bias_table=mant.T.astype(np.int32), bias_exp=exp, du=int(f.du), dv=int(f.dv),
+                       vth=int(f.vth), **common)
     table = a_v * (samples @ layer.masked_weight().astype(np.float64).T)
-    return BiasScheduleLIF(bias_table=np.ascontiguousarray(table.T), du=ir.dt_s / n.tau_syn_s, dv=a_v,
-                           vth=float(n.v_th), **common)
+    return neurons(bias_table=np.ascontiguousarray(table.T), du=ir.dt_s / n.tau_syn_s, dv=a_v,
+                   vth=float(n.v_th), **common)
 
 
-def _population(ir: NetworkIR, i: int, layer, w, precision: str):
+def _population(ir: NetworkIR, i: int, layer, w, precision: str, hold: Optional[np.ndarray] = None):
     """The synapses (``Sparse`` or ``Conv``) and ``LIFReset`` neurons of weight layer ``i``, and the
-    population's shape in Lava's layout (``(n,)``, conv ``(W, H, C)``)."""
+    population's shape in Lava's layout (``(n,)``, conv ``(W, H, C)``). With ``hold`` (a ``"hold"``
+    layer's mask in Lava's shape plus ``T``, :func:`lava_time_mask`) the neurons are a
+    :class:`~dpap_deploy.export.gate.GatedLIFReset` with step offset ``i + first_step(ir)``, the
+    phase of its reset offset."""
     from lava.proc.conv.process import Conv
     from lava.proc.lif.process import LIFReset
     from lava.proc.sparse.process import Sparse
+
+    neurons = LIFReset
+    if hold is not None:
+        from dpap_deploy.export.gate import GatedLIFReset
+
+        neurons = functools.partial(GatedLIFReset, mask=hold, step_offset=i + first_step(ir))
 
     T = ir.time_steps
     conv = layer.kind == "conv"
@@ -290,9 +314,9 @@ def _population(ir: NetworkIR, i: int, layer, w, precision: str):
         syn = Sparse(weights=sp.csr_matrix(a_v * layer.masked_weight().astype(np.float64)), name=f"{layer.name}_synapses")
     if precision == "fixed":
         f = layer.fixed
-        lif = LIFReset(du=int(f.du), dv=int(f.dv), vth=int(f.vth), **common)
+        lif = neurons(du=int(f.du), dv=int(f.dv), vth=int(f.vth), **common)
     else:
-        lif = LIFReset(du=ir.dt_s / n.tau_syn_s, dv=a_v, vth=float(n.v_th), **common)
+        lif = neurons(du=ir.dt_s / n.tau_syn_s, dv=a_v, vth=float(n.v_th), **common)
     return syn, lif, shape
 
 

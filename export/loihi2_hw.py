@@ -39,7 +39,8 @@ def export_loihi2(ir: NetworkIR, out_dir: str, spikes: Optional[np.ndarray] = No
 
     Raises:
         UnsupportedLayerError: layers Lava cannot run, or timestep masks that silence neurons
-            inside the window (the simulator's ``SpikeGate`` is a host CPU process, not a chip feature);
+            inside the window (the simulator's ``GatedLIFReset`` and ``SpikeGate`` are CPU process models,
+            not chip features);
             on the chip (lava-loihi installed) also current encoding, whose per-sample bias switch
             (``export/gate/bias_lif.py``) is a CPU process model too. Without lava-loihi a
             current-encoded network is written and verified as ``loihi-sim`` does.

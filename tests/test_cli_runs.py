@@ -132,8 +132,8 @@ def test_effective_config_leaves_out_how_to_run():
 
 
 def test_timestep_pruning_through_the_cli_to_lava_and_its_energy_report(tmp_path, capsys):
-    """``--timestep-pruning``: the trained masks reach ``network.npz``, Lava (with ``SpikeGate``s where
-    needed) equals the emulator, ``report.json``'s energy section follows paper eqs. 14-15, and a
+    """``--timestep-pruning``: the trained masks reach ``network.npz`` with the ``"hold"`` gate, Lava
+    (``GatedLIFReset`` populations where needed) equals the emulator, ``report.json``'s energy section follows paper eqs. 14-15, and a
     target without a per-step gate refuses the run with the layer named."""
     out = str(tmp_path / "st")
     # epsilon 1.9: the least important (neuron, step) pairs lose up to 1.9 a pruning epoch from R = 5
@@ -148,6 +148,7 @@ def test_timestep_pruning_through_the_cli_to_lava_and_its_energy_report(tmp_path
     ir = NetworkIR.load(os.path.join(out, "network.npz"))
     masks = [l.time_mask for l in ir.layers]
     assert masks[0] is not None and masks[1] is not None and masks[2] is None  # the output layer is not pruned
+    assert [l.time_gate for l in ir.layers] == ["hold"] * 3  # a new model's gate (docs/dpap.md sec. 7.4)
     silenced = sum(int((~np.asarray(m, bool)).sum()) for m in masks[:2])
     assert silenced > 0
     e = rep["energy"]

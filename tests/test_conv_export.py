@@ -25,9 +25,9 @@ def events():
     return load_event_digits(time_steps=6, limit=100)
 
 
-def _model(ds, prune=False):
+def _model(ds, prune=False, gate="hold"):
     torch.manual_seed(0)
-    m = SpikingCNN(ds.x_train.shape[2:], (4, 6), (16,), 10)
+    m = SpikingCNN(ds.x_train.shape[2:], (4, 6), (16,), 10, time_gate=gate)
     with torch.no_grad():
         for g, layer in zip((2.0, 3.0, 6.0, 5.0), m.layers):
             layer.weight.mul_(g)
@@ -128,10 +128,12 @@ def test_synapse_counts_are_the_models_not_the_folded_copies(events):
 
 
 def test_timestep_masks_of_conv_channels_are_gated_in_lava(events):
-    """Spatio-temporal DPAP on a conv SNN: a conv channel silenced at a step (every pixel of it)
-    and an FC neuron silenced at a step are dropped alike by Norse, by Lava's float and fixed-point
-    runs (a ``SpikeGate`` per population, mask broadcast over ``(W, H)``) and by both emulator engines."""
-    m = _model(events)
+    """Spatio-temporal DPAP on a conv SNN with the ``"drop"`` gate (a model saved before ``"hold"``;
+    docs/dpap.md sec. 7.4): a conv channel silenced at a step (every pixel of it) and an FC neuron
+    silenced at a step are dropped alike by Norse, by Lava's float and fixed-point runs (a
+    ``SpikeGate`` per population, mask broadcast over ``(W, H)``) and by both emulator engines.
+    The ``"hold"`` gate on conv layers: tests/test_timestep.py."""
+    m = _model(events, gate="drop")
     x = _frames(events, 16)
     T = x.shape[0]
     _, rec = m(torch.from_numpy(x))

@@ -140,14 +140,16 @@ def test_lava_and_both_emulator_engines_agree_on_every_spike():
     assert info["synapses_per_layer"]["fc1"] == int(np.count_nonzero(ir.layers[0].fixed.weight))
 
 
-def test_timestep_gates_and_one_step_windows_keep_their_phase():
-    """Timestep masks (SpikeGate, phase one step earlier than with spike input) and ``T = 1``
-    (every step a reset and a new bias)."""
+@pytest.mark.parametrize("gate", ["drop", "hold"])
+def test_timestep_gates_and_one_step_windows_keep_their_phase(gate):
+    """Timestep masks (``"drop"``: SpikeGate; ``"hold"``: the biased layer a GatedBiasScheduleLIF, the
+    next a GatedLIFReset; phase one step earlier than with spike input) and ``T = 1`` (every step a
+    reset and a new bias)."""
     ir = _current_network(T=8, seed=3, sizes=(5, 16, 10, 4))
     rng = np.random.default_rng(4)
     masks = [rng.random((l.n_out, 8)) < 0.7 for l in ir.layers[:2]]
-    ir = ir.with_layers([replace(ir.layers[0], time_mask=masks[0]), replace(ir.layers[1], time_mask=masks[1]),
-                         ir.layers[2]])
+    ir = ir.with_layers([replace(ir.layers[0], time_mask=masks[0], time_gate=gate),
+                         replace(ir.layers[1], time_mask=masks[1], time_gate=gate), ir.layers[2]])
     x = rng.random((9, 5))
     counts, info = lava_sim.run(ir, x, record_hidden=True)
     assert counts.sum() > 10, "the test needs output spikes"
@@ -158,6 +160,10 @@ def test_timestep_gates_and_one_step_windows_keep_their_phase():
             np.testing.assert_array_equal(mine, lavas)
         for r, m in zip(rasters[:2], masks):  # gated (neuron, step) pairs never spike
             assert not (r.astype(bool) & ~m.T[:, None, :]).any()
+    if gate == "hold":  # it held: the same masks dropping give other spikes in the biased layer
+        other = emulate(ir.with_layers([replace(l, time_gate="drop") for l in ir.layers]), x, record=True)[1]
+        assert not np.array_equal(other[0], rasters[0])
+        return  # the one-step windows below have no masks
     one = _current_network(T=1, seed=5, sizes=(4, 12, 3))
     x1 = rng.random((30, 4))
     counts1, info1 = lava_sim.run(one, x1, record_hidden=True)
@@ -186,22 +192,30 @@ def test_analog_input_is_checked():
 
 
 # -- Norse against Lava ----------------------------------------------------------------------
-def test_lava_float_reproduces_norse_spike_for_spike(digits):
-    """Lava's float LIF with ``bias_mant = dt/tau_mem * W x`` gives Norse's ``lif_current_encoder`` spikes."""
+@pytest.mark.parametrize("gate", [None, "hold", "drop"])
+def test_lava_float_reproduces_norse_spike_for_spike(digits, gate):
+    """Lava's float LIF with ``bias_mant = dt/tau_mem * W x`` gives Norse's ``lif_current_encoder`` spikes;
+    with timestep masks on both layers too (``"hold"``: GatedBiasScheduleLIF and GatedLIFReset float
+    models; ``"drop"``: SpikeGates)."""
     import torch
 
     from dpap_deploy.train.compact import to_ir
     from dpap_deploy.train.models import SpikingMLP
 
     torch.manual_seed(2)
-    model = SpikingMLP([64, 30, 10], init_gain=10.0, input_current=True).double()
+    model = SpikingMLP([64, 30, 10], init_gain=10.0, input_current=True, time_gate=gate or "hold").double()
     T = 12
+    if gate is not None:
+        g = torch.Generator().manual_seed(7)
+        model.set_time_mask(0, torch.rand(30, T, generator=g) < 0.7)
+        model.set_time_mask(1, torch.rand(10, T, generator=g) < 0.8)
     x = current_encode(digits.x_test[:20], T)
     counts_norse, rec = model(torch.from_numpy(x).double())
     counts_norse = counts_norse.detach().numpy().astype(np.int64)
     assert counts_norse.sum() > 40 and rec[0][1].sum() > 0, "test needs an active network"
     ir = to_ir(model, T)
-    assert ir.input_encoding == "current"
+    assert ir.input_encoding == "current" and bool(ir.silenced_inside_window()) == (gate is not None)
+    assert [l.time_gate for l in ir.layers] == [gate or "hold"] * 2
     counts_lava, info = lava_sim.run(ir, x, precision="float", record_hidden=True)
     np.testing.assert_array_equal(counts_lava, counts_norse)
     np.testing.assert_array_equal(info["hidden_spikes"][0], rec[0][1].detach().numpy().astype(np.uint8))

@@ -196,7 +196,7 @@ class _IRBuilder:
         n_in_dense = (self.dense[l - 1] if l else spec.n_in) * spec.in_block
         if l == 0 and m.input_current:  # the IR's current-encoded layer integrates W x: fold the gain in
             w = w * m.current_gain()
-        common = dict(neurons=neurons, activation=act, time_mask=tmask)
+        common = dict(neurons=neurons, activation=act, time_mask=tmask, time_gate=m.time_gate)
         if spec.kind == "conv":
             d = m._weight_def(l)
             stride, pad, fold = d.stride, d.padding, 1
@@ -234,7 +234,8 @@ def to_ir(model: MaskedNet, time_steps: int = 1, name: str = "snn", metadata: di
     :func:`fold_pool_into_fc`): pooling is linear, so the IR computes exactly what the model
     does with only the synapses Lava's ``Conv`` and ``Sparse`` provide. A pooling that feeds a
     convolution from a map whose size is not a multiple of the factor cannot be folded and stays
-    an :class:`~dpap_deploy.ir.AvgPool` node.
+    an :class:`~dpap_deploy.ir.AvgPool` node. Each layer keeps its timestep mask and the model's
+    ``time_gate`` (``"hold"`` or ``"drop"``, docs/dpap.md sec. 7.4).
 
     Args:
         model: the network; ``model.dense_widths`` (kept by :func:`compact`) gives the unpruned shapes.

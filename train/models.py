@@ -23,6 +23,11 @@ population's bias (``bias_mant``).
 
 Neuron parameters are kept in :class:`LIFConfig` (SI units) and saved by ``config()``, because
 Norse does not register them in ``state_dict()``.
+
+Timestep masks (spatio-temporal DPAP, docs/dpap.md sec. 7.3-7.4) silence unit ``i`` at step ``t``
+in one of two ways, the model's ``time_gate``: ``"hold"`` (the default of every new model) disables
+the threshold test there (no spike, no reset: ``v`` keeps its charge); ``"drop"`` (models saved
+before ``time_gate`` existed) drops the spike after the LIF update, the neuron resetting anyway.
 """
 from __future__ import annotations
 
@@ -37,6 +42,13 @@ from dpap_deploy.errors import ModelError
 
 Record = Tuple[torch.Tensor, torch.Tensor]
 WEIGHT_KINDS = ("linear", "conv")
+#: how a timestep mask silences a unit (docs/dpap.md sec. 7.4): "hold" = threshold test disabled
+#: (no spike, no reset), "drop" = spike dropped after the LIF update (the neuron still resets)
+TIME_GATES = ("hold", "drop")
+#: Norse surrogate methods whose gradient at ``v - v_th = -inf`` is 0 (finite): the ones a "hold"
+#: gate (threshold +inf at masked steps) can train through; "circ" gives NaN there, "adjoint" has
+#: its own step function
+HOLD_METHODS = ("super", "heaviside", "triangle", "tanh", "heavi_erfc")
 NEURON_KINDS = ("lif", "relu")
 SHAPE_KINDS = ("avgpool", "flatten")
 
@@ -280,19 +292,25 @@ class SequentialNet(nn.Module):
             SNN spikes from the first batch).
         family: the model family's name, kept in ``config()``.
         input_current: the first layer's input is an analog current (current encoding), not spikes.
+        time_gate: how timestep masks silence a unit (:meth:`set_time_mask`): ``"hold"`` (default:
+            threshold test disabled, no spike and no reset) or ``"drop"`` (spike dropped after the
+            LIF update; the behaviour of models saved before this option, which load as ``"drop"``).
 
     Raises:
-        ModelError: a chain :func:`plan` refuses.
+        ModelError: a chain :func:`plan` refuses, or a ``time_gate`` not in :data:`TIME_GATES`.
     """
 
     def __init__(self, in_shape: Sequence[int], defs: Sequence[LayerDef], init_gain: float = 1.0,
-                 family: str = "sequential", input_current: bool = False):
+                 family: str = "sequential", input_current: bool = False, time_gate: str = "hold"):
         super().__init__()
         self.in_shape = tuple(int(s) for s in in_shape)
         self.defs = tuple(defs)
         self.init_gain = float(init_gain)
         self.family = family
         self.input_current = bool(input_current)
+        if time_gate not in TIME_GATES:
+            raise ModelError(f"time_gate {time_gate!r} is not one of {TIME_GATES}")
+        self.time_gate = time_gate
         self._plan = plan(self.in_shape, self.defs)
         if self.input_current and (not self.spiking or self._plan.steps[0] != ("weight", 0)):
             raise ModelError("current encoding drives the first population of a spiking network whose first "
@@ -383,14 +401,15 @@ class SequentialNet(nn.Module):
 
     def _like(self, defs) -> "SequentialNet":
         net = self.__class__.__new__(self.__class__)  # keeps the family's class without its constructor
-        SequentialNet.__init__(net, self.in_shape, defs, self.init_gain, self.family, self.input_current)
+        SequentialNet.__init__(net, self.in_shape, defs, self.init_gain, self.family, self.input_current,
+                               self.time_gate)
         return net
 
     def config(self) -> dict:
         """Everything needed to rebuild the network (JSON-safe): :func:`model_from_config`."""
         return {"kind": "sequential", "family": self.family, "in_shape": list(self.in_shape),
                 "defs": [d.to_dict() for d in self.defs], "init_gain": self.init_gain,
-                "input_current": self.input_current}
+                "input_current": self.input_current, "time_gate": self.time_gate}
 
     # -- masks -----------------------------------------------------------------------------
     @property
@@ -431,13 +450,29 @@ class SequentialNet(nn.Module):
 
     @torch.no_grad()
     def set_time_mask(self, l: int, mask: torch.Tensor) -> None:
-        """Silence unit ``i`` (neuron; conv: channel) of layer ``l`` at step ``t`` where ``mask[i, t]``
-        is False: its spike is dropped after the LIF update (the neuron still resets), so nothing
-        downstream hears it. A buffer, so it is saved with the model."""
+        """Silence unit ``i`` (neuron; conv: channel, all its pixels) of layer ``l`` at within-sample
+        step ``t`` where ``mask[i, t]`` is False (``mask``: ``(units, T)`` bool), so nothing
+        downstream hears it at that step. How depends on the model's ``time_gate``
+        (docs/dpap.md sec. 7.4):
+
+        - ``"hold"``: the unit integrates as usual (``i`` and ``v`` update) but its threshold is
+          ``+inf`` at that step: no spike and no reset, so ``v`` carries its charge on and the unit
+          fires at the next unmasked step if ``v`` is then above threshold;
+        - ``"drop"``: the spike is dropped after the LIF update; the unit still resets (its charge
+          is lost), as if it had spiked.
+
+        A buffer, so it is saved with the model.
+
+        Raises:
+            ValueError: a mask not ``(units, T)``.
+            ModelError: ``"hold"`` on a population whose surrogate method is not in :data:`HOLD_METHODS`.
+        """
         mask = mask.to(torch.bool)
         if mask.dim() != 2 or mask.shape[0] != self.widths()[l]:
             raise ValueError(f"layer {self.layer_names()[l]}: time mask must be ({self.widths()[l]}, T), "
                              f"got {tuple(mask.shape)}")
+        if self.time_gate == "hold":
+            self._hold_method(l)
         if self.time_mask(l) is None or self.time_mask(l).shape != mask.shape:
             self.register_buffer(f"tmask{l}", mask.clone().to(self.masks[l].device))
         else:
@@ -455,9 +490,35 @@ class SequentialNet(nn.Module):
             last = max(last, int(cols[-1]) if len(cols) else -1)
         return max(1, last + 1)
 
-    def _gate(self, l: int, z: torch.Tensor, t: int) -> torch.Tensor:
+    def _hold_method(self, l: int) -> str:
+        d = self._plan.neurons[l]
+        if d is None or d.lif is None:  # ANN units: no threshold to hold
+            return ""
+        method = d.lif.surrogate
+        if method not in HOLD_METHODS:
+            raise ModelError(f"layer {self.layer_names()[l]}: a 'hold' timestep gate sets the threshold to +inf at "
+                             f"masked steps, which Norse's surrogate {method!r} cannot differentiate (use one of "
+                             f"{HOLD_METHODS}, or time_gate='drop')")
+        return method
+
+    def _held(self, l: int, p, t: int, like: torch.Tensor):
+        """Norse ``LIFParameters`` ``p`` with ``v_th = +inf`` where layer ``l``'s time mask is False
+        at step ``t`` (``"hold"`` gate), shaped to broadcast over the population's state ``like``:
+        ``(N,)`` for fc, ``(C, 1, 1)`` for conv; ``p`` itself without a mask."""
         m = self.time_mask(l)
         if m is None:
+            return p
+        self._hold_method(l)
+        keep = m[:, t].to(like.device)
+        v_th = torch.where(keep, torch.as_tensor(p.v_th, dtype=like.dtype, device=like.device),
+                           torch.tensor(float("inf"), dtype=like.dtype, device=like.device))
+        return p._replace(v_th=v_th.view(-1, 1, 1) if like.dim() == 4 else v_th)
+
+    def _gate(self, l: int, z: torch.Tensor, t: int) -> torch.Tensor:
+        """``"drop"`` gate: ``z`` times layer ``l``'s time mask at step ``t`` (``"hold"``: ``z`` as it is,
+        the population already did not fire)."""
+        m = self.time_mask(l)
+        if m is None or self.time_gate == "hold":
             return z
         g = m[:, t].to(z.dtype)
         return z * (g.view(1, -1, 1, 1) if z.dim() == 4 else g)
@@ -503,7 +564,7 @@ class SequentialNet(nn.Module):
                     continue
                 l = step[1]
                 pre[l].append(z)
-                z, states[l] = self._population(l, self._synapses(l, z, weights[l]), states[l])
+                z, states[l] = self._population(l, self._synapses(l, z, weights[l]), states[l], t)
                 z = self._gate(l, z, t)
                 post[l].append(z)
         records = [(torch.stack(a), torch.stack(b)) for a, b in zip(pre, post)]
@@ -515,13 +576,24 @@ class SequentialNet(nn.Module):
             return torch.nn.functional.conv2d(z, w, stride=d.stride, padding=d.padding)
         return torch.nn.functional.linear(z, w)
 
-    def _population(self, l: int, current: torch.Tensor, state):
+    def _population(self, l: int, current: torch.Tensor, state, t: int = 0):
+        """One step ``t`` of layer ``l``'s neurons driven by ``current`` ``(B, N)`` / ``(B, C, H, W)``;
+        returns ``(spikes, state)``. With a ``"hold"`` time gate and a time mask the step is Norse's own
+        functional step with :meth:`_held` parameters (the same ``LIFCell`` initial state)."""
+        hold = self.time_gate == "hold" and self.time_mask(l) is not None
+        cell = self.cells[l]
         if l == 0 and self.input_current:  # the input current drives the membrane directly (bias)
             from norse.torch.functional.lif import lif_current_encoder
 
             v = torch.zeros_like(current) if state is None else state
-            return lif_current_encoder(current * self.current_gain(), v, self.cells[0].p, self.cells[0].dt)
-        return self.cells[l](current, state)
+            p = self._held(l, cell.p, t, current) if hold else cell.p
+            return lif_current_encoder(current * self.current_gain(), v, p, cell.dt)
+        if not hold:
+            return cell(current, state)
+        from norse.torch.functional.lif import lif_feed_forward_step
+
+        state = state if state is not None else cell.state_fallback(current)  # what LIFCell.forward does
+        return lif_feed_forward_step(current, state, self._held(l, cell.p, t, current), cell.dt)
 
     def current_gain(self) -> float:
         """``tau_syn / dt`` of the first population: with current encoding, ``W x`` times this gain
@@ -585,17 +657,18 @@ class SpikingMLP(SequentialNet):
             network spikes from the first batch.
         in_shape: a ``(C, H, W)`` input of ``F`` features that each step flattens (event frames).
         input_current: current encoding (see the module docstring).
+        time_gate: ``"hold"`` or ``"drop"`` (:class:`SequentialNet`).
     """
 
     def __init__(self, sizes: Sequence[int], lif: LIFConfig = LIFConfig(), init_gain: float = 2.0,
-                 in_shape: Optional[Sequence[int]] = None, input_current: bool = False):
+                 in_shape: Optional[Sequence[int]] = None, input_current: bool = False, time_gate: str = "hold"):
         if len(sizes) < 2:
             raise ModelError(f"sizes must name an input and at least one layer, got {tuple(sizes)}")
         shape = tuple(in_shape) if in_shape is not None else (int(sizes[0]),)
         if int(np.prod(shape)) != int(sizes[0]):
             raise ModelError(f"input shape {shape} does not have {sizes[0]} features")
         super().__init__(shape, mlp_defs(sizes[1:], lif_def(lif), len(shape) > 1), init_gain, "snn-mlp",
-                         input_current)
+                         input_current, time_gate)
 
 
 class SpikingCNN(SequentialNet):
@@ -611,12 +684,14 @@ class SpikingCNN(SequentialNet):
         hidden: hidden fully connected populations.
         n_classes: output neurons.
         kernel, pool: conv kernel size and average-pooling factor.
+        time_gate: ``"hold"`` or ``"drop"`` (:class:`SequentialNet`).
     """
 
     def __init__(self, in_shape: Sequence[int], channels: Sequence[int], hidden: Sequence[int], n_classes: int,
-                 kernel: int = 3, pool: int = 2, lif: LIFConfig = LIFConfig(), init_gain: float = 8.0):
+                 kernel: int = 3, pool: int = 2, lif: LIFConfig = LIFConfig(), init_gain: float = 8.0,
+                 time_gate: str = "hold"):
         super().__init__(in_shape, cnn_defs(channels, hidden, n_classes, lif_def(lif), kernel, pool), init_gain,
-                         "snn-cnn")
+                         "snn-cnn", time_gate=time_gate)
 
 
 class ANNMLP(SequentialNet):
@@ -649,7 +724,8 @@ MaskedNet = SequentialNet
 
 
 def model_from_config(cfg: dict) -> SequentialNet:
-    """Rebuild a network from its ``config()`` (saved models and checkpoints).
+    """Rebuild a network from its ``config()`` (saved models and checkpoints). A configuration
+    without ``time_gate`` (saved before it existed) rebuilds a ``"drop"`` model, as it was trained.
 
     Raises:
         ModelError: not a configuration this version writes (names what is wrong).
@@ -661,7 +737,7 @@ def model_from_config(cfg: dict) -> SequentialNet:
         net = cls.__new__(cls)
         SequentialNet.__init__(net, cfg["in_shape"], [LayerDef.from_dict(d) for d in cfg["defs"]],
                                float(cfg.get("init_gain", 1.0)), str(cfg.get("family", "sequential")),
-                               bool(cfg.get("input_current", False)))
+                               bool(cfg.get("input_current", False)), str(cfg.get("time_gate", "drop")))
         return net
     except ModelError:
         raise

@@ -4,7 +4,12 @@ from dpap_deploy.export.gate.bias_lif import (BiasScheduleLIF, PyBiasScheduleLif
                                                PyBiasScheduleLifModelFloat)
 from dpap_deploy.export.gate.file_sink import (MAX_PORTS, FileSink, FileSinks, PyFileSinkModel,
                                                 PyFileSinksModel, Recording)
+from dpap_deploy.export.gate.gated_lif import (GatedBiasScheduleLIF, GatedLIFReset, PyGatedBiasScheduleLifModelBitAcc,
+                                                PyGatedBiasScheduleLifModelFloat, PyGatedLifResetModelBitAcc,
+                                                PyGatedLifResetModelFloat)
 from dpap_deploy.export.gate.spike_gate import PySpikeGateModel, SpikeGate
 
 __all__ = ["MAX_PORTS", "FileSink", "PyFileSinkModel", "FileSinks", "PyFileSinksModel", "Recording", "SpikeGate",
-           "PySpikeGateModel", "BiasScheduleLIF", "PyBiasScheduleLifModelBitAcc", "PyBiasScheduleLifModelFloat"]
+           "PySpikeGateModel", "BiasScheduleLIF", "PyBiasScheduleLifModelBitAcc", "PyBiasScheduleLifModelFloat",
+           "GatedLIFReset", "PyGatedLifResetModelBitAcc", "PyGatedLifResetModelFloat", "GatedBiasScheduleLIF",
+           "PyGatedBiasScheduleLifModelBitAcc", "PyGatedBiasScheduleLifModelFloat"]

@@ -1,9 +1,14 @@
-"""``SpikeGate``: a Lava process that realises a timestep mask of spatio-temporal DPAP.
+"""``SpikeGate``: a Lava process that realises a ``"drop"`` timestep mask of spatio-temporal DPAP.
 
-Spatio-temporal DPAP (spec sec. 4b) silences neuron ``i`` at time step ``t`` of every sample:
-its spike is dropped after the LIF update (the neuron still resets, as in the Norse model).
-Lava's ``LIF``/``LIFReset`` (and Loihi's neuron) have no such per-neuron, per-step switch, so
-the exporter puts this process between a population and its outgoing synapses::
+Spatio-temporal DPAP (spec sec. 4b, docs/dpap.md sec. 7) silences neuron ``i`` at time step ``t``
+of every sample. A layer whose ``time_gate`` is ``"drop"`` (networks saved before the ``"hold"``
+gate existed, docs/dpap.md sec. 7.4) drops the spike *after* the LIF update: the neuron still
+resets, as in the Norse model's ``"drop"`` mode. That is what this process does. ``"hold"`` layers
+(the default of new models: no spike and no reset at a masked step) cannot be gated after the
+population, whose reset has already happened; they use
+:class:`~dpap_deploy.export.gate.GatedLIFReset` (``export/gate/gated_lif.py``) instead.
+Lava's ``LIF``/``LIFReset`` (and Loihi's neuron) have no per-neuron, per-step switch, so for a
+``"drop"`` layer the exporter puts this process between the population and its outgoing synapses::
 
     LIFReset.s_out -> SpikeGate.s_in ; SpikeGate.s_out -> Sparse.s_in (and the spike sinks)
 
