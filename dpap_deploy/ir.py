@@ -27,8 +27,11 @@ import scipy.sparse as sp
 from dpap_deploy.errors import IRError
 from dpap_deploy.fileio import atomic_path
 
-IR_FORMAT = "dpap-deploy-ir/2"
-IR_FORMATS_READ = ("dpap-deploy-ir/1", IR_FORMAT)  # /1: weight layers only, flatten implied
+IR_FORMAT = "dpap-deploy-ir/3"
+# /1: weight layers only, flatten implied; /2: no ``time_gate`` (timestep masks drop spikes after the
+# reset, read as "drop"); /3: ``time_gate`` per layer ("hold" for new models), so older code, which
+# would simulate a hold mask as drop, refuses the file instead
+IR_FORMATS_READ = ("dpap-deploy-ir/1", "dpap-deploy-ir/2", IR_FORMAT)
 #: how the first weight layer receives the input: spikes through its synapses, or (current encoding)
 #: the analog sample as a constant input current into its neurons (docs/data.md)
 INPUT_ENCODINGS = ("spikes", "current")
@@ -523,8 +526,9 @@ class NetworkIR:
 
     @classmethod
     def load(cls, path: str) -> "NetworkIR":
-        """Read an IR written by :meth:`save` (this version's format, or ``dpap-deploy-ir/1``,
-        whose flatten between a conv and an FC layer was implied).
+        """Read an IR written by :meth:`save` (this version's format ``dpap-deploy-ir/3``;
+        ``/2``, whose timestep masks read as ``time_gate = "drop"``; or ``/1``, whose flatten between
+        a conv and an FC layer was implied).
 
         Raises:
             IRError: the file is missing, truncated or not a dpap-deploy IR.
@@ -535,7 +539,7 @@ class NetworkIR:
                 if header.get("format") not in IR_FORMATS_READ:
                     raise IRError(f"{path!r} is not a dpap-deploy network (format {header.get('format')!r})")
                 nodes = [_load_node(f, i, e) for i, e in enumerate(header.get("nodes") or header["layers"])]
-                if header["format"] != IR_FORMAT:
+                if header["format"] == "dpap-deploy-ir/1":
                     nodes = _implied_flattens(nodes)
                 return cls(name=header["name"], input_size=header["input_size"], time_steps=header["time_steps"],
                            dt_s=header["dt_s"], nodes=nodes, readout=header["readout"], metadata=header["metadata"],
