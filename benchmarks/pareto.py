@@ -164,7 +164,13 @@ def main(argv=None) -> int:
     p.add_argument("--table", action="store_true", help="only print the table of the results file")
     p.add_argument("--plot", default=None, metavar="FILE.png")
     p.add_argument("--results", default=RESULTS, help="the JSONL file rows are appended to and read from")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's; 1 when two "
+                   "sweeps share a 2-core machine, or they slow each other down many times over)")
     args = p.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if not args.table:
         for net in args.networks.split(","):
             for seed in (int(s) for s in args.seeds.split(",")):
