@@ -167,7 +167,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's; 1 when two "
                    "sweeps share a 2-core machine, or they slow each other down many times over)")
     args = p.parse_args(argv)
-    if args.threads:
+    if args.threads:  # the pipeline keeps torch's threads when OMP_NUM_THREADS is set
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
         import torch
 
         torch.set_num_threads(args.threads)

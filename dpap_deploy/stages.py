@@ -114,7 +114,8 @@ def prepare(ctx) -> None:
     ctx.family = _family_of(ctx.model_object, cfg.model, get_family)
     _prepare_budget(ctx)
     ctx.progress = not cfg.quiet and sys.stderr.isatty()
-    torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // local_world_size())))  # torchrun: shared
+    if "OMP_NUM_THREADS" not in os.environ:  # the user's setting wins (two runs sharing 2 cores: 1 each)
+        torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // local_world_size())))  # torchrun: shared
     ctx.dist = setup(device=ctx.device)  # under torchrun: this rank of a data-parallel run; else one process
     ctx.progress = ctx.progress and ctx.dist.is_main
     if cfg.resume and not cfg.from_dir:
