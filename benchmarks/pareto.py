@@ -10,8 +10,9 @@ simulator, the emulator's check, mapping onto ``loihi2``, the energy section) gi
   (every spike times the surviving synapses it reaches, ``dpap_deploy/energy.py``);
 * epochs to the dense run's best accuracy (same seed), from ``train_log.jsonl``.
 
-Variants (``--variants``): ``dense``; ``dpap`` (the preset as written: ``--dpap-schedule fixed``,
-``unit()`` over the survivors); ``dpap-all`` (``unit()`` over all elements, the authors'
+Variants (``--variants``): ``dense``; ``default`` (``dpap-export``'s defaults: preset
+``deploy-snn``, run-length schedule); ``dpap`` (preset ``mnist-snn`` as this project first ran it:
+``--dpap-schedule fixed``, ``unit()`` over the survivors); ``dpap-all`` (``unit()`` over all elements, the authors'
 normalisation); ``dpap-rl`` (``--dpap-schedule run-length``); ``dpap-all-rl`` (both); ``dpap-w``
 and ``dpap-w-all-rl`` (synapses ranked by ``unit(M) * |w|``, ``--dpap-synapse-score bcm-weight``);
 ``magnitude@S`` (gradual global magnitude pruning to sparsity ``S``, e.g. ``magnitude@0.8``, with the
@@ -48,22 +49,30 @@ NETWORKS = {
 
 
 def variant_options(variant: str) -> dict:
-    """``deploy()`` options of a pruner variant (module docstring)."""
-    if variant.startswith("magnitude@"):
-        return {"pruner": "magnitude", "target_sparsity": float(variant.split("@", 1)[1])}
-    known = {"dense": {"pruner": "dense"}, "dpap": {"pruner": "dpap"},
-             "dpap-all": {"pruner": "dpap", "dpap_normalise": "all"},
-             "dpap-rl": {"pruner": "dpap", "dpap_schedule": "run-length"},
-             "dpap-all-rl": {"pruner": "dpap", "dpap_normalise": "all", "dpap_schedule": "run-length"},
-             "dpap-w": {"pruner": "dpap", "dpap_synapse_score": "bcm-weight"},
-             "dpap-w-all-rl": {"pruner": "dpap", "dpap_synapse_score": "bcm-weight", "dpap_normalise": "all",
-                               "dpap_schedule": "run-length"}}
-    for name in list(known):  # NAME-pHI: unit() scaled over [P0, P_HI] instead of the preset's range
+    """``deploy()`` options of a pruner variant (module docstring). Every DPAP variant names its
+    preset (``mnist-snn``, the authors' MNIST SNN constants), normalisation, schedule and
+    percentiles explicitly, so a row means the same whatever the defaults are."""
+    if variant.startswith("magnitude@"):  # from epoch 5 (mnist-snn's e0, fixed) to the tail
+        return {"pruner": "magnitude", "target_sparsity": float(variant.split("@", 1)[1]), "dpap_schedule": "fixed"}
+    if variant == "default":  # whatever dpap-export does with no pruning option
+        return {}
+    base = {"pruner": "dpap", "dpap_preset": "mnist-snn", "dpap_percentiles": "0,75", "dpap_synapse_score": "bcm"}
+    known = {"dense": {"pruner": "dense"},
+             "dpap": {**base, "dpap_normalise": "alive", "dpap_schedule": "fixed"},
+             "dpap-all": {**base, "dpap_normalise": "all", "dpap_schedule": "fixed"},
+             "dpap-rl": {**base, "dpap_normalise": "alive", "dpap_schedule": "run-length"},
+             "dpap-all-rl": {**base, "dpap_normalise": "all", "dpap_schedule": "run-length"},
+             "dpap-w": {**base, "dpap_synapse_score": "bcm-weight", "dpap_normalise": "alive", "dpap_schedule": "fixed"},
+             "dpap-w-all-rl": {**base, "dpap_synapse_score": "bcm-weight", "dpap_normalise": "all",
+                               "dpap_schedule": "run-length"},
+             "dpap-wt-all-rl": {**base, "dpap_synapse_score": "weight", "dpap_normalise": "all",
+                                "dpap_schedule": "run-length"}}
+    for name in list(known):  # NAME-pHI: unit() scaled over [P0, P_HI] instead of [P0, P75]
         if name.startswith("dpap-") and name.endswith("-rl"):
             for hi in (90, 95, 97):
                 known[f"{name}-p{hi}"] = {**known[name], "dpap_percentiles": f"0,{hi}"}
     if variant not in known:
-        raise SystemExit(f"unknown variant {variant!r}; known: {', '.join(known)}, magnitude@S")
+        raise SystemExit(f"unknown variant {variant!r}; known: {', '.join(known)}, default, magnitude@S")
     return known[variant]
 
 

@@ -93,17 +93,19 @@ def build_parser() -> argparse.ArgumentParser:
       "--target-sparsity) or dense")
     a("--no-prune", action="store_true", help="train dense (baseline): --pruner dense")
     a("--target-sparsity", type=float, default=0.8, help="final sparsity of --pruner magnitude (default 0.8)")
-    a("--dpap-preset", default=None, help="DPAP constants: mnist-snn (default for SNNs), mnist-ann (ANNs), "
-      "cifar-snn (the BrainCog CIFAR-10 constants), nmnist-snn or dvs-snn (the authors' event-data scripts)")
-    a("--dpap-schedule", default="fixed", choices=("fixed", "run-length"), help="fixed (default): the preset's "
-      "e0, rho and R init as written; run-length: compressed from the preset's own run length to --epochs, "
-      "with no pruning in the last quarter (docs/dpap.md sec. 11.5)")
+    a("--dpap-preset", default=None, help="DPAP constants: mnist-snn (default for SNNs: the authors' MNIST SNN "
+      "script's), deploy-snn (ours: mnist-snn with unit() over [P0, P97]), mnist-ann (ANNs), cifar-snn (the "
+      "BrainCog CIFAR-10 constants), nmnist-snn or dvs-snn (the authors' event-data scripts)")
+    a("--dpap-schedule", default=None, choices=("fixed", "run-length"), help="run-length (default): the "
+      "preset's e0, rho and R init compressed from its own run length to --epochs, with no pruning in the last "
+      "quarter (docs/dpap.md sec. 11.5), for runs of 20 epochs or more; fixed (default below 20 epochs): as the preset wrote them")
     a("--dpap-normalise", default=None, choices=("alive", "all"), help="the elements DPAP's unit() scales "
       "over: alive (survivors only) or all (removed ones included, the authors' code); default: the preset's")
     a("--dpap-percentiles", default=None, metavar="LO,HI", help="the percentiles unit() scales between "
       "(docs/dpap.md sec. 5.1); default: the preset's (0,75 in the CIFAR and MNIST code)")
-    a("--dpap-synapse-score", default=None, choices=("bcm", "bcm-weight"), help="what ranks synapses: bcm (the "
-      "paper's BCM matrix) or bcm-weight (ours: unit(M) * |w|, docs/dpap.md sec. 6.7); default: the preset's")
+    a("--dpap-synapse-score", default=None, choices=("bcm", "bcm-weight", "weight"), help="what ranks synapses: bcm (the "
+      "paper's BCM matrix), bcm-weight (ours: unit(M) * |w|) or weight (ours: |w|), docs/dpap.md sec. 6.7; "
+      "default: the preset's")
     a("--device", default="cpu", help="training and the torch emulator engine: cpu (default), cuda, cuda:N or auto")
     a("--max-test", type=int, default=None, help="simulate only the first N test samples")
     a("--require-fit", action="store_true", help="exit with 3 when the network does not fit the profile")

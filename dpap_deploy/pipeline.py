@@ -69,7 +69,7 @@ class RunConfig:
     target_sparsity: float = 0.8
     dpap_preset: Optional[str] = None
     timestep_pruning: Optional[str] = None
-    dpap_schedule: str = "fixed"
+    dpap_schedule: Optional[str] = None
     dpap_normalise: Optional[str] = None
     dpap_percentiles: Optional[str] = None
     dpap_synapse_score: Optional[str] = None

@@ -282,10 +282,19 @@ def _load_from_run(ctx) -> None:
                         f"{cfg.from_dir!r} takes {ctx.ir.input_size} inputs and has {ctx.ir.n_classes} outputs")
 
 
+#: the default DPAP schedule is run-length from this many epochs on, fixed below: compressed into a
+#: handful of epochs, the run-length schedule removes units after the first epoch, on the scores of
+#: a network that has barely started to learn (an 8-epoch run of a 64-32 MLP on digits: 61 % test
+#: accuracy against 90 % with the fixed schedule, which prunes almost nothing in so short a run)
+RUN_LENGTH_MIN_EPOCHS = 20
+
+
 def _dpap_config(ctx, spiking: bool):
     """The run's :class:`~dpap_deploy.train.dpap.DPAPConfig`: the preset (``--dpap-preset``, else the
     family's), with ``--timestep-pruning``, ``--dpap-normalise``, ``--dpap-percentiles``,
-    ``--dpap-synapse-score`` and ``--dpap-schedule`` applied (docs/dpap.md secs. 5.1, 6.7, 11.5). Raises :class:`DpapError` naming the option at fault."""
+    ``--dpap-synapse-score`` and ``--dpap-schedule`` applied (docs/dpap.md secs. 5.1, 6.7, 11.5);
+    the schedule by default is ``run-length`` for runs of :data:`RUN_LENGTH_MIN_EPOCHS` epochs or
+    more and the preset's as written (``fixed``) for shorter ones. Raises :class:`DpapError` naming the option at fault."""
     from dataclasses import replace
 
     from dpap_deploy.train.dpap import PRESET_EPOCHS, PRESETS, for_run_length
@@ -310,12 +319,16 @@ def _dpap_config(ctx, spiking: bool):
         except ValueError as exc:
             raise DpapError(f"--dpap-percentiles takes LO,HI with 0 <= LO < HI <= 100, got "
                             f"{cfg.dpap_percentiles!r} ({exc})") from None
-    if cfg.dpap_schedule == "run-length":
+    schedule = cfg.dpap_schedule
+    if schedule is None:  # the default: run-length for runs long enough to learn before pruning
+        schedule = "run-length" if cfg.epochs >= RUN_LENGTH_MIN_EPOCHS else "fixed"
+        log.info("DPAP schedule %s (default: run-length from %d epochs on)", schedule, RUN_LENGTH_MIN_EPOCHS)
+    if schedule == "run-length":
         try:
             dpap = for_run_length(dpap, cfg.epochs, PRESET_EPOCHS[preset])
         except ValueError as exc:
             raise DpapError(f"--dpap-schedule run-length: {exc}") from None
-    elif cfg.dpap_schedule != "fixed":
+    elif schedule != "fixed":
         raise DpapError(f"--dpap-schedule must be fixed or run-length, got {cfg.dpap_schedule!r}")
     return dpap
 

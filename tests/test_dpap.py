@@ -214,7 +214,9 @@ def test_run_length_schedule_scales_time_not_the_rule():
     assert math.isclose(cfg.r_init, 2.0) and math.isclose(cfg.fc_neuron.rho, 2.6) and math.isclose(cfg.conv_channel.rho, 2.4)
     assert (cfg.fc_neuron.c, cfg.fc_neuron.b) == (ref.fc_neuron.c, ref.fc_neuron.b)
     assert math.isclose(cfg.gamma, 0.999 ** 5)
-    assert for_run_length(ref, 20, 300).fc_neuron.rho == 1.0  # never below one epoch
+    short = for_run_length(ref, 20, 300)  # s = 1/15; rho would be 0.87 (FC), 0.8 (conv), 0.67 (conv slices)
+    assert short.fc_neuron.rho == short.conv_channel.rho == short.conv_synapse.rho == 1.0  # never below one epoch
+    assert math.isclose(short.r_init, 10.0 / 10)  # R init shrinks by 1/min(rho) = 1/10, not by s = 1/15
     with pytest.raises(ValueError, match="too short"):
         for_run_length(ref, 2, 300)
 
@@ -285,6 +287,13 @@ def test_weight_aware_synapse_score_hand_computed():
     st2.M[0].copy_(torch.tensor([[1.0, 2.0, 3.0, 9.0], [1.0, 1.0, 1.0, 1.0]], dtype=torch.float64))
     st2.end_epoch(0)
     assert float(st2.R_synapse[0][0, 3]) == 11.0
+    # |w| alone ("weight"): unit(|w|) over [1 1 0.5 0 2 2 2 2]: min 0, P75 = 2 -> [0.5 0.5 0.25 0 1 1 1 1];
+    # d = 2u - 1 = [0 0 -0.5 -1 1 1 1 1], protection b = 0: R = 10 + d
+    st3 = DPAPState([4, 2, 3], replace(cfg, synapse_score="weight"))
+    st3.M[0].copy_(torch.tensor([[1.0, 2.0, 3.0, 9.0], [1.0, 1.0, 1.0, 1.0]], dtype=torch.float64))
+    st3.end_epoch(0, [w, torch.zeros(3, 2)])
+    torch.testing.assert_close(st3.R_synapse[0], torch.tensor([[10.0, 10.0, 9.5, 9.0], [11.0, 11.0, 11.0, 11.0]],
+                                                              dtype=torch.float64))
 
 
 def test_magnitude_schedule_reaches_its_target_before_the_recovery_tail():
