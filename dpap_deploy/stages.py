@@ -284,8 +284,9 @@ def _load_from_run(ctx) -> None:
 
 #: the default DPAP schedule is run-length from this many epochs on, fixed below: compressed into a
 #: handful of epochs, the run-length schedule removes units after the first epoch, on the scores of
-#: a network that has barely started to learn (an 8-epoch run of a 64-32 MLP on digits: 61 % test
-#: accuracy against 90 % with the fixed schedule, which prunes almost nothing in so short a run)
+#: a network that has barely started to learn (an 8-epoch run of a 64-32 MLP on digits, T = 16, seed
+#: 3: 47.5 % on the first 40 test samples against 82.5 % with the fixed schedule, which prunes almost
+#: nothing in so short a run)
 RUN_LENGTH_MIN_EPOCHS = 20
 
 
