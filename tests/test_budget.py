@@ -35,12 +35,17 @@ def test_targets_share_the_budget_by_dense_size(tmp_path):
     assert t["fc1"].max_fan_in == 4096
 
 
-def test_budget_prunes_into_the_recovery_tail_until_it_fits(tmp_path):
-    """A run-length schedule stops pruning at ``stop_epoch``; a budget not met by then keeps it going."""
+def _two_small_cores(tmp_path):
+    """Two Loihi 1 cores of 40 neurons each: the 106 hidden and output neurons of a 64-64-32-10 MLP do not fit."""
     prof = tmp_path / "small.toml"
     prof.write_text('extends = "loihi1"\nname = "small"\ndescription = "40-neuron cores"\n'
                     "[core]\nneurons = 40  # test\n")
-    budget_profile = load_profile(str(prof)).with_cores(2)
+    return load_profile(str(prof)).with_cores(2)
+
+
+def test_budget_prunes_into_the_recovery_tail_until_it_fits(tmp_path):
+    """A run-length schedule stops pruning at ``stop_epoch``; a budget not met by then keeps it going."""
+    budget_profile = _two_small_cores(tmp_path)
     torch.manual_seed(0)
     model = SpikingMLP([64, 64, 32, 10])
     rc = RuleConstants(0.625, 2.0, 10.0)
@@ -56,10 +61,7 @@ def test_budget_prunes_into_the_recovery_tail_until_it_fits(tmp_path):
 
 
 def test_budget_loop_prunes_until_the_network_fits(tmp_path):
-    prof = tmp_path / "small.toml"
-    prof.write_text('extends = "loihi1"\nname = "small"\ndescription = "40-neuron cores"\n'
-                    "[core]\nneurons = 40  # test\n")
-    budget_profile = load_profile(str(prof)).with_cores(2)
+    budget_profile = _two_small_cores(tmp_path)
     torch.manual_seed(0)
     model = SpikingMLP([64, 64, 32, 10])
     assert not map_network(to_ir(model, 8), budget_profile).fits  # 106 neurons > 80
