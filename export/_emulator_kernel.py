@@ -6,6 +6,11 @@ fully connected layers, an unrolled CSR matrix for convolutions), then updates t
 neurons with Lava's fixed-point LIF equations. Only the weights and one sample's state are
 touched, so it stays in cache and does no work for silent neurons. The arithmetic is the same
 as ``export/emulator.py``'s torch engine; see that module for the equations and their sources.
+
+Timestep masks: ``gate`` ``(total neurons, T)`` uint8, 0 silences a neuron at that step, as
+``hold[l]`` (``(L,)`` uint8) says for layer ``l``: 1 ("hold") disables its threshold test there
+(no spike, no reset: ``v`` keeps its charge), 0 ("drop") drops its spike after the LIF update
+(the neuron resets either way).
 """
 from __future__ import annotations
 
@@ -32,10 +37,8 @@ def run_kernel(spikes, bias, n_out, mode, scale, fu, fv, vth64, clamp,
     ``ix``/``wx`` (offset ``ix_off[l]``);
     ``scale[l]`` = 2^weight_exp (the product rounded down: Lava's right shift for negative exponents);
     ``fu``/``fv`` = (4096 - du - 1)/4096 and (4096 - dv)/4096; ``vth64`` = vth << 6;
-    ``clamp[l]``: clamp the synaptic sum to 24 bits (Lava's ``Conv``); ``gate`` ``(total neurons, T)``
-    uint8: 0 silences the neuron at that step (timestep pruning), as ``hold[l]`` (``(L,)`` uint8) says:
-    1 ("hold") disables its threshold test there (no spike, no reset: ``v`` keeps its charge), 0
-    ("drop") drops its spike after the LIF update (the neuron resets either way).
+    ``clamp[l]``: clamp the synaptic sum to 24 bits (Lava's ``Conv``); ``gate``, ``hold``: the
+    timestep masks (module docstring).
     """
     T, N, F = spikes.shape
     L = n_out.shape[0]
