@@ -12,6 +12,7 @@ over units registered by name::
     dpap_deploy.train.pruners.PRUNERS      dpap, magnitude, dense
     dpap_deploy.export.TARGETS             loihi-sim, loihi2, netx, nir, onnx
     dpap_deploy.readers.READERS            .net, .nir, .npz network files
+    dpap_deploy.foreign.REFERENCES         .net (lava-dl netx), .nir (Norse from_nir): a file's own run
 
 and one intermediate representation (``dpap_deploy.ir``) that every exporter, the emulator and the
 mapper read. ``dpap-export`` (``dpap_deploy.cli``) only parses its options and runs the pipeline;

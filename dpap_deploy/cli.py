@@ -7,6 +7,7 @@ Example::
     dpap-export --target loihi-sim --model snn-cnn --data my_events.npz --out runs/events
     dpap-export --target loihi-sim --model mynet.py:build --data my_events.npz --out runs/mine
     dpap-export --target onnx --model ann-mlp --data wine --out runs/wine-ann
+    dpap-export --target loihi-sim --from slayer_net.net --data my_events.npz --out runs/slayer
 
     dpap-report --profile loihi1 runs/demo          # re-check an exported network, no retraining
 
@@ -71,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
       help="with --from: only map the exported network onto --profile (no simulation); exit 3 if it does not fit")
     a("--out", default="runs/latest", help="output folder (default: runs/latest); written when the run succeeds")
     a("--force", action="store_true", help="replace an output folder that already holds a run")
-    a("--from", dest="from_dir", metavar="DIR", help="export the network of an earlier run, no training")
+    a("--from", dest="from_dir", metavar="DIR|FILE", help="export the network of an earlier run (its folder), or a "
+      "network trained elsewhere (a lava-dl netx .net, a NIR .nir or our IR .npz file, with --data giving the "
+      "input), no training")
     a("--data", metavar="SPEC", help=f"data: a source ({_names(SOURCES)}; NAME:ARG for nmnist:ROOT, tonic:NAME:ROOT) "
       "or an .npz with x (N, F) | (N, T, F) | (N, T, C, H, W) and y (N,); default: the model family's")
     a("--model", default="snn-mlp", help=f"model family ({_names(FAMILIES)}) or PATH.py:FUNCTION, a function "

@@ -43,7 +43,8 @@ class RunConfig:
         time_steps: ``T`` (None: the data's own, or 32 for encoded static data).
         pruner: ``dpap``, ``magnitude`` or ``dense`` (``no_prune`` means ``dense``).
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (training and the torch emulator engine).
-        from_dir: export the network of an earlier run instead of training.
+        from_dir: export the network of an earlier run (its folder) or of a network file
+            (``.net``, ``.nir``, ``.npz``: :mod:`dpap_deploy.foreign`) instead of training.
         resume: continue the interrupted run in this folder.
         The rest as ``dpap-export --help`` describes them.
     """
@@ -113,6 +114,8 @@ class RunContext:
             ``report.json``'s ``timing_s``, :func:`dpap_deploy.stages._timing`), ``startup`` and ``total``.
         started: ``time.perf_counter()`` when the run began (the CLI's start, else :func:`run_pipeline`'s).
         norse_pops: every population's Norse spikes on the test split (``verify``; ``measure`` uses them).
+        file_network: with ``--from FILE``, the network read from the file
+            (:class:`~dpap_deploy.foreign.FileNetwork`; also ``model``), else None.
     """
 
     cfg: RunConfig
@@ -150,6 +153,7 @@ class RunContext:
     timing: Dict[str, float] = field(default_factory=dict)
     started: Optional[float] = None
     norse_pops: Optional[list] = None
+    file_network: Any = None
     done: bool = False   # a stage ended the run early (e.g. the ranks of a torchrun job other than 0)
     exit_code: int = 0
 

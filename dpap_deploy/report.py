@@ -7,8 +7,10 @@ Schema (every run writes at least these keys)::
      "model":    {"layers": [{"name", "kind", "n_in", "n_out", "synapses", "synapses_dense"}],
                   "neurons", "neurons_dense", "synapses", "synapses_dense", "sparsity",
                   "compression_ratio", "synapses_counted_from"},
-     "accuracy": {"norse", <target>: "lava" | "nir_in_norse", "emulator"},
-     "agreement": {"predictions", "compared", "spikes", "emulator_predictions"},
+     "accuracy": {"norse" (a network from a file: its own tool, "lava_dl_netx" | "norse_from_nir"),
+                  <target>: "lava" | "nir_in_norse", "emulator"},
+     "agreement": {"predictions", "compared", "spikes", "emulator_predictions",
+                   "reference_spikes" (a netx file: lava-dl's run against the target's)},
      "resources": {"cores_used", "cores_available", "fits", "per_layer", "per_core", ...},
                   (a conv layer's per_layer entry adds "tile": {"rows", "cols", "channels"} and
                    "tiles", docs/deployment.md sec. 12)
@@ -43,7 +45,7 @@ LAYER_KEYS = ("name", "kind", "n_in", "n_out", "synapses", "synapses_dense")
 TIMING_STAGES = ("startup", "prepare", "data", "model", "train", "ir", "export", "verify", "map", "measure", "report")
 #: ``timing_s`` keys measured inside a stage: part -> stage
 TIMING_PARTS = {"train_loop": "train", "export_build": "export", "lava_sim": "export", "norse": "verify",
-                "torch": "verify", "emulator": "verify", "mapping": "map", "probe": "measure", "energy": "measure",
+                "torch": "verify", "reference": "verify", "emulator": "verify", "mapping": "map", "probe": "measure", "energy": "measure",
                 "plots": "report"}
 
 
@@ -86,7 +88,8 @@ def validate(report: dict) -> None:
         stages = sum(v for k, v in t.items() if k in TIMING_STAGES)
         if stages > t["total"] + 0.01:
             raise ValueError(f"report timing_s.total {t['total']} s is less than the sum of its stages ({stages:.3f} s)")
-    if not {"norse", "torch"} & set(report["accuracy"]):
+    from_file = str((report.get("training") or {}).get("family", "")).startswith("file ")  # --from FILE: its own tool
+    if not ({"norse", "torch"} & set(report["accuracy"]) or from_file and report["accuracy"]):
         raise ValueError("report misses accuracy.norse (accuracy.torch for an ANN)")
     for i, layer in enumerate(report["model"]["layers"]):
         for k in LAYER_KEYS:
@@ -153,6 +156,8 @@ def summary_text(report: dict) -> str:
     if ag.get("spikes") is not None:
         lines.append(f"emulator  output spikes equal to Lava's: {_pct(ag['spikes'])}, predictions "
                      f"{_pct(ag.get('emulator_predictions'))}")
+    if ag.get("reference_spikes") is not None:
+        lines.append(f"reference output spikes equal to Lava's ({ag.get('compared', '')}): {_pct(ag['reference_spikes'])}")
     return "\n".join(lines)
 
 
@@ -220,6 +225,9 @@ def markdown_report(report: dict, images: Sequence[str] = ()) -> str:
     out += ["", f"Predictions agree ({ag.get('compared', '')}): {_pct(ag.get('predictions'))}."]
     if ag.get("spikes") is not None:
         out.append(f"Output spikes equal, Lava vs emulator (every sample, every step): {_pct(ag['spikes'])}.")
+    if ag.get("reference_spikes") is not None:
+        out.append(f"Output spikes equal, {ag.get('compared', '')} (every sample, every step): "
+                   f"{_pct(ag['reference_spikes'])}.")
     out += ["", f"## Resources on {r['profile']}", "",
             f"{'Fits' if r['fits'] else '**Does not fit**'}: {r['cores_used']} cores used (lower bound "
             f"{r['cores_lower_bound']}), {'unlimited' if r['cores_available'] is None else r['cores_available']} available.",

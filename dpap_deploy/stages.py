@@ -118,10 +118,29 @@ def prepare(ctx) -> None:
         torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // local_world_size())))  # torchrun: shared
     ctx.dist = setup(device=ctx.device)  # under torchrun: this rank of a data-parallel run; else one process
     ctx.progress = ctx.progress and ctx.dist.is_main
+    _prepare_file_network(ctx)
     if cfg.resume and not cfg.from_dir:
         _read_resume(ctx)
     else:
         check_output(cfg.out, cfg.force)
+
+
+def _prepare_file_network(ctx) -> None:
+    """``--from FILE``: read the network file now (a bad file fails before anything is written);
+    such a run needs ``--data`` and takes no training options that would be ignored."""
+    from dpap_deploy.foreign import is_network_file, open_network_file
+
+    cfg = ctx.cfg
+    if not is_network_file(cfg.from_dir):
+        return
+    if not cfg.data and ctx.dataset_object is None:
+        raise DpapError(f"--from {cfg.from_dir}: a network file brings no data; give the input with --data")
+    if cfg.resume:
+        raise DpapError("--resume continues a training run; --from FILE runs a network without training")
+    if cfg.encoding == "current":
+        raise DpapError(f"--from {cfg.from_dir}: --encoding current drives a network trained for it; a network "
+                        "file takes spikes (the default rate encoding, or event data)")
+    ctx.file_network = open_network_file(cfg.from_dir)
 
 
 def _family_of(obj, name: str, get_family):
@@ -163,14 +182,19 @@ def data(ctx) -> None:
     that the family takes it and that ``--time-steps`` agrees with event data's own ``T``."""
     from dpap_deploy.data import DataRequest, load_data
 
+    from dpap_deploy.foreign import file_time_steps
+
     cfg = ctx.cfg
     saved = {}
-    if cfg.from_dir:
+    if ctx.file_network is not None:
+        T = file_time_steps(ctx.file_network, cfg.time_steps)
+    elif cfg.from_dir:
         from dpap_deploy.rundir import read_run_config
 
         saved = ctx.from_run = read_run_config(cfg.from_dir)
     seed = saved.get("seed", cfg.seed)
-    T = cfg.time_steps if not cfg.from_dir else saved.get("time_steps")
+    if ctx.file_network is None:
+        T = cfg.time_steps if not cfg.from_dir else saved.get("time_steps")
     request = DataRequest(T, seed, saved.get("test_fraction", TEST_FRACTION))
     spec = cfg.data or saved.get("data") or ctx.family.default_data
     if ctx.dataset_object is not None:
@@ -180,7 +204,8 @@ def data(ctx) -> None:
     if ds.kind != "static" and T is not None and T != ds.time_steps:
         raise DataError(f"--time-steps {T}, but data {ds.name!r} has T = {ds.time_steps} steps per sample; event data "
                         "bring their own T (drop --time-steps)")
-    ctx.family.check_data(ds)
+    if ctx.file_network is None:  # a file's network is checked against the data in ``model``
+        ctx.family.check_data(ds)
     for note in ds.notes:
         print(f"note      {note}", file=sys.stderr)
     ctx.dataset = ds
@@ -218,7 +243,9 @@ def model(ctx) -> None:
     from dpap_deploy.train.loop import TrainConfig, encoder_for, test_inputs
 
     cfg, ds = ctx.cfg, ctx.dataset
-    if cfg.from_dir:
+    if ctx.file_network is not None:
+        ctx.model = ctx.file_network
+    elif cfg.from_dir:
         _load_from_run(ctx)
     else:
         ctx.model = _build_model(ctx)
@@ -230,18 +257,29 @@ def model(ctx) -> None:
     if cfg.encoding == "current" and (ds.kind != "static" or not spiking):
         raise DpapError(f"--encoding current drives a spiking network with static features; data {ds.name!r} is "
                         f"{ds.kind}{'' if spiking else ' and the network is an ANN'}")
-    ctx.dpap_cfg = _dpap_config(ctx, spiking)
+    ctx.dpap_cfg = _dpap_config(ctx, spiking) if ctx.file_network is None else None
     if ctx.budget is not None:
         if any(s.kind != "fc" for s in ctx.model.specs()) or not spiking:
             raise DpapError("--budget-cores/--fit drive spiking networks of fully connected layers")
         ctx.budget.check_feasible(list(ctx.model.sizes), len(ctx.model.layers) - 1)  # before anything is written
-    T = (ctx.from_run or {}).get("time_steps") or cfg.time_steps or 32
+    T = (ctx.from_run or {}).get("time_steps") or ds_T(ctx) or 32
     enc = (ctx.from_run or {}).get("encoding", cfg.encoding)
     ctx.encoder = encoder_for(ds, ctx.model, TrainConfig(time_steps=T, encoding=enc))
     x = test_inputs(ds, ctx.encoder, (ctx.from_run or {}).get("seed", cfg.seed))
     if cfg.max_test:
         x = x[:, : cfg.max_test] if spiking else x[: cfg.max_test]
     ctx.x_test = x
+    if ctx.file_network is not None:
+        ctx.ir = ctx.file_network.for_data(ds.n_features, ds.n_classes, ctx.encoder.time_steps)
+
+
+def ds_T(ctx) -> Optional[int]:
+    """``T`` asked for static data: ``--time-steps``, or for ``--from FILE`` the file's own window."""
+    from dpap_deploy.foreign import file_time_steps
+
+    if ctx.file_network is not None:
+        return file_time_steps(ctx.file_network, ctx.cfg.time_steps)
+    return ctx.cfg.time_steps
 
 
 def _build_model(ctx):
@@ -481,27 +519,28 @@ def export(ctx) -> None:
 
 # -- verify --------------------------------------------------------------------------------
 def verify(ctx) -> None:
-    """Accuracy of the trained network (Norse or torch), of the target's run and of the fixed-point
-    emulator on the same input, and their agreement (predictions; output spikes, every step).
-    Norse's run also keeps every population's spikes (``ctx.norse_pops``) for ``measure``."""
-    from dpap_deploy.train.loop import classify, predict, scores_and_spikes
+    """Accuracy of the trained network (Norse or torch; with ``--from FILE`` the file's own tool,
+    :mod:`dpap_deploy.foreign`), of the target's run and of the fixed-point emulator on the same
+    input, and their agreement (predictions; output spikes, every step). Norse's run also keeps
+    every population's spikes (``ctx.norse_pops``) for ``measure``."""
+    from dpap_deploy.train.loop import classify
 
     y = ctx.y_test
-    framework = "norse" if ctx.model.spiking else "torch"
     t0 = time.perf_counter()
-    if ctx.model.spiking:
-        scores, ctx.norse_pops = scores_and_spikes(ctx.model, ctx.x_test)
-    else:
-        scores = predict(ctx.model, ctx.x_test)
-    ctx.timing[framework] = time.perf_counter() - t0
-    pred = classify(scores)
-    ctx.accuracy[framework] = float((pred == y).mean())
+    framework, scores, ref_spikes = _reference_scores(ctx)
+    ctx.timing[framework if framework in ("norse", "torch") else "reference"] = time.perf_counter() - t0
+    pred = classify(scores) if scores is not None else None
+    if pred is not None:
+        ctx.accuracy[framework] = float((pred == y).mean())
     sim_key = ctx.result.extra.get("accuracy_key", "lava")
     pred_sim = classify(ctx.result.counts) if ctx.result.counts is not None else None
     if pred_sim is not None:
         ctx.accuracy[sim_key] = float((pred_sim == y).mean())
-    ctx.agreement.update(predictions=float((pred == pred_sim).mean()) if pred_sim is not None else None,
+    both = pred is not None and pred_sim is not None
+    ctx.agreement.update(predictions=float((pred == pred_sim).mean()) if both else None,
                          compared=f"{framework} vs {sim_key}")
+    if ref_spikes is not None and ctx.result.output_spikes is not None:  # a file's tool, spike for spike
+        ctx.agreement["reference_spikes"] = float((ref_spikes == ctx.result.output_spikes).mean())
     if ctx.exported.quantized and pred_sim is not None:  # the batched emulator: what training uses per epoch
         from dpap_deploy.export.emulator import emulate
 
@@ -514,6 +553,22 @@ def verify(ctx) -> None:
         ctx.agreement["emulator_predictions"] = float((pred_emu == pred_sim).mean())
         if ctx.result.output_spikes is not None:
             ctx.agreement["spikes"] = float((rasters[-1] == ctx.result.output_spikes).mean())
+
+
+def _reference_scores(ctx):
+    """``(name, scores (N, C), output spikes (T, N, C) or None)`` of the run the target is compared
+    with: the trained model in Norse (keeping every population's spikes in ``ctx.norse_pops``) or
+    torch, or the file's own tool (``scores`` None when the file type has none; spikes only where
+    the tool's run is aligned with ours, lava-dl netx)."""
+    from dpap_deploy.train.loop import predict, scores_and_spikes
+
+    if ctx.file_network is not None:
+        ref = ctx.file_network.reference
+        return (ref.key if ref else "emulator"), *ctx.file_network.run_reference(ctx.x_test)
+    if ctx.model.spiking:
+        scores, ctx.norse_pops = scores_and_spikes(ctx.model, ctx.x_test)
+        return "norse", scores, None
+    return "torch", predict(ctx.model, ctx.x_test), None
 
 
 # -- map -----------------------------------------------------------------------------------
@@ -568,7 +623,6 @@ def measure(ctx) -> None:
     Norse's spikes on the whole split, kept by ``verify``). Times ``probe`` and ``energy``."""
     from dpap_deploy.energy import energy_section
     from dpap_deploy.report import model_section
-    from dpap_deploy.train.loop import population_spikes
 
     if not ctx.model.spiking:
         return
@@ -577,11 +631,10 @@ def measure(ctx) -> None:
     t1 = time.perf_counter()
     ctx.timing["probe"] = t1 - t0
     sparsity = model_section(ctx.exported, ctx.result.synapses_per_layer, "")["sparsity"]
-    norse_pops = ctx.norse_pops if ctx.norse_pops is not None else population_spikes(ctx.model, ctx.x_test)
-    n = ctx.probe.x.shape[1]
-    ctx.energy = energy_section(ctx.exported, sparsity, norse=[ctx.x_test] + norse_pops[:-1],
+    n, pops = ctx.probe.x.shape[1], ctx.norse_pops  # None with --from FILE: Lava's spikes only
+    ctx.energy = energy_section(ctx.exported, sparsity, norse=[ctx.x_test] + pops[:-1] if pops else None,
                                 lava=[ctx.probe.x] + list(ctx.probe.hidden),
-                                norse_probe=[ctx.probe.x] + [p[:, :n] for p in norse_pops[:-1]])
+                                norse_probe=[ctx.probe.x] + [p[:, :n] for p in pops[:-1]] if pops else None)
     ctx.timing["energy"] = time.perf_counter() - t1
 
 
@@ -632,6 +685,7 @@ def _report_dict(ctx, report_started: float) -> dict:
 
     cfg, ds, res = ctx.cfg, ctx.dataset, ctx.result
     tcfg = train_config(ctx).to_dict() if not cfg.from_dir else None
+    family = ctx.file_network.family if ctx.file_network is not None else ctx.family.name
     files = [dict(f, path=ctx.folder.final(f["path"])) for f in res.files]
     files += [{"path": os.path.join(cfg.out, f), "verified_by": None}
               for f in ("ir.npz", _model_file(), "run.toml", "config.json", "train_log.jsonl")
@@ -651,8 +705,8 @@ def _report_dict(ctx, report_started: float) -> dict:
         "timing_s": _timing(ctx, report_started),
         "fixed_point": res.extra.get("fixed_point"),
         "target_notes": [res.extra["message"]] if res.extra.get("message") else [],
-        "training": {"config": tcfg, "pruner": cfg.pruner, "epochs": len(ctx.history), "from": cfg.from_dir,
-                     "device": ctx.device, "family": ctx.family.name},
+        "training": {"config": tcfg, "pruner": cfg.pruner if ctx.file_network is None else None, "epochs": len(ctx.history), "from": cfg.from_dir,
+                     "device": ctx.device, "family": family},
         "files": files,
     }
 

@@ -449,16 +449,16 @@ def hidden_spikes(ir: NetworkIR, rasters: List[np.ndarray], n: int) -> List[np.n
 @register_target("loihi-sim")
 def export_loihi_sim(ir: NetworkIR, out_dir: str, spikes: Optional[np.ndarray] = None,
                      progress: bool = False, probe_samples: int = 0, **_) -> ExportResult:
-    """Quantise ``ir``, write ``out_dir/network.npz`` (the fixed-point IR Lava runs) and,
-    if ``spikes`` ``(T, N, F)`` are given (current encoding: the analog input, see :func:`run`),
-    run them in Lava's fixed-point simulator. With ``probe_samples > 0`` the same run also records
+    """Quantise ``ir`` (unless it is already: a netx file's network keeps its integers), write
+    ``out_dir/network.npz`` (the fixed-point IR Lava runs) and, if ``spikes`` ``(T, N, F)`` are
+    given (current encoding: the analog input, see :func:`run`), run them in Lava's fixed-point simulator. With ``probe_samples > 0`` the same run also records
     every hidden population for the first ``probe_samples`` samples (``result.hidden_spikes``,
     per hidden layer ``(T, n, n_l)``), which the ``measure`` stage uses instead of a second run.
 
     The processes are built from the saved file's contents, so what is verified is what was written.
     """
     check_supported(ir)
-    q = quantize(ir)
+    q = ir if ir.quantized else quantize(ir)  # a netx file's network keeps the integers it was written with
     path = os.path.join(out_dir, "network.npz")
     q.save(path)
     q = NetworkIR.load(path)

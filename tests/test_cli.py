@@ -187,6 +187,54 @@ def test_netx_target_through_the_cli(run_dir, tmp_path):
     assert report["agreement"]["spikes"] == 1.0
 
 
+def test_a_netx_file_runs_with_from_and_data_against_lava_dl(run_dir, tmp_path):
+    """``--from FILE.net --data``: a network file with no run folder (no model, no config) runs in our
+    Lava export, and lava-dl's own netx run of the same file gives the same output spikes."""
+    out, _ = run_dir
+    assert cli("--target", "netx", "--from", str(out), "--out", str(tmp_path / "netx"), "--max-test", "1",
+               "--quiet").returncode == 0
+    lone = tmp_path / "elsewhere" / "slayer.net"  # the file alone, as a lava-dl user would hand it over
+    lone.parent.mkdir()
+    lone.write_bytes((tmp_path / "netx" / "network.net").read_bytes())
+    r = cli("--target", "loihi-sim", "--from", str(lone), "--data", "digits", "--time-steps", "16",
+            "--out", str(tmp_path / "run"), "--max-test", "30", "--quiet")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    validate(report)
+    assert report["training"]["family"] == "file .net" and report["training"]["pruner"] is None
+    assert report["agreement"]["compared"] == "lava_dl_netx vs lava"
+    assert report["agreement"]["reference_spikes"] == 1.0 and report["agreement"]["spikes"] == 1.0
+    assert report["accuracy"]["lava_dl_netx"] == report["accuracy"]["lava"] > 0.7
+    assert report["resources"]["fits"] and report["energy"]["synops_per_sample"]["lava"] > 0
+    assert "reference output spikes equal to Lava's (lava_dl_netx vs lava): 100.00 %" in r.stdout
+
+
+def test_a_nir_file_runs_with_from_and_data_against_norse_from_nir(run_dir, tmp_path):
+    out, _ = run_dir
+    assert cli("--target", "nir", "--from", str(out), "--out", str(tmp_path / "nir"), "--max-test", "1",
+               "--quiet").returncode == 0
+    r = cli("--target", "loihi-sim", "--from", str(tmp_path / "nir" / "network.nir"), "--data", "digits",
+            "--out", str(tmp_path / "run"), "--max-test", "30", "--quiet")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["dataset"]["time_steps"] == 16  # the window our NIR file records
+    assert report["agreement"]["compared"] == "norse_from_nir vs lava"
+    # Norse runs the float graph, Lava the quantised one: the same predictions on nearly every sample
+    assert report["agreement"]["predictions"] >= 0.9 and report["agreement"]["spikes"] == 1.0
+
+
+@pytest.mark.parametrize("args,message", [
+    ([], "a network file brings no data; give the input with --data"),
+    (["--data", "wine"], "the network takes 64 inputs and has 10 outputs; the data have 13 features and 3 classes"),
+    (["--data", "digits", "--encoding", "current"], "a network file takes spikes"),
+])
+def test_from_a_network_file_refuses_what_it_cannot_run(run_dir, tmp_path, args, message):
+    out, _ = run_dir
+    r = cli("--target", "loihi-sim", "--from", str(out / "network.npz"), "--out", str(tmp_path / "o"), "--quiet", *args)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_onnx_target_trains_and_exports_a_pruned_ann(tmp_path):
     out = tmp_path / "ann"
     r = cli("--target", "onnx", "--model", "ann-mlp", "--dpap-preset", "cifar-snn", "--epochs", "30", "--lr", "1e-2",
