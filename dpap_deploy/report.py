@@ -28,6 +28,8 @@ from __future__ import annotations
 
 from typing import Dict, Optional, Sequence
 
+import numpy as np
+
 from dpap_deploy.ir import NetworkIR
 from dpap_deploy.resources import resources_text
 
@@ -62,7 +64,7 @@ def model_section(ir: NetworkIR, synapses_per_layer: Dict[str, int], counted_fro
     for l in ir.layers:
         layers.append({"name": l.name, "kind": l.kind, "n_in": l.n_in, "n_out": l.n_out,
                        "neurons_dense": _neurons_dense(l), "synapses": int(synapses_per_layer[l.name]),
-                       "synapses_dense": l.synapses_dense})
+                       "synapses_dense": l.synapses_dense, **_time_mask_entry(l, ir.time_steps)})
     syn = sum(x["synapses"] for x in layers)
     dense = sum(x["synapses_dense"] for x in layers)
     return {
@@ -73,6 +75,16 @@ def model_section(ir: NetworkIR, synapses_per_layer: Dict[str, int], counted_fro
         "compression_ratio": round(dense / syn, 4) if syn else None,
         "synapses_counted_from": counted_from,
     }
+
+
+def _time_mask_entry(layer, T: int) -> dict:
+    """``{"time_mask": {"gate", "silenced"}}`` for a layer with a timestep mask (docs/dpap.md secs. 7.3-7.4):
+    how it silences (``hold``: no spike, no reset, ``v`` kept; ``drop``: the spike is dropped after the
+    reset) and the fraction of its (unit, time step) pairs inside the ``T``-step window it silences."""
+    if layer.time_mask is None:
+        return {}
+    m = np.asarray(layer.time_mask, dtype=bool)[:, :T]
+    return {"time_mask": {"gate": layer.time_gate, "silenced": round(float((~m).mean()), 6)}}
 
 
 def validate(report: dict) -> None:
@@ -251,6 +263,12 @@ def markdown_report(report: dict, images: Sequence[str] = ()) -> str:
                 f"(Han et al. eqs. 14-15); {e['time_steps']} of {e['time_steps_trained']} time steps deployed.", "",
                 "| synaptic operations per sample (spikes x surviving fan-out) | |", "|---|---:|"]
         out += [f"| {k} | {v:,.0f} |" for k, v in e["synops_per_sample"].items()]
+        masked = [l for l in report["model"]["layers"] if l.get("time_mask")]
+        if masked:
+            out += ["", "Timestep masks: " + ", ".join(
+                f"{l['name']} {l['time_mask']['gate']} ({100 * l['time_mask']['silenced']:.1f} % of (unit, step) "
+                "pairs silenced)" for l in masked) + " (hold: no spike and no reset, v kept; drop: spike dropped "
+                "after the reset)."]
     b = report.get("budget")
     if b:
         met = f"met after epoch {b['met_after_epoch']}" if b["met"] else "**not met**"

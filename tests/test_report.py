@@ -54,3 +54,20 @@ def test_timing_total_must_cover_the_stages_and_the_markdown_lists_them():
     r["timing_s"]["total"] = 3.0  # train + export + measure = 3.4 s
     with pytest.raises(ValueError, match="less than the sum of its stages"):
         validate(r)
+
+
+def test_layers_with_a_timestep_mask_report_its_gate_and_the_pairs_it_silences():
+    n = LIFNeurons(5e-3, 10e-3, 1.0)
+    tm = np.ones((3, 10), bool)
+    tm[0, :4] = False   # inside the 8-step window: 4 of 24 pairs
+    tm[1, 9] = False    # beyond it: not counted
+    layer = FCLayer("fc1", np.ones((3, 4)), np.ones((3, 4), bool), n, (3, 4), time_mask=tm, time_gate="hold")
+    plain = FCLayer("fc2", np.ones((2, 3)), np.ones((2, 3), bool), n, (2, 3))
+    m = model_section(NetworkIR("t", 4, 8, 1e-3, [layer, plain]), {"fc1": 12, "fc2": 6}, "test")
+    assert m["layers"][0]["time_mask"] == {"gate": "hold", "silenced": round(4 / 24, 6)}
+    assert "time_mask" not in m["layers"][1]
+    r = _report()
+    r["model"] = m
+    r["energy"] = {"rho_w": 0.0, "rho_t": 0.1, "relative_energy": 0.9, "time_steps": 8, "time_steps_trained": 10,
+                   "synops_per_sample": {"norse": 1.0}}
+    assert "Timestep masks: fc1 hold (16.7 % of (unit, step) pairs silenced)" in markdown_report(r)
