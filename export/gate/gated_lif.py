@@ -95,13 +95,13 @@ def _enabled(model) -> np.ndarray:
     return model.mask[..., (int(model.time_step) - int(model.step_offset[0])) % T] != 0
 
 
-@implements(proc=GatedLIFReset, protocol=LoihiProtocol)
-class PyGatedLifResetModelBitAcc(PyLifResetModelBitAcc):
-    """Lava's bit-accurate ``LIFReset`` model (``lava/proc/lif/models.py``, ``PyLifResetModelBitAcc``;
-    tags inherited: ``bit_accurate_loihi``, ``fixed_pt``) whose spikes, and therefore resets, are
-    limited to the neurons the mask enables at this step."""
+class _ThresholdMask:
+    """What every gated model adds to its Lava parent (a mixin, first in the bases): the ``mask`` and
+    ``step_offset`` Vars' types and ``spiking_activation()`` limited to the neurons the mask enables at
+    this step. Lava finds inherited ``LavaPyType`` declarations (its compiler reads them with
+    ``getattr`` on the model class, ``lava/magma/compiler/builders/py_builder.py``), as its own LIF
+    models inherit theirs from ``AbstractPyLifModelFixed``."""
 
-    implements_process = None  # the parent implements LIFReset; `implements` refuses to overwrite it
     mask: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=1)
     step_offset: np.ndarray = LavaPyType(np.ndarray, int, precision=16)
 
@@ -111,38 +111,32 @@ class PyGatedLifResetModelBitAcc(PyLifResetModelBitAcc):
 
 
 @implements(proc=GatedLIFReset, protocol=LoihiProtocol)
-class PyGatedLifResetModelFloat(PyLifResetModelFloat):
+class PyGatedLifResetModelBitAcc(_ThresholdMask, PyLifResetModelBitAcc):
+    """Lava's bit-accurate ``LIFReset`` model (``lava/proc/lif/models.py``, ``PyLifResetModelBitAcc``;
+    tags inherited: ``bit_accurate_loihi``, ``fixed_pt``) whose spikes, and therefore resets, are
+    limited to the neurons the mask enables at this step."""
+
+    implements_process = None  # the parent implements LIFReset; `implements` refuses to overwrite it
+
+
+@implements(proc=GatedLIFReset, protocol=LoihiProtocol)
+class PyGatedLifResetModelFloat(_ThresholdMask, PyLifResetModelFloat):
     """Lava's floating-point ``LIFReset`` model (``lava/proc/lif/models.py``, ``PyLifResetModelFloat``;
     tag inherited: ``floating_pt``) with the same threshold mask."""
 
     implements_process = None
-    mask: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=1)
-    step_offset: np.ndarray = LavaPyType(np.ndarray, int, precision=16)
-
-    def spiking_activation(self) -> np.ndarray:
-        return super().spiking_activation() & _enabled(self)
 
 
 @implements(proc=GatedBiasScheduleLIF, protocol=LoihiProtocol)
-class PyGatedBiasScheduleLifModelBitAcc(PyBiasScheduleLifModelBitAcc):
+class PyGatedBiasScheduleLifModelBitAcc(_ThresholdMask, PyBiasScheduleLifModelBitAcc):
     """:class:`~dpap_deploy.export.gate.PyBiasScheduleLifModelBitAcc` (Lava's bit-accurate ``LIFReset``
     model plus the per-sample bias) with the threshold mask (tags inherited: ``bit_accurate_loihi``, ``fixed_pt``)."""
 
     implements_process = None
-    mask: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=1)
-    step_offset: np.ndarray = LavaPyType(np.ndarray, int, precision=16)
-
-    def spiking_activation(self) -> np.ndarray:
-        return super().spiking_activation() & _enabled(self)
 
 
 @implements(proc=GatedBiasScheduleLIF, protocol=LoihiProtocol)
-class PyGatedBiasScheduleLifModelFloat(PyBiasScheduleLifModelFloat):
+class PyGatedBiasScheduleLifModelFloat(_ThresholdMask, PyBiasScheduleLifModelFloat):
     """:class:`~dpap_deploy.export.gate.PyBiasScheduleLifModelFloat` with the threshold mask (tag inherited: ``floating_pt``)."""
 
     implements_process = None
-    mask: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=1)
-    step_offset: np.ndarray = LavaPyType(np.ndarray, int, precision=16)
-
-    def spiking_activation(self) -> np.ndarray:
-        return super().spiking_activation() & _enabled(self)
