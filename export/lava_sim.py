@@ -57,7 +57,7 @@ def check_supported(ir: NetworkIR, target: str = "loihi-sim") -> None:
     """Raise :class:`UnsupportedLayerError` listing every layer this target cannot export
     (``loihi-sim`` realises timestep masks with :class:`~dpap_deploy.export.gate.GatedLIFReset`,
     ``"hold"``, or :class:`~dpap_deploy.export.gate.SpikeGate`, ``"drop"``)."""
-    check_layers(ir, target, SUPPORTED_KINDS, ("lif",))
+    check_layers(ir, target, SUPPORTED_KINDS, ("lif",), features=("lif",))
 
 
 def first_step(ir: NetworkIR) -> int:

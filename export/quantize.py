@@ -19,6 +19,7 @@ Matching term by term (docs/deployment.md secs. 2.2, 4.1 and 6.1)::
     du     = round(4096 * dt / tau_syn) - 1     # lava-dl netx: iDecay = round(4096 a_i), du = iDecay - 1
     dv     = round(4096 * dt / tau_mem)         # lava-dl netx: vDecay
     w_int  = round(s * (dt / tau_mem) * W / 2**weight_exp)   # Norse adds a_v * i to v
+    r_int  = round(s * (dt / tau_mem) * W_rec / 2**weight_exp)   # recurrent weights, same scale
     vth    = round(s * v_th)                    # 17-bit mantissa
 
 where ``s`` (Lava units per Norse unit) maps the largest ``|a_v W|`` of the layer to the
@@ -105,13 +106,16 @@ def quantize_layer(layer: FCLayer, dt_s: float, min_vth: int = 256, current: boo
         raise QuantizationError(f"layer {layer.name!r}: threshold v_th = {n.v_th:g} must be > 0")
     a_v = dt_s / n.tau_mem_s
     w = a_v * layer.masked_weight().astype(np.float64)
+    rec = getattr(layer, "recurrent", None)
+    rec = None if rec is None else a_v * rec.astype(np.float64)  # reaches the same u as W: same scale
     conv = layer.kind == "conv"
     vth_max = BIAS_VTH_MAX if current else VTH_MAX
-    m = float(np.abs(w).max()) if w.size else 0.0
+    m = max(float(np.abs(w).max()) if w.size else 0.0, float(np.abs(rec).max()) if rec is not None else 0.0)
     if m == 0.0:
         vth = min(vth_max, max(1, int(min_vth)))
         fixed = FixedPoint(np.zeros(w.shape, np.int32), 0, du, dv, vth, 0.0,
-                           bias_exponent(vth, layer.name) if current else None)
+                           bias_exponent(vth, layer.name) if current else None,
+                           None if rec is None else np.zeros(rec.shape, np.int32))
         return replace(layer, fixed=fixed)
     vth0 = W_MAX_EVEN / m * n.v_th
     exp = 0
@@ -137,12 +141,23 @@ def quantize_layer(layer: FCLayer, dt_s: float, min_vth: int = 256, current: boo
     w_int = to_even_int(s * w / 2.0**exp)
     w_int[~layer.weight_mask()] = 0
     bias_exp = bias_exponent(vth, layer.name) if current else None
-    return replace(layer, fixed=FixedPoint(w_int, exp, du, dv, vth, s, bias_exp))
+    rec_int = None if rec is None else to_even_int(s * rec / 2.0**exp)
+    return replace(layer, fixed=FixedPoint(w_int, exp, du, dv, vth, s, bias_exp, rec_int))
 
 
 def quantize(ir: NetworkIR, min_vth: int = 256) -> NetworkIR:
     """A copy of ``ir`` with :class:`~dpap_deploy.ir.FixedPoint` parameters on every layer
-    (with current encoding the first layer also gets ``bias_exp``: :func:`quantize_layer`)."""
+    (with current encoding the first layer also gets ``bias_exp``: :func:`quantize_layer`).
+
+    Recurrent weights (``FCLayer.recurrent``) are quantised with the layer's scale and weight
+    exponent into ``fixed.recurrent_weight`` (they add to the same ``u``); the ``"lif"`` variant
+    (``tau_syn_s == dt``) gets ``du = 4095`` (Lava keeps nothing of ``u``).
+
+    Raises:
+        UnsupportedLayerError: a layer with an input bias (Lava's bias enters ``v``, not the
+            synaptic current ``u``), an IF (no leak) or LI (no spikes) population, naming it.
+    """
+    ir.require_plain("quantisation to Lava fixed point", allow=("lif", "recurrent"))
     current = ir.input_encoding == "current"
     return ir.with_layers([quantize_layer(l, ir.dt_s, min_vth, current=current and i == 0)
                            for i, l in enumerate(ir.layers)])

@@ -62,7 +62,7 @@ def norse_files():
     li = norse.LIBoxCell(norse.LIBoxParameters(tau_mem_inv=torch.full((3,), 0.05), v_leak=torch.zeros(3)))
     m = norse.SequentialState(_seeded_linear(6, 5, 30.0, seed=1), lif(5), _seeded_linear(5, 3, 30.0, seed=2), lif(3))
     _write("norse_lif.nir", norse.to_nir(m, torch.zeros(1, 6)))
-    m = norse.SequentialState(_seeded_linear(6, 5, 3.0, seed=3), cuba(5), _seeded_linear(5, 3, 3.0, seed=4), cuba(3))
+    m = norse.SequentialState(_seeded_linear(6, 5, 3.0, seed=3), cuba(5), _seeded_linear(5, 3, 20.0, seed=4), cuba(3))
     _write("norse_cubalif.nir", norse.to_nir(m, torch.zeros(1, 6)))
     m = norse.SequentialState(_seeded_linear(6, 4, 1.5, seed=5), norse.IAFCell(norse.IAFParameters(v_th=torch.ones(4))),
                               _seeded_linear(4, 3, 1.5, seed=6), norse.IAFCell(norse.IAFParameters(v_th=torch.ones(3))))
@@ -70,7 +70,7 @@ def norse_files():
     m = norse.SequentialState(_seeded_linear(6, 5, 30.0, seed=7), lif(5), _seeded_linear(5, 3, 10.0, seed=8), li)
     _write("norse_li.nir", norse.to_nir(m, torch.zeros(1, 6)))
     m = norse.SequentialState(_seeded_conv(2, 3, 3, 15.0, seed=9, padding=1, stride=2), lif(3, 3, 3),
-                              _seeded_conv(3, 2, 3, 10.0, seed=10, stride=3), lif(2, 1, 1))  # to_nir writes no Flatten
+                              _seeded_conv(3, 2, 3, 1.0, seed=10, stride=3), lif(2, 1, 1))  # to_nir writes no Flatten
     _write("norse_conv.nir", norse.to_nir(m, torch.zeros(2, 6, 6)))  # unbatched: Input takes its shape
 
 
@@ -125,7 +125,7 @@ def sinabs_files():
                                                sl.ExpLeakSqueeze(tau_mem=torch.full((3,), 10.0), batch_size=1)), (6,))
     save("sinabs_conv.nir", torch.nn.Sequential(_seeded_conv(2, 3, 3, 1.0, seed=25, padding=1), iaf(),
                                                 sl.SumPool2d(2), torch.nn.Flatten(),
-                                                _seeded_linear(27, 4, 1.0, seed=26), iaf()), (2, 6, 6))
+                                                _seeded_linear(27, 4, 0.1, seed=26), iaf()), (2, 6, 6))
 
 
 if __name__ == "__main__":
