@@ -142,6 +142,9 @@ def _check_extras(layer, n_bias: int) -> None:
         if layer.recurrent.shape != (layer.n_out, layer.n_out) or not np.all(np.isfinite(layer.recurrent)):
             raise IRError(f"layer {layer.name!r}: recurrent weights {layer.recurrent.shape} must be "
                           f"({layer.n_out}, {layer.n_out}) finite numbers")
+        if layer.time_mask is not None:
+            raise IRError(f"layer {layer.name!r}: recurrent weights and a timestep mask together are not defined "
+                          "(which spikes would feed back?)")
         fixed = layer.fixed.recurrent_weight if layer.fixed is not None else None
         if fixed is not None and np.shape(fixed) != layer.recurrent.shape:
             raise IRError(f"layer {layer.name!r}: fixed recurrent weights {np.shape(fixed)} differ from "
