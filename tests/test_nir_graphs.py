@@ -314,3 +314,30 @@ def test_recurrent_files_run_the_same_in_the_emulator_and_lava():
                                         + ir.layers[1:]))
         _, rp = emulate(plain, x, record=True)
         assert not np.array_equal(rp[0], ra[0]), f"{name}: the recurrent weights must matter"
+
+
+# -- mapping cost of recurrence ----------------------------------------------------------------
+def test_recurrent_mapping_cost_by_hand(tmp_path):
+    """3 inputs -> "rec" (4 neurons, all-to-all input, ring recurrence j -> j+1 mod 4) -> "out" (2 neurons),
+    on cores of 2 neurons, one layer per core. By hand: rec's cores hold neurons {0, 1} and {2, 3};
+    core {0, 1} receives the 3 inputs and its own neurons' 3 -> 0 and 0 -> 1 (5 input axons, 6 + 2
+    synapses) and sends 0 -> 1 (same core), 1 -> 2 (other core) plus one route each to "out" (4 output
+    axons); the same for {2, 3} by symmetry; "out" has 4 input axons, 8 synapses and 2 routes to the host."""
+    from dpap_deploy.hardware_profiles import load_profile
+    from dpap_deploy.mapping import map_network
+
+    toml = tmp_path / "two.toml"
+    toml.write_text('extends = "loihi1"\nname = "two-neuron-cores"\n[core]\nneurons = 2\n')
+    n = LIFNeurons(5e-3, 1e-2, 1.0)
+    ring = np.zeros((4, 4))
+    for j in range(4):
+        ring[(j + 1) % 4, j] = 0.5
+    w1, w2 = np.ones((4, 3), np.float32), np.ones((2, 4), np.float32)
+    rec = FCLayer("rec", w1, w1 != 0, n, (4, 3), recurrent=ring)
+    ir = NetworkIR("ring", 3, 4, 1e-3, [rec, FCLayer("out", w2, w2 != 0, n, (2, 4))])
+    m = map_network(ir, load_profile(str(toml)), pack=False)
+    got = [(c.layer, c.neurons, c.input_axons, c.output_axons, c.synapses) for c in m.cores]
+    assert got == [("rec", 2, 5, 4, 8), ("rec", 2, 5, 4, 8), ("out", 2, 4, 2, 8)]
+    plain = map_network(ir.with_layers([FCLayer("rec", w1, w1 != 0, n, (4, 3)), ir.layers[1]]),
+                        load_profile(str(toml)), pack=False)
+    assert [(c.input_axons, c.output_axons, c.synapses) for c in plain.cores][:2] == [(3, 2, 6), (3, 2, 6)]
