@@ -341,3 +341,30 @@ def test_recurrent_mapping_cost_by_hand(tmp_path):
     plain = map_network(ir.with_layers([FCLayer("rec", w1, w1 != 0, n, (4, 3)), ir.layers[1]]),
                         load_profile(str(toml)), pack=False)
     assert [(c.input_axons, c.output_axons, c.synapses) for c in plain.cores][:2] == [(3, 2, 6), (3, 2, 6)]
+
+
+def test_recurrent_braille_gives_norse_from_nir_spikes():
+    """braille.nir through norse.torch.from_nir (nirtorch runs the loop with a one-step delay) against our
+    reading run by our float equations: the same spikes, sample for sample. The recurrent Affine's bias is
+    set to 0 here: nirtorch starts the loop from an empty output, so at step 0 it adds no recurrent bias,
+    where we add it from step 0 (NIR's continuous Affine has its bias at t = 0; docs/deployment.md 8.5)."""
+    import torch
+    import norse.torch as norse
+
+    from dpap_deploy.export.nir_graph import GraphReader
+
+    g = _raw("braille")
+    g.nodes["lif1.w_rec"].bias = np.zeros_like(g.nodes["lif1.w_rec"].bias)
+    ir = GraphReader(g, "braille.nir").read()
+    x = (np.random.default_rng(0).random((30, 4, 12)) < 0.3).astype(np.float32)
+    ours, _, rasters = run_float(ir, x)
+    module, state, total = norse.from_nir(g, dt=ir.dt_s), None, 0
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            out, state = module(torch.from_numpy(x[t]), state)
+            total = total + out.numpy()
+    assert rasters[0].sum() > 20 and 0 < ours.sum() < ours.size * 30
+    np.testing.assert_array_equal(ours, total.astype(np.int64))
+    without = GraphReader(g, "b.nir").read()
+    without = without.with_layers([FCLayer(**{**without.layers[0].__dict__, "recurrent": None})] + without.layers[1:])
+    assert not np.array_equal(run_float(without, x)[0], ours), "the recurrent weights must matter"
