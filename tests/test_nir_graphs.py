@@ -44,6 +44,7 @@ STRUCTURE = {
     "snntorch_rleaky": ([("0", "fc", "lif", True), ("2", "fc", "lif", False)], "spike_count"),
     "snntorch_rsynaptic": ([("0", "fc", "cuba_lif", True), ("2", "fc", "cuba_lif", False)], "spike_count"),
     "snntorch_conv": ([("0", "conv", "lif", False), ("4", "fc", "lif", False)], "spike_count"),
+    "snntorch_linear": ([("0", "fc", "lif", True), ("2", "fc", "lif", False)], "spike_count"),
     "sinabs_iaf": ([("0", "fc", "if", False), ("2", "fc", "if", False)], "spike_count"),
     "sinabs_lif": ([("0", "fc", "lif", False), ("2", "fc", "li", False)], "membrane"),
     "sinabs_conv": ([("0", "conv", "if", False), ("4", "fc", "if", False)], "spike_count"),
@@ -95,6 +96,16 @@ def test_snntorch_rleaky_recurrent_lif():
     np.testing.assert_allclose(l.weight, g.nodes["0"].weight * 10.0, rtol=1e-4)
     assert l.neurons.tau_mem_s == pytest.approx(1e-4 / (1 - 0.9), rel=1e-4)
     assert l.neurons.tau_syn_s == pytest.approx(ir.dt_s)
+
+
+def test_linear_nodes_and_a_linear_recurrent_loop():
+    """snnTorch writes bias-free layers as Linear and a diagonal RLeaky's V as a Linear loop diag(V);
+    r = 10 (beta 0.9, dt 1e-4) scales both."""
+    g, ir = _raw("snntorch_linear"), read_nir(_path("snntorch_linear"))
+    assert type(g.nodes["0"]).__name__ == type(g.nodes["1.w_rec"]).__name__ == "Linear"
+    l = ir.layers[0]
+    np.testing.assert_allclose(l.recurrent, np.diag([0.5, -0.3, 0.8, 0.2]) * 10.0, rtol=1e-5)
+    assert l.input_bias is None and ir.layers[1].input_bias is None
 
 
 def test_pooling_folds_into_the_next_layer():

@@ -101,6 +101,12 @@ def snntorch_files():
         rsyn.recurrent.weight.copy_(_seeded_linear(4, 4, 0.5, seed=16).weight)
     save("snntorch_rsynaptic.nir", torch.nn.Sequential(_seeded_linear(6, 4, 1.0, seed=17), rsyn,
                                                        _seeded_linear(4, 3, 1.0, seed=18), synaptic(3, output=True)), (6,))
+    # bias-free torch Linear layers are written as nir.Linear; a diagonal RLeaky (all_to_all=False) as a
+    # Linear loop of its per-neuron weights V
+    rdiag = snn.RLeaky(beta=0.9, all_to_all=False, V=torch.tensor([0.5, -0.3, 0.8, 0.2]), init_hidden=True)
+    save("snntorch_linear.nir", torch.nn.Sequential(_seeded_linear(6, 4, 1.0, bias=False, seed=27), rdiag,
+                                                    _seeded_linear(4, 3, 1.0, bias=False, seed=28),
+                                                    leaky(3, output=True)), (6,))
     save("snntorch_conv.nir", torch.nn.Sequential(_seeded_conv(2, 3, 3, 1.0, seed=19, padding=1), leaky(3, 6, 6),
                                                   torch.nn.AvgPool2d(2), torch.nn.Flatten(),
                                                   _seeded_linear(27, 4, 1.0, seed=20), leaky(4, output=True)), (2, 6, 6))
