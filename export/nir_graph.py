@@ -307,16 +307,17 @@ class GraphReader:
         self.syn = (self.cur, "fc", np.asarray(w, np.float32), bias, None, mask, fold)
         return (int(w.shape[0]),)
 
-    def _bias(self, node, kind: str, n: int) -> Optional[np.ndarray]:
-        """An Affine's / Conv2d's bias ``(n,)``, None when it is absent or all zero."""
+    def _bias(self, node, kind: str, n: int, name: Optional[str] = None) -> Optional[np.ndarray]:
+        """An Affine's / Conv2d's bias ``(n,)``, None when it is absent or all zero (``name``: the node, for
+        messages; default the current one)."""
         b = getattr(node, "bias", None) if kind != "Linear" else None
         if b is None:
             return None
         b = np.asarray(b, dtype=np.float64)
         if b.ndim == 0:
             b = np.full(n, float(b))
-        if b.shape != (n,) or not np.all(np.isfinite(b)):
-            self.fail(f"node {self.cur!r}: bias {b.shape} must be ({n},) finite numbers")
+        if b.shape != (n,) or not np.all(np.isfinite(b)) or np.abs(b).max() > np.finfo(np.float32).max:
+            self.fail(f"node {name or self.cur!r}: bias {b.shape} must be ({n},) finite numbers within float32")
         return b.astype(np.float32) if np.any(b != 0) else None
 
     def _conv(self, node, shape: tuple) -> tuple:
@@ -396,7 +397,7 @@ class GraphReader:
         w = _weight(self.path, s, node.weight, 2)
         if w.shape != (n_out, n_out):
             self.fail(f"node {s!r}: recurrent weight {w.shape} of population {self.cur!r} must be ({n_out}, {n_out})")
-        return w, self._bias(node, _type(node), n_out)
+        return w, self._bias(node, _type(node), n_out, s)
 
     def _population(self, node, kind: str, shape: tuple) -> None:
         from dpap_deploy.ir import ConvLayer, FCLayer
