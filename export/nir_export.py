@@ -34,8 +34,41 @@ SUPPORTED_KINDS = ("fc", "conv", "flatten", "avgpool")
 FLATTEN_START_DIM = 0  # NIR: dims of the input type, which has no batch axis
 
 
+def _synapse_node(l):
+    """``Conv2d``, ``Affine`` (a layer with ``input_bias``) or ``Linear`` of weight layer ``l``."""
+    import nir
+
+    w = l.masked_weight().astype(np.float32)
+    bias = None if l.input_bias is None else l.input_bias.astype(np.float32)
+    if l.kind == "conv":
+        return nir.Conv2d(input_shape=tuple(l.in_shape[1:]), weight=w, stride=l.stride, padding=l.padding,
+                          dilation=1, groups=1, bias=np.zeros(w.shape[0], np.float32) if bias is None else bias)
+    return nir.Linear(weight=w) if bias is None else nir.Affine(weight=w, bias=bias)
+
+
+def _neuron_node(p, shape: tuple, dt_s: float):
+    """The NIR node of a population of ``shape`` (:class:`~dpap_deploy.ir.LIFNeurons` variant ->
+    ``CubaLIF`` / ``LIF`` / ``IF`` / ``LI``), ``r = 1`` and ``w_in = tau_syn / dt``: what
+    ``export/nir_graph.py`` reads back with a weight factor of 1 (docs/deployment.md sec. 8.5)."""
+    import nir
+
+    full = lambda v: np.full(shape, v, dtype=np.float32)  # noqa: E731
+    model = p.model(dt_s)
+    if model == "lif":
+        return nir.LIF(tau=full(p.tau_mem_s), r=full(1.0), v_leak=full(p.v_leak), v_threshold=full(p.v_th),
+                       v_reset=full(p.v_reset))
+    if model == "if":
+        return nir.IF(r=full(1.0), v_threshold=full(p.v_th), v_reset=full(p.v_reset))
+    if model == "li":
+        return nir.LI(tau=full(p.tau_mem_s), r=full(1.0), v_leak=full(p.v_leak))
+    return nir.CubaLIF(tau_syn=full(p.tau_syn_s), tau_mem=full(p.tau_mem_s), r=full(1.0), v_leak=full(p.v_leak),
+                       v_threshold=full(p.v_th), v_reset=full(p.v_reset), w_in=full(p.tau_syn_s / dt_s))
+
+
 def to_nir(ir: NetworkIR):
-    """The ``nir.NIRGraph`` of a (float) IR.
+    """The ``nir.NIRGraph`` of a (float) IR. A layer with ``input_bias`` is an ``Affine`` (conv: the
+    ``Conv2d``'s bias), one with ``recurrent`` weights has a ``Linear`` node ``NAME_rec`` from its
+    population back to it, and the neuron variants are ``LIF``, ``IF`` and ``LI`` nodes.
 
     Raises:
         UnsupportedLayerError: a layer kind NIR export does not handle, or current encoding (the
@@ -44,7 +77,7 @@ def to_nir(ir: NetworkIR):
     """
     import nir
 
-    check_layers(ir, "nir", SUPPORTED_KINDS, ("lif",))
+    check_layers(ir, "nir", SUPPORTED_KINDS, ("lif",), features=("input_bias", "recurrent", "lif", "if", "li"))
     in_shape = list(ir.input_shape) if ir.input_shape else [ir.input_size]
     nodes = {"input": nir.Input(input_type={"input": np.array(in_shape)})}
     edges = []
@@ -58,27 +91,17 @@ def to_nir(ir: NetworkIR):
             edges.append((prev, l.name))
             prev = l.name
             continue
-        p = l.neurons
-        if l.kind == "conv":
-            shape = l.out_shape
-            nodes[l.name] = nir.Conv2d(input_shape=tuple(l.in_shape[1:]), weight=l.masked_weight().astype(np.float32),
-                                       stride=l.stride, padding=l.padding, dilation=1, groups=1,
-                                       bias=np.zeros(shape[0], dtype=np.float32))
-        else:
-            shape = (l.n_out,)
-            nodes[l.name] = nir.Linear(weight=l.masked_weight().astype(np.float32))
-        nodes[f"{l.name}_lif"] = nir.CubaLIF(
-            tau_syn=np.full(shape, p.tau_syn_s, dtype=np.float32),
-            tau_mem=np.full(shape, p.tau_mem_s, dtype=np.float32),
-            r=np.ones(shape, dtype=np.float32),
-            v_leak=np.full(shape, p.v_leak, dtype=np.float32),
-            v_threshold=np.full(shape, p.v_th, dtype=np.float32),
-            v_reset=np.full(shape, p.v_reset, dtype=np.float32),
-            w_in=np.full(shape, p.tau_syn_s / ir.dt_s, dtype=np.float32),
-        )
+        shape = l.out_shape if l.kind == "conv" else (l.n_out,)
+        nodes[l.name] = _synapse_node(l)
+        nodes[f"{l.name}_lif"] = _neuron_node(l.neurons, shape, ir.dt_s)
         edges += [(prev, l.name), (l.name, f"{l.name}_lif")]
         prev = f"{l.name}_lif"
-    nodes["output"] = nir.Output(output_type={"output": np.array([ir.layers[-1].n_out])})
+        if getattr(l, "recurrent", None) is not None:  # the loop export/nir_graph.py reads back
+            nodes[f"{l.name}_rec"] = nir.Linear(weight=l.recurrent.astype(np.float32))
+            edges += [(prev, f"{l.name}_rec"), (f"{l.name}_rec", prev)]
+    last = ir.layers[-1]
+    nodes["output"] = nir.Output(output_type={"output": np.array(list(last.out_shape) if last.kind == "conv"
+                                                                  else [last.n_out])})
     edges.append((prev, "output"))
     meta = {"producer": "dpap-deploy", "dt_s": float(ir.dt_s), "time_steps": int(ir.time_steps), "name": ir.name,
             "dense_shape": {l.name: np.array(l.dense_shape, dtype=np.int64) for l in ir.layers},
@@ -104,7 +127,8 @@ def read_checked(path: str, ir: NetworkIR):
             raise IRError(f"{path}: node {l.name!r} or {l.name + '_lif'!r} missing")
         if lin.weight.shape != l.weight.shape or not np.allclose(lin.weight, l.masked_weight()):
             raise IRError(f"{path}: node {l.name!r} weight differs from the network's")
-        if not np.allclose(lif.tau_mem, l.neurons.tau_mem_s) or not np.allclose(lif.tau_syn, l.neurons.tau_syn_s):
+        taus = {"tau_mem": l.neurons.tau_mem_s, "tau_syn": l.neurons.tau_syn_s, "tau": l.neurons.tau_mem_s}
+        if any(hasattr(lif, k) and not np.allclose(getattr(lif, k), v) for k, v in taus.items()):
             raise IRError(f"{path}: node {l.name + '_lif'!r} time constants differ from the network's")
     return g
 
@@ -145,6 +169,11 @@ def export_nir(ir: NetworkIR, out_dir: str, spikes: Optional[np.ndarray] = None,
     result = ExportResult(target="nir", network=ir)
     result.extra["synapses_counted_from"] = "NIR Linear weights (non-zero)"
     verified = "nir.read (weights and time constants compared)"
+    if spikes is not None and ir.readout != "spike_count":
+        from dpap_deploy.errors import UnsupportedLayerError
+
+        raise UnsupportedLayerError(f'target nir: layer "{ir.layers[-1].name}" is a leaky integrator (membrane readout), '
+                                    "which norse.torch.from_nir 1.1.0 does not import; export it without test spikes")
     if spikes is not None:
         import time
 
