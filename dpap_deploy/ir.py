@@ -155,10 +155,13 @@ def _check_extras(layer, n_bias: int) -> None:
 
 def layer_features(layer, dt_s: float) -> List[str]:
     """What a weight layer has beyond a plain current-based LIF chain (for consumers' refusals):
-    ``"input_bias"``, ``"recurrent"`` and the neuron variant (``"lif"``, ``"if"``, ``"li"``)."""
+    ``"input_bias"``, ``"recurrent"`` and the neuron variants ``"if"`` (no leak) and ``"li"`` (no
+    spikes). The ``"lif"`` variant is not listed: ``tau_syn_s == dt`` is an ordinary current-based
+    LIF whose current is emptied every step (Lava ``du = 4095``, netx ``iDecay = 4096``), which every
+    consumer of current-based LIF layers computes as it is."""
     out = [k for k in ("input_bias", "recurrent") if getattr(layer, k, None) is not None]
     model = layer.neurons.model(dt_s) if layer.neurons is not None else "cuba_lif"
-    return out + ([model] if model != "cuba_lif" else [])
+    return out + ([model] if model in ("if", "li") else [])
 
 
 def _check_activation(layer) -> None:
@@ -532,16 +535,16 @@ class NetworkIR:
 
     def require_plain(self, who: str, allow=()) -> None:
         """Raise :class:`~dpap_deploy.errors.UnsupportedLayerError` naming every layer with a feature of
-        :func:`layer_features` (``input_bias``, ``recurrent``, neuron variants ``lif``/``if``/``li``) not
-        in ``allow`` (``who``: the consumer, for the message)."""
+        :func:`layer_features` (``input_bias``, ``recurrent``, neuron variants ``if``/``li``) not in
+        ``allow`` (``who``: the consumer, for the message)."""
         from dpap_deploy.errors import UnsupportedLayerError
 
         bad = [f"{l.name} ({', '.join(f for f in layer_features(l, self.dt_s) if f not in allow)})"
                for l in self.layers if any(f not in allow for f in layer_features(l, self.dt_s))]
         if bad:
-            takes = f" (it takes {', '.join(allow)})" if allow else ""
-            raise UnsupportedLayerError(f"{who} takes current-based LIF layers without input bias or recurrent "
-                                        f"weights{takes}; unsupported: {', '.join(bad)}")
+            takes = f" with {', '.join(allow)}" if allow else ""
+            raise UnsupportedLayerError(f"{who} takes current-based LIF layers{takes}; unsupported: {', '.join(bad)} "
+                                        "(if: integrate-and-fire, no leak; li: leaky integrator, no spikes)")
 
     @property
     def layers(self) -> List[Layer]:

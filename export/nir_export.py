@@ -77,7 +77,7 @@ def to_nir(ir: NetworkIR):
     """
     import nir
 
-    check_layers(ir, "nir", SUPPORTED_KINDS, ("lif",), features=("input_bias", "recurrent", "lif", "if", "li"))
+    check_layers(ir, "nir", SUPPORTED_KINDS, ("lif",), features=("input_bias", "recurrent", "if", "li"))
     in_shape = list(ir.input_shape) if ir.input_shape else [ir.input_size]
     nodes = {"input": nir.Input(input_type={"input": np.array(in_shape)})}
     edges = []

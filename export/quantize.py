@@ -157,7 +157,7 @@ def quantize(ir: NetworkIR, min_vth: int = 256) -> NetworkIR:
         UnsupportedLayerError: a layer with an input bias (Lava's bias enters ``v``, not the
             synaptic current ``u``), an IF (no leak) or LI (no spikes) population, naming it.
     """
-    ir.require_plain("quantisation to Lava fixed point", allow=("lif", "recurrent"))
+    ir.require_plain("quantisation to Lava fixed point", allow=("recurrent",))
     current = ir.input_encoding == "current"
     return ir.with_layers([quantize_layer(l, ir.dt_s, min_vth, current=current and i == 0)
                            for i, l in enumerate(ir.layers)])
