@@ -410,3 +410,23 @@ def test_recurrent_braille_gives_norse_from_nir_spikes():
     without = GraphReader(g, "b.nir").read()
     without = without.with_layers([FCLayer(**{**without.layers[0].__dict__, "recurrent": None})] + without.layers[1:])
     assert not np.array_equal(run_float(without, x)[0], ours), "the recurrent weights must matter"
+
+
+def test_a_sub_graph_reads_as_its_inlined_nodes(tmp_path):
+    """snnTorch's RLeaky is a NIRGraph of its own (Input -> lif <-> w_rec -> Output) before nirtorch
+    flattens it into "1.lif", "1.w_rec": nested again, written and read, it gives the same network."""
+    g = _raw("snntorch_rleaky")
+    n = g.nodes["1.lif"].tau.shape[0]
+    sub = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([n])}), "lif": g.nodes["1.lif"],
+                              "w_rec": g.nodes["1.w_rec"], "output": nir.Output(output_type={"output": np.array([n])})},
+                       edges=[("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")],
+                       type_check=False)
+    nodes = {k: v for k, v in g.nodes.items() if not k.startswith("1.")}
+    nodes["1"] = sub
+    edges = [(a, b) for a, b in g.edges if not (a.startswith("1.") and b.startswith("1."))]
+    edges = [(a.replace("1.lif", "1"), b.replace("1.lif", "1")) for a, b in edges]
+    nir.write(str(tmp_path / "nested.nir"), nir.NIRGraph(nodes=nodes, edges=edges, type_check=False))
+    nested, flat = read_nir(str(tmp_path / "nested.nir")), read_nir(_path("snntorch_rleaky"))
+    assert [l.name for l in nested.layers] == [l.name for l in flat.layers]
+    np.testing.assert_array_equal(nested.layers[0].recurrent, flat.layers[0].recurrent)
+    np.testing.assert_array_equal(nested.layers[1].weight, flat.layers[1].weight)
