@@ -118,6 +118,7 @@ class GraphReader:
         self.pool = None   # (name, factor, kind, shape before it) waiting for the next weight node
 
     def fail(self, what, kind=None):
+        """Raise ``kind`` (default :class:`NetworkFileError`) with ``what``, prefixed by the file."""
         raise (kind or NetworkFileError)(f"{self.path}: {what}")
 
     def _recurrent_loops(self, edges) -> Dict[str, str]:
@@ -176,6 +177,12 @@ class GraphReader:
         return kind(a.reshape(-1)[0])
 
     def read(self):
+        """The graph as a float :class:`~dpap_deploy.ir.NetworkIR` (``T`` from the metadata, else 1).
+
+        Raises:
+            NetworkFileError: a malformed graph (missing fields, wrong shapes, non-finite values).
+            UnsupportedLayerError: a node type, parameter or structure this reader does not take.
+        """
         try:
             return self._read()
         except DpapError as exc:

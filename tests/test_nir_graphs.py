@@ -329,6 +329,9 @@ def test_recurrence_by_hand_emulator_engines_and_lava_agree():
     counts, info = lava_sim.run(q, x)
     np.testing.assert_array_equal(info["output_spikes"], want)
     np.testing.assert_array_equal(counts, [[3, 2], [1, 1]])
+    _, info = lava_sim.run(_two_neurons(), x, precision="float")  # Lava's float LIF, the same wiring
+    np.testing.assert_array_equal(info["output_spikes"], want)
+    np.testing.assert_array_equal(run_float(_two_neurons(), x)[2][0], want)  # our float equations
 
 
 def test_recurrent_files_run_the_same_in_the_emulator_and_lava():
