@@ -10,7 +10,11 @@ units for ANNs) and the shape nodes between them (:class:`Flatten`, and :class:`
 pooling could not be folded into the next layer's weights). ``NetworkIR.layers`` is the weight
 layers alone, which is what most consumers iterate; exporters that lay out tensors (Lava, netx,
 NIR, ONNX) walk ``NetworkIR.nodes`` and meet a flatten as a node, never re-deriving it. The last
-layer's spike counts over ``T`` time steps are the class scores. After DPAP and compaction the
+layer's spike counts over ``T`` time steps are the class scores (a leaky-integrator last layer read
+from a NIR graph: its membrane, ``readout = "membrane"``). A fully connected layer may also feed its
+own spikes back into itself one step later (``FCLayer.recurrent``), and any weight layer may add a
+constant ``input_bias``; consumers that cannot run these refuse them naming the layer
+(:meth:`NetworkIR.require_plain`). After DPAP and compaction the
 shapes are the pruned network's real shapes; pruned synapses are ``False`` in ``mask`` (and zero
 in ``weight``).
 """
