@@ -459,7 +459,8 @@ def _out_shape(node) -> tuple:
 
 @dataclass
 class NetworkIR:
-    """A feed-forward network, input first.
+    """A chain network, input first (feed-forward, except that a fully connected layer may have
+    recurrent weights onto itself).
 
     Attributes:
         name: model name.
