@@ -252,7 +252,7 @@ class GraphReader:
             self.fail(f"node {self.cur!r}: {kind} without an Affine, Linear or Conv2d node before it; this reader "
                       f"takes {STRUCTURE}", UnsupportedLayerError)
         if kind == "Flatten":
-            return self._flatten(shape)
+            return self._flatten(node, shape)
         if kind in ("SumPool2d", "AvgPool2d"):
             return self._pooling(node, kind, shape)
         if kind in ("Affine", "Linear"):
@@ -264,9 +264,14 @@ class GraphReader:
             return shape
         self.fail(f"node {self.cur!r}: a second {kind} node inside the chain; this reader takes {STRUCTURE}")
 
-    def _flatten(self, shape: tuple) -> tuple:
+    def _flatten(self, node, shape: tuple) -> tuple:
         from dpap_deploy.ir import Flatten
 
+        dims = (int(np.asarray(getattr(node, "start_dim", 0)).reshape(-1)[0]),
+                int(np.asarray(getattr(node, "end_dim", -1)).reshape(-1)[0]))
+        if dims[0] not in (0, -3) or dims[1] not in (-1, 2):
+            self.fail(f"node {self.cur!r}: Flatten of dims {dims[0]}..{dims[1]} (NIR dims, no batch axis); this "
+                      "reader takes a flatten of the whole (C, H, W) map (0..-1)", UnsupportedLayerError)
         if self.syn is not None or len(shape) != 3:
             self.fail(f"node {self.cur!r}: Flatten after {'a synapse' if self.syn else f'shape {list(shape)}'}; "
                       "expected it between a (C, H, W) population or input and a Linear/Affine node")
@@ -342,6 +347,9 @@ class GraphReader:
                           UnsupportedLayerError)
         if len(shape) != 3 or w.shape[1] != shape[0]:
             self.fail(f"node {cur!r}: kernel {w.shape} takes {w.shape[1]} channels but the node before gives "
+                      f"{list(shape)}")
+        if node.input_shape is not None and tuple(np.asarray(node.input_shape).reshape(-1)) != tuple(shape[1:]):
+            self.fail(f"node {cur!r}: input_shape {np.asarray(node.input_shape).tolist()} but the node before gives "
                       f"{list(shape)}")
         bias = self._bias(node, "Conv2d", w.shape[0])
         out = (w.shape[0], (shape[1] + 2 * padding - w.shape[2]) // stride + 1,

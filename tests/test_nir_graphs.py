@@ -260,6 +260,16 @@ def test_skip_connection_and_unsupported_nodes_are_refused_by_name(tmp_path):
         read_nir(odd)
 
 
+def test_partial_flatten_is_refused_by_name(tmp_path):
+    """sinabs_conv.nir with its Flatten (node "3") made to keep the channel axis: not a chain we take."""
+    g = _raw("sinabs_conv")
+    g.nodes["3"].start_dim = 1
+    path = str(tmp_path / "partial.nir")
+    nir.write(path, g)
+    with pytest.raises(UnsupportedLayerError, match=r"node '3': Flatten of dims 1..-1 \(NIR dims, no batch axis\)"):
+        read_nir(path)
+
+
 def test_report_on_nir_files(tmp_path, capsys):
     """dpap-report FILE.nir: a per-core report for recurrent and feed-forward files, exit 2 naming the node."""
     from dpap_deploy.cli import report_main
