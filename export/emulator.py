@@ -258,7 +258,7 @@ def emulate(ir: NetworkIR, spikes: np.ndarray, batch_size: int = 512,
 
     check_time_masks(ir, "emulator")  # it emulates what Lava runs, so it refuses what Lava cannot run
     ir.require_nodes(("fc", "conv", "flatten"), "the fixed-point emulator")
-    ir.require_plain("the fixed-point emulator", allow=("recurrent",))
+    ir.require_plain("the fixed-point emulator", allow=("recurrent", "if"))
     _require_fixed(ir)
     binary, bias = _inputs(ir, spikes)
     if engine == "numba":

@@ -58,7 +58,7 @@ def check_supported(ir: NetworkIR, target: str = "loihi-sim") -> None:
     (``loihi-sim`` realises timestep masks with :class:`~dpap_deploy.export.gate.GatedLIFReset`,
     ``"hold"``, or :class:`~dpap_deploy.export.gate.SpikeGate`, ``"drop"``)."""
     # recurrent loops pass a SpikeGate (a CPU process model, _recurrent_loop): the simulator only
-    check_layers(ir, target, SUPPORTED_KINDS, ("lif",), features=("recurrent",) if target == "loihi-sim" else ())
+    check_layers(ir, target, SUPPORTED_KINDS, ("lif",), features=("recurrent", "if") if target == "loihi-sim" else ("if",))
 
 
 def first_step(ir: NetworkIR) -> int:
@@ -300,7 +300,7 @@ def _recurrent_loop(ir: NetworkIR, i: int, layer, lif, precision: str) -> None:
         rec = Sparse(weights=sp.csr_matrix(layer.fixed.recurrent_weight), weight_exp=int(layer.fixed.weight_exp),
                      num_weight_bits=8, name=f"{layer.name}_recurrent")
     else:
-        a_v = ir.dt_s / layer.neurons.tau_mem_s
+        a_v = layer.neurons.step_factors(ir.dt_s)[2]
         rec = Sparse(weights=sp.csr_matrix(a_v * layer.recurrent.astype(np.float64)), name=f"{layer.name}_recurrent")
     lif.s_out.connect(gate.s_in)
     gate.s_out.connect(rec.s_in)
@@ -333,7 +333,7 @@ def _population(ir: NetworkIR, i: int, layer, w, precision: str, hold: Optional[
     common = dict(shape=shape, bias_mant=0, reset_interval=T, reset_offset=(i + first_step(ir)) % T,
                   name=f"{layer.name}_neurons")
     n = layer.neurons
-    a_v = ir.dt_s / n.tau_mem_s
+    a_v = n.step_factors(ir.dt_s)[2]  # float input gain: dt / tau_mem, 1 for the IF variant (tau_mem = inf)
     if conv:
         c_in, h_in, w_in = layer.in_shape
         kernel = layer.masked_weight(fixed=True) if precision == "fixed" else a_v * layer.masked_weight()
@@ -347,7 +347,7 @@ def _population(ir: NetworkIR, i: int, layer, w, precision: str, hold: Optional[
         f = layer.fixed
         lif = neurons(du=int(f.du), dv=int(f.dv), vth=int(f.vth), **common)
     else:
-        lif = neurons(du=ir.dt_s / n.tau_syn_s, dv=a_v, vth=float(n.v_th), **common)
+        lif = neurons(du=ir.dt_s / n.tau_syn_s, dv=ir.dt_s / n.tau_mem_s, vth=float(n.v_th), **common)  # IF: dv 0
     return syn, lif, shape
 
 

@@ -61,7 +61,8 @@ BIAS_VTH_MAX = -(-(BIAS_MANT_MAX << BIAS_EXP_MAX) // 64) - 1
 def decay_registers(dt_s: float, tau_syn_s: float, tau_mem_s: float, layer: str = "?") -> tuple:
     """Lava ``(du, dv)`` 12-bit registers for Norse time constants (seconds).
 
-    ``du = round(4096 dt/tau_syn) - 1`` and ``dv = round(4096 dt/tau_mem)``; Lava's LIF
+    ``du = round(4096 dt/tau_syn) - 1`` and ``dv = round(4096 dt/tau_mem)`` (0 for ``tau_mem = inf``,
+    the IF variant: no leak); Lava's LIF
     decays ``u`` by ``(4096 - (du + 1)) / 4096`` and ``v`` by ``(4096 - dv) / 4096``.
 
     Raises:
@@ -69,6 +70,9 @@ def decay_registers(dt_s: float, tau_syn_s: float, tau_mem_s: float, layer: str 
     """
     out = []
     for what, tau, offset in (("tau_syn", tau_syn_s, 1), ("tau_mem", tau_mem_s, 0)):
+        if what == "tau_mem" and math.isinf(tau):  # the IF variant (dpap_deploy/ir.py, LIFNeurons): no leak
+            out.append(0)
+            continue
         ratio = dt_s / tau if tau > 0 else math.inf
         reg = int(round(DECAY_UNITY * ratio)) - offset
         if not (0.0 < ratio <= 1.0) or reg < 0:
@@ -104,7 +108,7 @@ def quantize_layer(layer: FCLayer, dt_s: float, min_vth: int = 256, current: boo
         raise QuantizationError(f"layer {layer.name!r}: Lava's LIF needs v_leak = v_reset = 0")
     if n.v_th <= 0:
         raise QuantizationError(f"layer {layer.name!r}: threshold v_th = {n.v_th:g} must be > 0")
-    a_v = dt_s / n.tau_mem_s
+    a_v = n.step_factors(dt_s)[2]  # dt / tau_mem; 1 for the IF variant (v <- v + i)
     w = a_v * layer.masked_weight().astype(np.float64)
     rec = getattr(layer, "recurrent", None)
     rec = None if rec is None else a_v * rec.astype(np.float64)  # reaches the same u as W: same scale
@@ -155,9 +159,10 @@ def quantize(ir: NetworkIR, min_vth: int = 256) -> NetworkIR:
 
     Raises:
         UnsupportedLayerError: a layer with an input bias (Lava's bias enters ``v``, not the
-            synaptic current ``u``), an IF (no leak) or LI (no spikes) population, naming it.
+            synaptic current ``u``) or an LI population (no spikes), naming it. The IF variant
+            (``tau_mem = inf``) gets ``dv = 0`` and an input gain of 1 instead of ``dt/tau_mem``.
     """
-    ir.require_plain("quantisation to Lava fixed point", allow=("recurrent",))
+    ir.require_plain("quantisation to Lava fixed point", allow=("recurrent", "if"))
     current = ir.input_encoding == "current"
     return ir.with_layers([quantize_layer(l, ir.dt_s, min_vth, current=current and i == 0)
                            for i, l in enumerate(ir.layers)])
