@@ -50,6 +50,8 @@ def synops_per_sample(ir: NetworkIR, presynaptic: Sequence[np.ndarray], dense: b
         dense: count with :func:`dense_fan_out` (the same spikes on unpruned connectivity).
     """
     ir.require_nodes(("fc", "conv", "flatten"), "the synaptic-operation count")
+    # recurrent synapses would need the population's own spikes, which ``presynaptic`` does not hold
+    ir.require_plain("the synaptic-operation count", allow=("input_bias", "if", "li"))
     fo = dense_fan_out(ir) if dense else fan_out(ir)
     total, n = 0.0, None
     for l, (f, s) in enumerate(zip(fo, presynaptic)):

@@ -10,7 +10,11 @@ units for ANNs) and the shape nodes between them (:class:`Flatten`, and :class:`
 pooling could not be folded into the next layer's weights). ``NetworkIR.layers`` is the weight
 layers alone, which is what most consumers iterate; exporters that lay out tensors (Lava, netx,
 NIR, ONNX) walk ``NetworkIR.nodes`` and meet a flatten as a node, never re-deriving it. The last
-layer's spike counts over ``T`` time steps are the class scores. After DPAP and compaction the
+layer's spike counts over ``T`` time steps are the class scores (a leaky-integrator last layer read
+from a NIR graph: its membrane, ``readout = "membrane"``). A fully connected layer may also feed its
+own spikes back into itself one step later (``FCLayer.recurrent``), and any weight layer may add a
+constant ``input_bias``; consumers that cannot run these refuse them naming the layer
+(:meth:`NetworkIR.require_plain`). After DPAP and compaction the
 shapes are the pruned network's real shapes; pruned synapses are ``False`` in ``mask`` (and zero
 in ``weight``).
 """
@@ -27,11 +31,16 @@ import scipy.sparse as sp
 from dpap_deploy.errors import IRError
 from dpap_deploy.fileio import atomic_path
 
-IR_FORMAT = "dpap-deploy-ir/3"
+IR_FORMAT = "dpap-deploy-ir/4"
 # /1: weight layers only, flatten implied; /2: no ``time_gate`` (timestep masks drop spikes after the
 # reset, read as "drop"); /3: ``time_gate`` per layer ("hold" for new models), so older code, which
-# would simulate a hold mask as drop, refuses the file instead
-IR_FORMATS_READ = ("dpap-deploy-ir/1", "dpap-deploy-ir/2", IR_FORMAT)
+# would simulate a hold mask as drop, refuses the file instead; /4: ``input_bias``, ``recurrent``,
+# ``FixedPoint.recurrent_weight``, the LIF / IF / LI neuron variants of :class:`LIFNeurons` and the
+# ``"membrane"`` readout (NIR graphs of other frameworks), which older code would run wrongly
+IR_FORMATS_READ = ("dpap-deploy-ir/1", "dpap-deploy-ir/2", "dpap-deploy-ir/3", IR_FORMAT)
+#: ``NetworkIR.readout``: class = argmax of output spike counts (SNN), of the logits (ANN), or of the last
+#: population's membrane potential at the last step (a leaky-integrator readout layer, NIR ``LI``)
+READOUTS = ("spike_count", "logits", "membrane")
 #: how the first weight layer receives the input: spikes through its synapses, or (current encoding)
 #: the analog sample as a constant input current into its neurons (docs/data.md)
 INPUT_ENCODINGS = ("spikes", "current")
@@ -47,15 +56,26 @@ TIME_GATES = ("hold", "drop")
 class LIFNeurons:
     """Current-based LIF population (Norse ``LIFCell`` semantics, shared by the population).
 
-    Norse equations per time step ``dt``, input current ``I_in``::
+    Norse equations per time step ``dt``, input current ``I_in`` (``W s`` plus the layer's
+    ``input_bias`` and recurrent input, when it has them)::
 
         i <- i + I_in;  v <- v + dt/tau_mem * (v_leak - v + i);  i <- i - dt/tau_syn * i
         spike = v > v_th;  v[spike] = v_reset
 
+    Three variants, for NIR's other neuron nodes, use the same fields and no other (docs/deployment.md,
+    NIR section; :meth:`model` names them):
+
+    - ``"lif"`` (NIR ``LIF``, no synaptic current): ``tau_syn_s == dt``, so ``i`` is emptied every
+      step and ``v`` sees only this step's input (Lava ``du = 4095``: ``u`` keeps nothing);
+    - ``"if"`` (NIR ``IF``, no leak): ``tau_syn_s == dt`` and ``tau_mem_s = inf``, where the
+      membrane step is ``v <- v + i`` (the input gain ``dt/tau_mem`` becomes 1, no decay);
+    - ``"li"`` (NIR ``LI``, a leaky integrator that never spikes): ``tau_syn_s == dt`` and
+      ``v_th = inf``; only as the last layer, with ``NetworkIR.readout == "membrane"``.
+
     Attributes:
         tau_syn_s: synaptic-current time constant, s.
-        tau_mem_s: membrane time constant, s.
-        v_th: threshold (Norse units).
+        tau_mem_s: membrane time constant, s (``inf``: no leak).
+        v_th: threshold (Norse units; ``inf``: never spikes).
         v_leak, v_reset: leak and reset potentials (0 for Lava's LIF).
     """
 
@@ -64,6 +84,23 @@ class LIFNeurons:
     v_th: float
     v_leak: float = 0.0
     v_reset: float = 0.0
+
+    def model(self, dt_s: float) -> str:
+        """``"cuba_lif"``, ``"lif"``, ``"if"`` or ``"li"`` (class docstring) at time step ``dt_s`` (s)."""
+        if np.isinf(self.v_th):
+            return "li"
+        if np.isinf(self.tau_mem_s):
+            return "if"
+        return "lif" if np.isclose(self.tau_syn_s, dt_s, rtol=1e-6, atol=0) else "cuba_lif"
+
+    def step_factors(self, dt_s: float) -> tuple:
+        """``(keep_i, keep_v, gain)`` of one Euler step of ``dt_s`` s: ``i <- keep_i * i`` after use,
+        ``v <- keep_v * v + gain * (v_leak + i)`` (class docstring; IF: ``keep_v = gain = 1``, ``v_leak`` 0)."""
+        keep_i = 1.0 - dt_s / self.tau_syn_s
+        if np.isinf(self.tau_mem_s):
+            return keep_i, 1.0, 1.0
+        a_v = dt_s / self.tau_mem_s
+        return keep_i, 1.0 - a_v, a_v
 
 
 @dataclass(frozen=True)
@@ -81,6 +118,9 @@ class FixedPoint:
             (the first layer of an IR with ``input_encoding == "current"``), whose per-sample
             ``bias_mant`` the host computes from the input (``export/quantize.py``,
             ``current_bias()``); None for every other layer.
+        recurrent_weight: integer recurrent weights ``(n_out, n_out)`` int32 of a layer with
+            ``recurrent`` (same scale and ``weight_exp`` as ``weight``: both reach the same ``u``),
+            or None.
     """
 
     weight: np.ndarray
@@ -90,6 +130,42 @@ class FixedPoint:
     vth: int
     scale: float
     bias_exp: Optional[int] = None
+    recurrent_weight: Optional[np.ndarray] = None
+
+
+def _check_extras(layer, n_bias: int) -> None:
+    """``input_bias`` ``(n_bias,)`` and (FC) ``recurrent`` ``(n_out, n_out)`` float32, finite, on LIF layers."""
+    if layer.input_bias is not None:
+        layer.input_bias = np.asarray(layer.input_bias, dtype=np.float32)
+        if layer.input_bias.shape != (n_bias,) or not np.all(np.isfinite(layer.input_bias)):
+            raise IRError(f"layer {layer.name!r}: input_bias {layer.input_bias.shape} must be ({n_bias},) finite "
+                          "numbers (one per output neuron, per output channel for a convolution)")
+    rec = getattr(layer, "recurrent", None)
+    if rec is not None:
+        layer.recurrent = np.asarray(rec, dtype=np.float32)
+        if layer.recurrent.shape != (layer.n_out, layer.n_out) or not np.all(np.isfinite(layer.recurrent)):
+            raise IRError(f"layer {layer.name!r}: recurrent weights {layer.recurrent.shape} must be "
+                          f"({layer.n_out}, {layer.n_out}) finite numbers")
+        if layer.time_mask is not None:
+            raise IRError(f"layer {layer.name!r}: recurrent weights and a timestep mask together are not defined "
+                          "(which spikes would feed back?)")
+        fixed = layer.fixed.recurrent_weight if layer.fixed is not None else None
+        if fixed is not None and np.shape(fixed) != layer.recurrent.shape:
+            raise IRError(f"layer {layer.name!r}: fixed recurrent weights {np.shape(fixed)} differ from "
+                          f"{layer.recurrent.shape}")
+    if (layer.input_bias is not None or rec is not None) and layer.activation != "lif":
+        raise IRError(f"layer {layer.name!r}: input_bias and recurrent weights need a LIF population")
+
+
+def layer_features(layer, dt_s: float) -> List[str]:
+    """What a weight layer has beyond a plain current-based LIF chain (for consumers' refusals):
+    ``"input_bias"``, ``"recurrent"`` and the neuron variants ``"if"`` (no leak) and ``"li"`` (no
+    spikes). The ``"lif"`` variant is not listed: ``tau_syn_s == dt`` is an ordinary current-based
+    LIF whose current is emptied every step (Lava ``du = 4095``, netx ``iDecay = 4096``), which every
+    consumer of current-based LIF layers computes as it is."""
+    out = [k for k in ("input_bias", "recurrent") if getattr(layer, k, None) is not None]
+    model = layer.neurons.model(dt_s) if layer.neurons is not None else "cuba_lif"
+    return out + ([model] if model in ("if", "li") else [])
 
 
 def _check_activation(layer) -> None:
@@ -119,6 +195,12 @@ class FCLayer:
         time_gate: how ``time_mask`` silences: ``"hold"`` (threshold test off: no spike, no reset,
             ``v`` keeps its charge) or ``"drop"`` (spike dropped after the LIF update, the neuron
             resets; the default, and what a file without the field means).
+        input_bias: ``(n_out,)`` float, a constant added to the synaptic input ``I_in`` of every
+            neuron at every time step together with ``W s`` (NIR ``Affine.bias``; Norse's
+            ``torch.nn.Linear`` bias in front of a cell), or None.
+        recurrent: ``(n_out, n_out)`` float weights from the population's spikes at step ``t`` to its
+            own input ``I_in`` at step ``t + 1`` (Norse ``LIFRecurrentCell``; a NIR population whose
+            output feeds back into it through an ``Affine``/``Linear``), or None.
     """
 
     name: str
@@ -132,6 +214,8 @@ class FCLayer:
     pool_fold: int = 1
     time_mask: Optional[np.ndarray] = None
     time_gate: str = "drop"
+    input_bias: Optional[np.ndarray] = None
+    recurrent: Optional[np.ndarray] = None
 
     def __post_init__(self):
         self.weight = np.asarray(self.weight, dtype=np.float32)
@@ -142,6 +226,7 @@ class FCLayer:
             )
         self.dense_shape = tuple(int(s) for s in self.dense_shape)
         _check_activation(self)
+        _check_extras(self, self.n_out)
 
     def weight_mask(self) -> np.ndarray:
         """The mask broadcast to the weight's shape ``(n_out, n_in)``."""
@@ -202,6 +287,8 @@ class ConvLayer(_MapShaped):
         pool_fold: the pooling factor folded into this layer (1: none).
         time_mask: ``(C_out, T)`` bool from timestep pruning (per channel), or None.
         time_gate: ``"hold"`` or ``"drop"``, as for :class:`FCLayer`.
+        input_bias: ``(C_out,)`` float, a constant added to the synaptic input of every neuron of
+            each output channel at every step (NIR ``Conv2d.bias``), or None.
 
     ``n_in``/``n_out`` count neurons (``C*H*W``); ``synapses`` counts surviving kernel weights,
     ``synapses_dense`` those of the unpruned kernel (the mapper unrolls the convolution itself).
@@ -221,6 +308,7 @@ class ConvLayer(_MapShaped):
     pool_fold: int = 1
     time_mask: Optional[np.ndarray] = None
     time_gate: str = "drop"
+    input_bias: Optional[np.ndarray] = None
 
     def __post_init__(self):
         self.weight = np.asarray(self.weight, dtype=np.float32)
@@ -235,6 +323,7 @@ class ConvLayer(_MapShaped):
         _check_activation(self)
         if min(self.out_shape) < 1:
             raise IRError(f"layer {self.name!r}: input {self.in_shape} too small for the kernel")
+        _check_extras(self, self.out_shape[0])
 
     @property
     def kernel(self) -> tuple:
@@ -370,7 +459,8 @@ def _out_shape(node) -> tuple:
 
 @dataclass
 class NetworkIR:
-    """A feed-forward network, input first.
+    """A chain network, input first (feed-forward, except that a fully connected layer may have
+    recurrent weights onto itself).
 
     Attributes:
         name: model name.
@@ -381,7 +471,9 @@ class NetworkIR:
             accepted when no layout node is needed (an MLP). The last node is the output layer
             (one neuron per class).
         readout: ``"spike_count"``: class = argmax of output spike counts (first on ties);
-            ``"logits"`` for ANNs (``time_steps = 1``, layers with ``activation`` relu / identity).
+            ``"logits"`` for ANNs (``time_steps = 1``, layers with ``activation`` relu / identity);
+            ``"membrane"``: the last layer is a leaky integrator (``LIFNeurons`` variant ``"li"``) whose
+            membrane potential at the last step is the score.
         metadata: free-form facts (training, data set) kept with the network.
         input_shape: ``(C, H, W)`` of one input frame, or None for flat input ``(F,)``.
         input_encoding: ``"spikes"`` (0/1 input through the first layer's synapses) or
@@ -414,6 +506,7 @@ class NetworkIR:
                 raise IRError(f"input shape {self.input_shape} does not hold {self.input_size} features")
         if self.input_encoding not in INPUT_ENCODINGS:
             raise IRError(f"input encoding {self.input_encoding!r} is not one of {INPUT_ENCODINGS}")
+        self._check_readout()
         if self.input_encoding == "current" and self.nodes[0].kind != "fc":
             raise IRError(f"current encoding drives a fully connected first layer; {self.nodes[0].name!r} is "
                           f"{self.nodes[0].kind}")
@@ -430,6 +523,33 @@ class NetworkIR:
         if self.nodes[-1].kind not in WEIGHT_NODE_KINDS:
             raise IRError(f"the network ends with {self.nodes[-1].kind} node {self.nodes[-1].name!r}; the last node "
                           "must be the output layer")
+
+    def _check_readout(self) -> None:
+        """Leaky integrators (never spiking) only as the last layer, and then with the membrane readout."""
+        if self.readout not in READOUTS:
+            raise IRError(f"readout {self.readout!r} is not one of {READOUTS}")
+        li = [l.name for l in self.layers if l.neurons is not None and l.neurons.model(self.dt_s) == "li"]
+        last = self.layers[-1].name
+        if [n for n in li if n != last]:
+            raise IRError(f"layer(s) {', '.join(n for n in li if n != last)} never spike (leaky integrators) but feed "
+                          "another layer; a leaky integrator can only be the last layer (membrane readout)")
+        if (last in li) != (self.readout == "membrane"):
+            raise IRError(f"readout {self.readout!r} and last layer {last!r} ("
+                          f"{'a leaky integrator' if last in li else 'spiking'}) disagree: the membrane readout "
+                          "goes with a leaky-integrator last layer")
+
+    def require_plain(self, who: str, allow=()) -> None:
+        """Raise :class:`~dpap_deploy.errors.UnsupportedLayerError` naming every layer with a feature of
+        :func:`layer_features` (``input_bias``, ``recurrent``, neuron variants ``if``/``li``) not in
+        ``allow`` (``who``: the consumer, for the message)."""
+        from dpap_deploy.errors import UnsupportedLayerError
+
+        bad = [f"{l.name} ({', '.join(f for f in layer_features(l, self.dt_s) if f not in allow)})"
+               for l in self.layers if any(f not in allow for f in layer_features(l, self.dt_s))]
+        if bad:
+            takes = f" with {', '.join(allow)}" if allow else ""
+            raise UnsupportedLayerError(f"{who} takes current-based LIF layers{takes}; unsupported: {', '.join(bad)} "
+                                        "(if: integrate-and-fire, no leak; li: leaky integrator, no spikes)")
 
     @property
     def layers(self) -> List[Layer]:
@@ -516,9 +636,14 @@ class NetworkIR:
                 entry["conv"] = {"in_shape": list(l.in_shape), "stride": l.stride, "padding": l.padding}
             if l.time_mask is not None:
                 arrays[f"l{i}_time_mask"] = np.asarray(l.time_mask, dtype=bool)
+            for key in ("input_bias", "recurrent"):
+                if getattr(l, key, None) is not None:
+                    arrays[f"l{i}_{key}"] = getattr(l, key)
             if l.fixed is not None:
                 arrays[f"l{i}_fixed_weight"] = l.fixed.weight
-                entry["fixed"] = {k: v for k, v in asdict(l.fixed).items() if k != "weight"}
+                if l.fixed.recurrent_weight is not None:
+                    arrays[f"l{i}_fixed_recurrent"] = l.fixed.recurrent_weight
+                entry["fixed"] = {k: v for k, v in asdict(l.fixed).items() if k not in ("weight", "recurrent_weight")}
             header["nodes"].append(entry)
         arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
         with atomic_path(path, suffix=".npz") as tmp:
@@ -526,8 +651,8 @@ class NetworkIR:
 
     @classmethod
     def load(cls, path: str) -> "NetworkIR":
-        """Read an IR written by :meth:`save` (this version's format ``dpap-deploy-ir/3``;
-        ``/2``, whose timestep masks read as ``time_gate = "drop"``; or ``/1``, whose flatten between
+        """Read an IR written by :meth:`save` (this version's format ``dpap-deploy-ir/4``; ``/3``,
+        without input biases, recurrent weights, neuron variants or membrane readout; ``/2``, whose timestep masks read as ``time_gate = "drop"``; or ``/1``, whose flatten between
         a conv and an FC layer was implied).
 
         Raises:
@@ -560,18 +685,20 @@ def _load_node(f, i: int, e: dict) -> Node:
         return AvgPool(e["name"], tuple(e["in_shape"]), int(e["pool"]))
     fixed = None
     if e["fixed"] is not None:
-        fixed = FixedPoint(weight=f[f"l{i}_fixed_weight"].astype(np.int32), **e["fixed"])
+        rec = f[f"l{i}_fixed_recurrent"].astype(np.int32) if f"l{i}_fixed_recurrent" in f.files else None
+        fixed = FixedPoint(weight=f[f"l{i}_fixed_weight"].astype(np.int32), recurrent_weight=rec, **e["fixed"])
     common = dict(name=e["name"], weight=f[f"l{i}_weight"], mask=f[f"l{i}_mask"],
                   neurons=LIFNeurons(**e["neurons"]) if e["neurons"] else None,
                   dense_shape=tuple(e["dense_shape"]), fixed=fixed,
                   activation=e.get("activation", "lif"), pool_fold=e.get("pool_fold", 1),
                   time_mask=f[f"l{i}_time_mask"] if f"l{i}_time_mask" in f.files else None,
-                  time_gate=e.get("time_gate", "drop"))  # files from before the field: the old "drop" gate
+                  time_gate=e.get("time_gate", "drop"),  # files from before the field: the old "drop" gate
+                  input_bias=f[f"l{i}_input_bias"] if f"l{i}_input_bias" in f.files else None)
     if e["kind"] == "conv":
         return ConvLayer(**common, **e["conv"])
     if e["kind"] != "fc":
         raise IRError(f"node {e['name']!r} has unknown kind {e['kind']!r}")
-    return FCLayer(**common)
+    return FCLayer(**common, recurrent=f[f"l{i}_recurrent"] if f"l{i}_recurrent" in f.files else None)
 
 
 def _implied_flattens(layers: List[Layer]) -> List[Node]:

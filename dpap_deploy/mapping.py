@@ -61,6 +61,25 @@ def on_chip_connectivity(ir: NetworkIR) -> List[sp.csr_matrix]:
     return conns
 
 
+def recurrent_connectivity(layer) -> Optional[sp.csr_matrix]:
+    """Surviving recurrent synapses ``(n_out, n_out)`` (rows: the receiving neuron, columns: the sending
+    one) of a layer with ``recurrent`` weights: non-zero float weights, non-zero integers once
+    quantised; None for a layer without."""
+    r = getattr(layer, "recurrent", None)
+    if r is None:
+        return None
+    keep = (r != 0) if layer.fixed is None or layer.fixed.recurrent_weight is None else layer.fixed.recurrent_weight != 0
+    return sp.csr_matrix(keep)
+
+
+def _add_recurrent_routes(chunks: List[Chunk], rec: sp.csr_matrix) -> None:
+    """A recurrent layer's neurons also send to their own layer: one output route per (neuron, core of
+    its own layer it has a recurrent synapse into), added to each chunk's output axons."""
+    own = _routes(rec, chunks, rec.shape[0])
+    for ch in chunks:
+        ch.output_axons += int(own[ch.indices()].sum())
+
+
 def conv_connectivity(layer) -> sp.csr_matrix:
     """The unrolled connectivity ``(C_out*H_out*W_out, C_in*H*W)`` of a :class:`~dpap_deploy.ir.ConvLayer`
     (True where a surviving weight, a non-zero integer once quantised, connects the two neurons)."""
@@ -416,7 +435,13 @@ def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
     Args:
         ir: the network (dense or pruned; quantised or not). With current encoding the first
             layer places only its neurons (:func:`on_chip_connectivity`; a note says so) and its
-            input channels are not the chip's.
+            input channels are not the chip's. A layer with recurrent weights
+            (:func:`recurrent_connectivity`) has its own neurons as input axons and synapses
+            (nengo-loihi maps a recurrent connection as any other, its source block being the
+            target's own), and each of its neurons one output route per core of its own layer it
+            reaches; those routes are added after the split, so a core they push over its
+            output-axon limit is reported as a violation. The lower bounds count the feed-forward
+            synapses only (still bounds, looser for recurrent layers).
         profile: the target; ``profile.with_chips(n)`` / ``with_cores(n)`` for boards and budgets.
         pack: let small layers share cores (False: one layer per core, as nengo-loihi).
 
@@ -432,6 +457,7 @@ def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
     ir.require_nodes(("fc", "conv", "flatten"), "the mapper")
     lim = profile.core
     conns = on_chip_connectivity(ir)
+    recs = [recurrent_connectivity(l) for l in ir.layers]
     n_layers = len(ir.layers)
     # split from the output back: a layer's output axons depend on how the next layer is split
     per_layer: List[List[Chunk]] = [[] for _ in ir.layers]
@@ -443,8 +469,12 @@ def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
             routes = np.ones(layer.n_out, dtype=np.int64)  # one route each to the host
         if layer.kind == "conv":  # spatial tiles (docs/deployment.md sec. 12)
             per_layer[i] = tiling.tile_chunks(layer, conns[i], _taps(ir, i), routes, profile, i)
-        else:
-            per_layer[i] = _split_layer(conns[i], routes, profile, layer.name, i)
+        else:  # a recurrent layer's own neurons are sources too: input axons and synapses of [W | R]
+            conn = conns[i] if recs[i] is None else sp.hstack([conns[i], recs[i]]).tocsr()
+            per_layer[i] = _split_layer(conn, routes, profile, layer.name, i)
+    for i, rec in enumerate(recs):
+        if rec is not None:
+            _add_recurrent_routes(per_layer[i], rec)
     chunks = [ch for layer_chunks in per_layer for ch in layer_chunks]
     groups = _pack(chunks, profile) if pack else [[ch] for ch in chunks]
     cores = [CoreUsage(i, g) for i, g in enumerate(groups)]
@@ -520,6 +550,8 @@ def _numeric_violations(ir: NetworkIR, profile: Profile, notes: List[str]) -> Li
             out.append(f'layer "{l.name}": vth = {int(l.fixed.vth)} needs more than the {num.threshold_bits} '
                        f"bits {profile.name} has (0..{2 ** num.threshold_bits - 1})")
         bits = 0 if host else weight_bits_needed(l.masked_weight(fixed=True))  # zeros are ignored
+        if getattr(l.fixed, "recurrent_weight", None) is not None:  # on the same cores, same weight format
+            bits = max(bits, weight_bits_needed(l.fixed.recurrent_weight))
         if bits > num.weight_bits:
             out.append(f'layer "{l.name}": weights need {bits} bits; {profile.name} stores {num.weight_bits}')
     return out

@@ -76,11 +76,13 @@ def register_target(name: str, takes: str = "snn", help: str = "") -> Callable[[
     return deco
 
 
-def check_layers(ir, target: str, kinds, activations, what: Optional[str] = None, hint: str = "") -> None:
+def check_layers(ir, target: str, kinds, activations, what: Optional[str] = None, hint: str = "",
+                 features=()) -> None:
     """Raise :class:`UnsupportedLayerError` naming every node of ``ir`` whose kind (or, for a
     weight layer, activation) target ``target`` cannot export (``what``: how the message
     describes the target). ``kinds`` lists the weight-layer and shape-node kinds it takes
-    (``fc``, ``conv``, ``flatten``, ``avgpool``)."""
+    (``fc``, ``conv``, ``flatten``, ``avgpool``); ``features`` what it takes of a layer's input bias,
+    recurrent weights and neuron variants (``dpap_deploy.ir.layer_features``; none by default)."""
     from dpap_deploy.errors import UnsupportedLayerError
 
     bad = [f"{n.name} ({n.kind}{', ' + n.activation if hasattr(n, 'activation') else ''})" for n in ir.nodes
@@ -88,6 +90,7 @@ def check_layers(ir, target: str, kinds, activations, what: Optional[str] = None
     if bad:
         what = what or f"supports layer kinds {tuple(kinds)} with activations {tuple(activations)}"
         raise UnsupportedLayerError(f"target {target} {what}; unsupported: {', '.join(bad)}{hint}")
+    ir.require_plain(f"target {target}", allow=features)
     check_time_masks(ir, target)
     check_input_encoding(ir, target)
 

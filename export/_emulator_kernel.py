@@ -22,7 +22,8 @@ U_LIM = 2 ** 23
 
 @njit(parallel=True, cache=True, nogil=True)
 def run_kernel(spikes, bias, n_out, mode, scale, fu, fv, vth64, clamp,
-               wd16, wd32, wd_off, ip, ip_off, ix, wx, ix_off, neuron_off, gate, hold, rec, counts):  # pragma: no cover (numba)
+               wd16, wd32, wd_off, ip, ip_off, ix, wx, ix_off, neuron_off, gate, hold, rw, rw_off,
+               rec, counts):  # pragma: no cover (numba)
     """Run ``spikes`` ``(T, N, F)`` uint8 through ``L`` layers; fill ``counts`` ``(N, n_last)`` int64
     and, when ``rec.shape[0] == T``, the spike raster ``rec`` ``(T, N, total neurons)`` uint8.
 
@@ -39,6 +40,11 @@ def run_kernel(spikes, bias, n_out, mode, scale, fu, fv, vth64, clamp,
     ``fu``/``fv`` = (4096 - du - 1)/4096 and (4096 - dv)/4096; ``vth64`` = vth << 6;
     ``clamp[l]``: clamp the synaptic sum to 24 bits (Lava's ``Conv``); ``gate``, ``hold``: the
     timestep masks (module docstring).
+
+    Recurrent weights: ``rw_off[l] >= 0`` marks a layer with recurrent integer weights, the row of
+    presynaptic neuron ``q`` at ``rw[rw_off[l] + q*n_out[l] : ... + n_out[l]]`` (int32); the layer's
+    own spikes of step ``t - 1`` add ``floor(sum * scale[l])`` to ``a`` at step ``t`` (a second Lava
+    ``Sparse`` with the layer's ``weight_exp``, shifted on its own; none at ``t = 0``).
     """
     T, N, F = spikes.shape
     L = n_out.shape[0]
@@ -56,6 +62,8 @@ def run_kernel(spikes, bias, n_out, mode, scale, fu, fv, vth64, clamp,
         acc16 = np.zeros(maxn, np.int16)
         fired = np.zeros(maxn, np.bool_)
         idx = np.zeros(maxn, np.int64)
+        racc = np.zeros(maxn, np.int64)
+        prev = np.zeros(total, np.bool_)
         for t in range(T):
             ns = 0
             for f in range(F):
@@ -91,6 +99,14 @@ def run_kernel(spikes, bias, n_out, mode, scale, fu, fv, vth64, clamp,
                         for q in range(ip[p0 + i], ip[p0 + i + 1]):
                             acc[ix[d0 + q]] += wx[d0 + q]
                 o = neuron_off[l]
+                has_rec = rw_off[l] >= 0
+                if has_rec:
+                    racc[:m] = 0
+                    for q in range(m):
+                        if prev[o + q]:
+                            rrow = rw[rw_off[l] + q * m:rw_off[l] + q * m + m]
+                            for j in range(m):
+                                racc[j] += rrow[j]
                 ul, vl = u[o:o + m], v[o:o + m]
                 lo, hi = (-lim, lim - 1.0) if clamp[l] else (-np.inf, np.inf)
                 sc, du_f, dv_f, th = scale[l], fu[l], fv[l], vth64[l]
@@ -99,6 +115,8 @@ def run_kernel(spikes, bias, n_out, mode, scale, fu, fv, vth64, clamp,
                 for j in range(m):  # Lava's AbstractPyLifModelFixed.subthr_dynamics, then spiking
                     # floor: a right shift for negative weight exponents, exact (no-op) otherwise
                     a = np.floor(min(max(float(acc[j]), lo), hi) * sc)
+                    if has_rec:
+                        a += np.floor(float(racc[j]) * sc)
                     uu = np.trunc(ul[j] * du_f) + a * 64.0
                     uu = uu - 2.0 * lim if uu > lim else (uu + 2.0 * lim if uu <= -lim else uu)
                     ul[j] = uu
@@ -115,6 +133,7 @@ def run_kernel(spikes, bias, n_out, mode, scale, fu, fv, vth64, clamp,
                     vl[j] = 0.0 if s else vv
                 ns = 0
                 for j in range(m):
+                    prev[o + j] = fired[j]
                     if fired[j]:
                         idx[ns] = j
                         ns += 1

@@ -15,6 +15,10 @@ training and on whole test sets. Per layer and time step (``lava/proc/lif/models
     time_gate "hold":  s' = s' & gate[:, t];  v[s'] = 0;  out = s'
         # threshold test off at a masked step: no spike, no reset (export/gate/gated_lif.py)
 
+A layer with recurrent weights ``R`` (``FixedPoint.recurrent_weight``) also adds
+``(R out[t-1]) << weight_exp`` to ``a`` (shifted on its own: Lava's second ``Sparse`` from the
+population back to itself, whose one-step delay is the recurrence's ``t -> t+1``; zero at ``t = 0``).
+
 ``gate[:, t]`` is the layer's timestep mask at within-sample step ``t`` (all True without one;
 docs/dpap.md sec. 7.4).
 
@@ -138,10 +142,33 @@ def _kernel_arrays(ir: NetworkIR) -> tuple:
     from dpap_deploy.export import holds
 
     hold = np.array([holds(l) for l in ir.layers], np.uint8)  # per layer: 1 "hold", 0 "drop" (docs/dpap.md sec. 7.4)
+    rw, rw_off = _recurrent_rows(ir)
     return (n_out, mode, scale, fu, fv, vth64, clamp, cat(wd16_parts, np.int16),
             cat(wd32_parts, np.int32), wd_off,
             cat(ip_parts, np.int64), ip_off, cat(ix_parts, np.int64), cat(wx_parts, np.int32), ix_off, neuron_off,
-            np.ascontiguousarray(gate), hold)
+            np.ascontiguousarray(gate), hold, rw, rw_off)
+
+
+def _recurrent_rows(ir: NetworkIR) -> Tuple[np.ndarray, np.ndarray]:
+    """Recurrent integer weights for the kernel: concatenated rows by presynaptic neuron ``(n*n,)``
+    int32 per recurrent layer, and each layer's offset (-1: none)."""
+    parts, off, n = [], np.full(len(ir.layers), -1, np.int64), 0
+    for i, l in enumerate(ir.layers):
+        r = _fixed_recurrent(l)
+        if r is not None:
+            parts.append(np.ascontiguousarray(r.T).reshape(-1).astype(np.int32))
+            off[i], n = n, n + r.size
+    return (np.concatenate(parts) if parts else np.zeros(1, np.int32)), off
+
+
+def _fixed_recurrent(layer) -> Optional[np.ndarray]:
+    """The layer's integer recurrent weights ``(n_out, n_out)``, or None."""
+    if getattr(layer, "recurrent", None) is None:
+        return None
+    if layer.fixed.recurrent_weight is None:
+        raise ExportValidationError(f'layer "{layer.name}" has recurrent weights but no fixed-point ones; '
+                                    "quantise it with export.quantize.quantize")
+    return layer.fixed.recurrent_weight
 
 
 def _gate(layer, T: int) -> np.ndarray:
@@ -162,7 +189,7 @@ def _emulate_numba(ir: NetworkIR, spikes: np.ndarray, bias: Optional[np.ndarray]
     T, N, _ = spikes.shape
     bias = np.zeros((N, 0)) if bias is None else np.ascontiguousarray(bias, dtype=np.float64)
     arrays = _kernel_arrays(ir)
-    neuron_off = arrays[-3]
+    neuron_off = arrays[-5]
     counts = np.zeros((N, ir.layers[-1].n_out), dtype=np.int64)
     rec = np.zeros((T, N, int(neuron_off[-1])) if record else (0, 0, 0), dtype=np.uint8)
     with tqdm(total=N, desc="emulator", unit="sample", disable=None if progress else True, leave=False) as bar:
@@ -231,6 +258,7 @@ def emulate(ir: NetworkIR, spikes: np.ndarray, batch_size: int = 512,
 
     check_time_masks(ir, "emulator")  # it emulates what Lava runs, so it refuses what Lava cannot run
     ir.require_nodes(("fc", "conv", "flatten"), "the fixed-point emulator")
+    ir.require_plain("the fixed-point emulator", allow=("recurrent", "if"))
     _require_fixed(ir)
     binary, bias = _inputs(ir, spikes)
     if engine == "numba":
@@ -247,6 +275,8 @@ def _emulate_torch(ir: NetworkIR, params: List[dict], spikes: np.ndarray, bias: 
     from dpap_deploy.export import holds
 
     held = [holds(l) for l in ir.layers]
+    recs = [None if _fixed_recurrent(l) is None else torch.from_numpy(_fixed_recurrent(l).T.astype(np.float64))
+            for l in ir.layers]
     counts = np.zeros((N, ir.layers[-1].n_out), dtype=np.int64)
     rasters = [np.zeros((T, N, l.n_out), dtype=np.uint8) for l in ir.layers] if record else None
     lim = float(U_LIM)
@@ -256,6 +286,7 @@ def _emulate_torch(ir: NetworkIR, params: List[dict], spikes: np.ndarray, bias: 
         b_in = None if bias is None else torch.from_numpy(np.ascontiguousarray(bias[b0:b0 + B]))
         u = [torch.zeros(B, l.n_out, dtype=torch.float64) for l in ir.layers]
         v = [torch.zeros(B, l.n_out, dtype=torch.float64) for l in ir.layers]
+        prev = [torch.zeros(B, l.n_out, dtype=torch.float64) for l in ir.layers]  # own spikes of step t - 1
         rec = [torch.zeros(T, B, l.n_out, dtype=torch.bool) for l in ir.layers] if record else None
         total = torch.zeros(B, ir.layers[-1].n_out, dtype=torch.float64)
         for t in range(T):
@@ -273,6 +304,8 @@ def _emulate_torch(ir: NetworkIR, params: List[dict], spikes: np.ndarray, bias: 
                 else:  # a >> -exp rounds down before the << 6
                     a = torch.floor((s @ p["w"]) * (1.0 / (1 << -p["exp"])))
                     uu = _decay(u[i], p["du"] + 1) + a * 64.0
+                if recs[i] is not None:  # a second Sparse, shifted by the same weight_exp on its own
+                    uu = uu + torch.floor((prev[i] @ recs[i]) * 2.0 ** p["exp"]) * 64.0
                 u[i] = _wrap(uu)  # into (-2^23, 2^23]
                 vv = _decay(v[i], p["dv"]) + u[i]
                 if i == 0 and b_in is not None:
@@ -285,7 +318,7 @@ def _emulate_torch(ir: NetworkIR, params: List[dict], spikes: np.ndarray, bias: 
                 else:  # "drop": the neuron resets even where the gate drops its spike
                     v[i] = vv.masked_fill(fired, 0.0)
                     fired = fired & gates[i][:, t]
-                s = fired.to(torch.float64)
+                s = prev[i] = fired.to(torch.float64)
                 if record:
                     rec[i][t] = fired
             total += s

@@ -57,7 +57,8 @@ def check_supported(ir: NetworkIR, target: str = "loihi-sim") -> None:
     """Raise :class:`UnsupportedLayerError` listing every layer this target cannot export
     (``loihi-sim`` realises timestep masks with :class:`~dpap_deploy.export.gate.GatedLIFReset`,
     ``"hold"``, or :class:`~dpap_deploy.export.gate.SpikeGate`, ``"drop"``)."""
-    check_layers(ir, target, SUPPORTED_KINDS, ("lif",))
+    # recurrent loops pass a SpikeGate (a CPU process model, _recurrent_loop): the simulator only
+    check_layers(ir, target, SUPPORTED_KINDS, ("lif",), features=("recurrent", "if") if target == "loihi-sim" else ("if",))
 
 
 def first_step(ir: NetworkIR) -> int:
@@ -209,6 +210,8 @@ def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed", record_hidd
             syn, lif, shape = _population(ir, i, layer, w, precision, hold)
             port.connect(syn.s_in)
             syn.a_out.connect(lif.a_in)
+        if getattr(layer, "recurrent", None) is not None:
+            _recurrent_loop(ir, i, layer, lif, precision)
         port = lif.s_out
         if gate_mask is not None and hold is None:  # "drop": drop the spikes of silenced (neuron, step) pairs
             from dpap_deploy.export.gate import SpikeGate
@@ -276,6 +279,34 @@ def _bias_population(ir: NetworkIR, layer, samples: np.ndarray, precision: str, 
                    vth=float(n.v_th), **common)
 
 
+def _recurrent_loop(ir: NetworkIR, i: int, layer, lif, precision: str) -> None:
+    """``lif.s_out -> SpikeGate -> Sparse(R) -> lif.a_in``: the recurrent weights of weight layer ``i``.
+
+    Lava's ``Sparse`` sends at step ``t`` what it received at ``t - 1`` (``a_buff``), so a spike of
+    step ``t`` reaches the population's input at ``t + 1``, the IR's recurrence. ``LIFReset`` clears
+    ``u`` and ``v`` at each sample's first step but not that buffer: the gate drops the spikes of each
+    sample's last step (within-sample step ``T - 1``, phase ``i + first_step(ir)``) on this path only,
+    so no sample feeds the next. Fixed point: ``fixed.recurrent_weight`` with the layer's
+    ``weight_exp``; float: ``dt/tau_mem * recurrent`` (as the feed-forward weights)."""
+    from lava.proc.sparse.process import Sparse
+
+    from dpap_deploy.export.gate import SpikeGate
+
+    T, n = ir.time_steps, layer.n_out
+    mask = np.ones((n, T), np.int32)
+    mask[:, T - 1] = 0
+    gate = SpikeGate((n,), mask, phase=i + first_step(ir), name=f"{layer.name}_recurrent_gate")
+    if precision == "fixed":
+        rec = Sparse(weights=sp.csr_matrix(layer.fixed.recurrent_weight), weight_exp=int(layer.fixed.weight_exp),
+                     num_weight_bits=8, name=f"{layer.name}_recurrent")
+    else:
+        a_v = layer.neurons.step_factors(ir.dt_s)[2]
+        rec = Sparse(weights=sp.csr_matrix(a_v * layer.recurrent.astype(np.float64)), name=f"{layer.name}_recurrent")
+    lif.s_out.connect(gate.s_in)
+    gate.s_out.connect(rec.s_in)
+    rec.a_out.connect(lif.a_in)
+
+
 def _population(ir: NetworkIR, i: int, layer, w, precision: str, hold: Optional[np.ndarray] = None):
     """The synapses (``Sparse`` or ``Conv``) and ``LIFReset`` neurons of weight layer ``i``, and the
     population's shape in Lava's layout (``(n,)``, conv ``(W, H, C)``). With ``hold`` (a ``"hold"``
@@ -302,7 +333,7 @@ def _population(ir: NetworkIR, i: int, layer, w, precision: str, hold: Optional[
     common = dict(shape=shape, bias_mant=0, reset_interval=T, reset_offset=(i + first_step(ir)) % T,
                   name=f"{layer.name}_neurons")
     n = layer.neurons
-    a_v = ir.dt_s / n.tau_mem_s
+    a_v = n.step_factors(ir.dt_s)[2]  # float input gain: dt / tau_mem, 1 for the IF variant (tau_mem = inf)
     if conv:
         c_in, h_in, w_in = layer.in_shape
         kernel = layer.masked_weight(fixed=True) if precision == "fixed" else a_v * layer.masked_weight()
@@ -316,7 +347,7 @@ def _population(ir: NetworkIR, i: int, layer, w, precision: str, hold: Optional[
         f = layer.fixed
         lif = neurons(du=int(f.du), dv=int(f.dv), vth=int(f.vth), **common)
     else:
-        lif = neurons(du=ir.dt_s / n.tau_syn_s, dv=a_v, vth=float(n.v_th), **common)
+        lif = neurons(du=ir.dt_s / n.tau_syn_s, dv=ir.dt_s / n.tau_mem_s, vth=float(n.v_th), **common)  # IF: dv 0
     return syn, lif, shape
 
 

@@ -34,8 +34,41 @@ SUPPORTED_KINDS = ("fc", "conv", "flatten", "avgpool")
 FLATTEN_START_DIM = 0  # NIR: dims of the input type, which has no batch axis
 
 
+def _synapse_node(l):
+    """``Conv2d``, ``Affine`` (a layer with ``input_bias``) or ``Linear`` of weight layer ``l``."""
+    import nir
+
+    w = l.masked_weight().astype(np.float32)
+    bias = None if l.input_bias is None else l.input_bias.astype(np.float32)
+    if l.kind == "conv":
+        return nir.Conv2d(input_shape=tuple(l.in_shape[1:]), weight=w, stride=l.stride, padding=l.padding,
+                          dilation=1, groups=1, bias=np.zeros(w.shape[0], np.float32) if bias is None else bias)
+    return nir.Linear(weight=w) if bias is None else nir.Affine(weight=w, bias=bias)
+
+
+def _neuron_node(p, shape: tuple, dt_s: float):
+    """The NIR node of a population of ``shape`` (:class:`~dpap_deploy.ir.LIFNeurons` variant ->
+    ``CubaLIF`` / ``LIF`` / ``IF`` / ``LI``), ``r = 1`` and ``w_in = tau_syn / dt``: what
+    ``export/nir_graph.py`` reads back with a weight factor of 1 (docs/deployment.md sec. 8.5)."""
+    import nir
+
+    full = lambda v: np.full(shape, v, dtype=np.float32)  # noqa: E731
+    model = p.model(dt_s)
+    if model == "lif":
+        return nir.LIF(tau=full(p.tau_mem_s), r=full(1.0), v_leak=full(p.v_leak), v_threshold=full(p.v_th),
+                       v_reset=full(p.v_reset))
+    if model == "if":
+        return nir.IF(r=full(1.0), v_threshold=full(p.v_th), v_reset=full(p.v_reset))
+    if model == "li":
+        return nir.LI(tau=full(p.tau_mem_s), r=full(1.0), v_leak=full(p.v_leak))
+    return nir.CubaLIF(tau_syn=full(p.tau_syn_s), tau_mem=full(p.tau_mem_s), r=full(1.0), v_leak=full(p.v_leak),
+                       v_threshold=full(p.v_th), v_reset=full(p.v_reset), w_in=full(p.tau_syn_s / dt_s))
+
+
 def to_nir(ir: NetworkIR):
-    """The ``nir.NIRGraph`` of a (float) IR.
+    """The ``nir.NIRGraph`` of a (float) IR. A layer with ``input_bias`` is an ``Affine`` (conv: the
+    ``Conv2d``'s bias), one with ``recurrent`` weights has a ``Linear`` node ``NAME_rec`` from its
+    population back to it, and the neuron variants are ``LIF``, ``IF`` and ``LI`` nodes.
 
     Raises:
         UnsupportedLayerError: a layer kind NIR export does not handle, or current encoding (the
@@ -44,7 +77,7 @@ def to_nir(ir: NetworkIR):
     """
     import nir
 
-    check_layers(ir, "nir", SUPPORTED_KINDS, ("lif",))
+    check_layers(ir, "nir", SUPPORTED_KINDS, ("lif",), features=("input_bias", "recurrent", "if", "li"))
     in_shape = list(ir.input_shape) if ir.input_shape else [ir.input_size]
     nodes = {"input": nir.Input(input_type={"input": np.array(in_shape)})}
     edges = []
@@ -58,27 +91,17 @@ def to_nir(ir: NetworkIR):
             edges.append((prev, l.name))
             prev = l.name
             continue
-        p = l.neurons
-        if l.kind == "conv":
-            shape = l.out_shape
-            nodes[l.name] = nir.Conv2d(input_shape=tuple(l.in_shape[1:]), weight=l.masked_weight().astype(np.float32),
-                                       stride=l.stride, padding=l.padding, dilation=1, groups=1,
-                                       bias=np.zeros(shape[0], dtype=np.float32))
-        else:
-            shape = (l.n_out,)
-            nodes[l.name] = nir.Linear(weight=l.masked_weight().astype(np.float32))
-        nodes[f"{l.name}_lif"] = nir.CubaLIF(
-            tau_syn=np.full(shape, p.tau_syn_s, dtype=np.float32),
-            tau_mem=np.full(shape, p.tau_mem_s, dtype=np.float32),
-            r=np.ones(shape, dtype=np.float32),
-            v_leak=np.full(shape, p.v_leak, dtype=np.float32),
-            v_threshold=np.full(shape, p.v_th, dtype=np.float32),
-            v_reset=np.full(shape, p.v_reset, dtype=np.float32),
-            w_in=np.full(shape, p.tau_syn_s / ir.dt_s, dtype=np.float32),
-        )
+        shape = l.out_shape if l.kind == "conv" else (l.n_out,)
+        nodes[l.name] = _synapse_node(l)
+        nodes[f"{l.name}_lif"] = _neuron_node(l.neurons, shape, ir.dt_s)
         edges += [(prev, l.name), (l.name, f"{l.name}_lif")]
         prev = f"{l.name}_lif"
-    nodes["output"] = nir.Output(output_type={"output": np.array([ir.layers[-1].n_out])})
+        if getattr(l, "recurrent", None) is not None:  # the loop export/nir_graph.py reads back
+            nodes[f"{l.name}_rec"] = nir.Linear(weight=l.recurrent.astype(np.float32))
+            edges += [(prev, f"{l.name}_rec"), (f"{l.name}_rec", prev)]
+    last = ir.layers[-1]
+    nodes["output"] = nir.Output(output_type={"output": np.array(list(last.out_shape) if last.kind == "conv"
+                                                                  else [last.n_out])})
     edges.append((prev, "output"))
     meta = {"producer": "dpap-deploy", "dt_s": float(ir.dt_s), "time_steps": int(ir.time_steps), "name": ir.name,
             "dense_shape": {l.name: np.array(l.dense_shape, dtype=np.int64) for l in ir.layers},
@@ -104,7 +127,8 @@ def read_checked(path: str, ir: NetworkIR):
             raise IRError(f"{path}: node {l.name!r} or {l.name + '_lif'!r} missing")
         if lin.weight.shape != l.weight.shape or not np.allclose(lin.weight, l.masked_weight()):
             raise IRError(f"{path}: node {l.name!r} weight differs from the network's")
-        if not np.allclose(lif.tau_mem, l.neurons.tau_mem_s) or not np.allclose(lif.tau_syn, l.neurons.tau_syn_s):
+        taus = {"tau_mem": l.neurons.tau_mem_s, "tau_syn": l.neurons.tau_syn_s, "tau": l.neurons.tau_mem_s}
+        if any(hasattr(lif, k) and not np.allclose(getattr(lif, k), v) for k, v in taus.items()):
             raise IRError(f"{path}: node {l.name + '_lif'!r} time constants differ from the network's")
     return g
 
@@ -145,6 +169,11 @@ def export_nir(ir: NetworkIR, out_dir: str, spikes: Optional[np.ndarray] = None,
     result = ExportResult(target="nir", network=ir)
     result.extra["synapses_counted_from"] = "NIR Linear weights (non-zero)"
     verified = "nir.read (weights and time constants compared)"
+    if spikes is not None and ir.readout != "spike_count":
+        from dpap_deploy.errors import UnsupportedLayerError
+
+        raise UnsupportedLayerError(f'target nir: layer "{ir.layers[-1].name}" is a leaky integrator (membrane readout), '
+                                    "which norse.torch.from_nir 1.1.0 does not import; export it without test spikes")
     if spikes is not None:
         import time
 
@@ -212,24 +241,27 @@ def _weight(path: str, node: str, value, ndim: int) -> np.ndarray:
 
 
 def read_nir(path: str) -> NetworkIR:
-    """Read a NIR file of the structure :func:`to_nir` writes back into a float IR.
+    """Read a NIR file, ours or another framework's, into a float IR (``export/nir_graph.py``).
 
-    The graph must be a chain ``Input -> (Linear | Conv2d) -> CubaLIF -> ... -> Output`` with
-    ``Flatten`` between conv and fully connected layers; ``Affine`` and conv biases are taken
-    only when zero. Each ``CubaLIF`` must share ``tau_syn``, ``tau_mem`` (s), ``v_threshold``,
-    ``v_leak``, ``v_reset`` over its neurons, have ``r = 1`` and ``w_in = tau_syn / dt`` (how
-    Norse's ``LIFCell`` adds its input, see the module docstring). ``dt_s``, ``time_steps``, the
+    The graph must be a chain of synapse (``Affine``, ``Linear``, ``Conv2d``) + neuron
+    (``CubaLIF``, ``LIF``, ``IF``, ``LI``) layers with ``Flatten`` and ``SumPool2d``/``AvgPool2d``
+    between them, where a population may feed back into itself through one ``Affine``/``Linear``
+    (a recurrent layer: ``FCLayer.recurrent``); biases become ``input_bias``. Each neuron node
+    must share its parameters over its neurons; its input scaling (``w_in``, ``r``) is folded into
+    the weights (``export/nir_graph.py`` says how, per node type). ``dt_s``, ``time_steps``, the
     name and each layer's ``dense_shape`` and ``pool_fold`` come from the graph's metadata when
-    present (third-party files: ``dt = tau_syn / w_in`` of the first population, ``T = 1``).
+    present (third-party files: ``dt`` from the parameters where a writer's convention gives it,
+    else 1 ms, norse.torch.from_nir's default; ``T = 1``).
     The mask is the non-zero weights (conv: channel pairs with any non-zero kernel weight).
 
     Returns:
         NetworkIR with float weights ``(n_out, n_in)`` / ``(C_out, C_in, kH, kW)``, no fixed point.
 
     Raises:
-        NetworkFileError: the file is missing, not a NIR graph, truncated, not a chain, has
-            wrong shapes, non-finite values or sizes that do not chain (names file and node).
-        UnsupportedLayerError: a node type or parameter this reader does not handle (named).
+        NetworkFileError: the file is missing, not a NIR graph, truncated, has wrong shapes,
+            non-finite values or sizes that do not chain (names file and node).
+        UnsupportedLayerError: a node type, parameter or structure (branches, merges, skip
+            connections) this reader does not handle, naming the node, its type and what it takes.
     """
     import nir
 
@@ -259,200 +291,6 @@ def graph_to_ir(g, path: str) -> NetworkIR:
 
 
 def _graph_to_ir(g, path: str) -> NetworkIR:
-    return _ChainReader(g, path).read()
+    from dpap_deploy.export.nir_graph import GraphReader
 
-
-class _ChainReader:
-    """Walks a NIR chain ``Input -> ... -> Output`` node by node into IR nodes (see :func:`read_nir`)."""
-
-    def __init__(self, g, path: str):
-        import nir
-
-        from dpap_deploy.errors import NetworkFileError
-
-        self.path, self.cur = path, "input"
-        nodes, edges = getattr(g, "nodes", None), getattr(g, "edges", None)
-        if not isinstance(nodes, dict) or not nodes or edges is None:
-            raise NetworkFileError(f"{path}: the graph has no nodes or edges")
-        self.nodes = nodes
-        self.meta = g.metadata if isinstance(getattr(g, "metadata", None), dict) else {}
-        self.nxt = self._successors(edges)
-        self.inputs = [k for k, n in nodes.items() if isinstance(n, nir.Input)]
-        if len(self.inputs) != 1:
-            self.fail(f"the graph has {len(self.inputs)} Input nodes; expected one")
-        self.dt = self.meta_number("dt_s", float, None)
-        self.out: list = []        # IR nodes so far
-        self.syn = None            # (name, kind, weight, conv geometry) waiting for its CubaLIF
-
-    def fail(self, what, kind=None):
-        from dpap_deploy.errors import NetworkFileError
-
-        raise (kind or NetworkFileError)(f"{self.path}: {what}")
-
-    def _successors(self, edges) -> dict:
-        nxt, prv = {}, {}
-        for e in edges:
-            if len(e) != 2 or not all(isinstance(x, str) for x in e):
-                self.fail(f"edge {e!r} is not a pair of node names")
-            a, b = e
-            for x in (a, b):
-                if x not in self.nodes:
-                    self.fail(f"edge {a!r} -> {b!r} names node {x!r}, which the graph does not have")
-            if a in nxt or b in prv:
-                self.fail(f"edge {a!r} -> {b!r}: node {a if a in nxt else b!r} has two "
-                          f"{'outputs' if a in nxt else 'inputs'}; this reader takes a chain")
-            nxt[a], prv[b] = b, a
-        return nxt
-
-    def meta_number(self, key, kind, default):
-        if key not in self.meta:
-            return default
-        a = np.asarray(self.meta[key])
-        if a.size != 1 or a.dtype.kind not in "iuf" or not np.isfinite(a).all() or float(a.reshape(-1)[0]) <= 0 \
-                or (kind is int and a.reshape(-1)[0] != round(float(a.reshape(-1)[0]))):
-            self.fail(f"metadata {key!r} = {self.meta[key]!r}; expected a positive {kind.__name__}")
-        return kind(a.reshape(-1)[0])
-
-    def read(self) -> NetworkIR:
-        from dpap_deploy.errors import DpapError, NetworkFileError, UnsupportedLayerError
-
-        try:
-            return self._read()
-        except DpapError as exc:
-            if isinstance(exc, (NetworkFileError, UnsupportedLayerError)):
-                raise
-            raise NetworkFileError(f"{self.path}: {exc}") from None
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:  # a node without the fields its type promises
-            raise NetworkFileError(f"{self.path}: node {self.cur!r}: malformed ({type(exc).__name__}: {exc})") from None
-
-    def _read(self) -> NetworkIR:
-        import nir
-
-        T = self.meta_number("time_steps", int, 1)
-        meta = self.meta
-        name = meta.get("name") if isinstance(meta.get("name"), str) and meta.get("name") else \
-            os.path.splitext(os.path.basename(self.path))[0]
-        self.cur = self.inputs[0]
-        in_type = getattr(self.nodes[self.cur], "input_type", None)
-        in_type = in_type.get("input") if isinstance(in_type, dict) else None
-        if in_type is None or np.asarray(in_type).dtype.kind not in "iu":
-            self.fail(f"node {self.cur!r}: input_type {getattr(self.nodes[self.cur], 'input_type', None)!r}; "
-                      "expected {'input': shape}")
-        in_shape = tuple(int(s) for s in np.asarray(in_type).reshape(-1))
-        if len(in_shape) not in (1, 3) or min(in_shape) < 1:
-            self.fail(f"node {self.cur!r}: input shape {list(in_shape)}; expected [F] or [C, H, W] of positive sizes")
-        shape, seen = in_shape, {self.cur}
-        while True:
-            if self.cur not in self.nxt:
-                self.fail(f"node {self.cur!r} has no outgoing edge; the chain must end in an Output node")
-            self.cur = self.nxt[self.cur]
-            if self.cur in seen:
-                self.fail(f"node {self.cur!r} is reached twice: the graph has a cycle")
-            seen.add(self.cur)
-            node = self.nodes[self.cur]
-            if isinstance(node, nir.Output):
-                if self.syn is not None:
-                    self.fail(f"node {self.syn[0]!r} has no CubaLIF after it")
-                break
-            shape = self._node(node, shape)
-        layers = [n for n in self.out if n.kind in ("fc", "conv")]
-        if not layers:
-            self.fail("the graph has no Linear/Conv2d + CubaLIF layer")
-        if self.dt is None or not (np.isfinite(self.dt) and self.dt > 0):
-            self.fail(f"time step dt = {self.dt!r} is not a positive number")
-        return NetworkIR(name=name, input_size=int(np.prod(in_shape)), time_steps=T, dt_s=float(self.dt),
-                         nodes=self.out, metadata={"read_from": self.path, "format": "nir"},
-                         input_shape=in_shape if len(in_shape) == 3 else None)
-
-    def _node(self, node, shape: tuple) -> tuple:
-        """Take one node; returns the shape after it."""
-        import nir
-
-        from dpap_deploy.errors import UnsupportedLayerError
-        from dpap_deploy.ir import Flatten
-
-        cur = self.cur
-        if isinstance(node, nir.Flatten):
-            if self.syn is not None or len(shape) != 3:
-                self.fail(f"node {cur!r}: Flatten after {'a synapse' if self.syn else f'shape {list(shape)}'}; "
-                          "expected it between a (C, H, W) population or input and a Linear node")
-            self.out.append(Flatten(cur, shape))
-            return (int(np.prod(shape)),)
-        if isinstance(node, (nir.Linear, nir.Affine, nir.Conv2d)) and self.syn is not None:
-            self.fail(f"node {cur!r} follows synapse node {self.syn[0]!r} without a CubaLIF between them")
-        if isinstance(node, (nir.Linear, nir.Affine)):
-            if isinstance(node, nir.Affine) and np.any(np.asarray(node.bias) != 0):
-                self.fail(f"node {cur!r}: Affine with a non-zero bias; our IR has no bias", UnsupportedLayerError)
-            w = _weight(self.path, cur, node.weight, 2)
-            if len(shape) != 1 or w.shape[1] != shape[0]:
-                self.fail(f"node {cur!r}: weight {w.shape} takes {w.shape[1]} inputs but the node before gives "
-                          f"{list(shape)}")
-            self.syn = (cur, "fc", w, None)
-            return (w.shape[0],)
-        if isinstance(node, nir.Conv2d):
-            return self._conv(node, shape)
-        if isinstance(node, nir.CubaLIF):
-            self._population(node, shape)
-            return shape
-        self.fail(f"node {cur!r} has type {type(node).__name__}, which this reader does not handle (it takes Input, "
-                  "Linear, Affine with zero bias, Conv2d, Flatten, CubaLIF, Output)", UnsupportedLayerError)
-
-    def _conv(self, node, shape: tuple) -> tuple:
-        from dpap_deploy.errors import UnsupportedLayerError
-
-        cur, path = self.cur, self.path
-        w = _weight(path, cur, node.weight, 4)
-        if len(shape) != 3 or w.shape[1] != shape[0]:
-            self.fail(f"node {cur!r}: kernel {w.shape} takes {w.shape[1]} channels but the node before gives "
-                      f"{list(shape)}")
-        if np.any(np.asarray(node.bias) != 0):
-            self.fail(f"node {cur!r}: Conv2d with a non-zero bias; our IR has no bias", UnsupportedLayerError)
-        stride = _pair(path, cur, "stride", node.stride, 1)
-        padding = _pair(path, cur, "padding", node.padding, 0)
-        for key in ("dilation", "groups"):
-            if _pair(path, cur, key, getattr(node, key), 1) != 1:
-                self.fail(f"node {cur!r}: {key} = {getattr(node, key)!r}; this reader takes 1 only",
-                          UnsupportedLayerError)
-        if node.input_shape is not None and tuple(np.asarray(node.input_shape).reshape(-1)) != shape[1:]:
-            self.fail(f"node {cur!r}: input_shape {node.input_shape} but the node before gives {list(shape)}")
-        out = (w.shape[0], (shape[1] + 2 * padding - w.shape[2]) // stride + 1,
-               (shape[2] + 2 * padding - w.shape[3]) // stride + 1)
-        if min(out) < 1:
-            self.fail(f"node {cur!r}: kernel {w.shape} does not fit input {list(shape)}")
-        self.syn = (cur, "conv", w, (shape, stride, padding))
-        return out
-
-    def _population(self, node, shape: tuple) -> None:
-        from dpap_deploy.errors import UnsupportedLayerError
-        from dpap_deploy.ir import ConvLayer, FCLayer, LIFNeurons
-
-        cur = self.cur
-        if self.syn is None:
-            self.fail(f"node {cur!r}: CubaLIF without a Linear or Conv2d node before it")
-        p = {k: _uniform(self.path, cur, k, getattr(node, k), shape, positive=k.startswith("tau"))
-             for k in ("tau_syn", "tau_mem", "r", "v_threshold", "v_leak", "v_reset", "w_in")}
-        if abs(p["r"] - 1) > 1e-6:
-            self.fail(f"node {cur!r}: r = {p['r']:g}; our LIF has r = 1", UnsupportedLayerError)
-        if p["w_in"] <= 0:
-            self.fail(f"node {cur!r}: w_in = {p['w_in']:g} must be > 0")
-        if self.dt is None:
-            self.dt = p["tau_syn"] / p["w_in"]
-        if not np.isclose(p["w_in"], p["tau_syn"] / self.dt, rtol=1e-4):
-            self.fail(f"node {cur!r}: w_in = {p['w_in']:g} but tau_syn / dt = {p['tau_syn'] / self.dt:g}; our LIF "
-                      "(Norse's LIFCell) adds its input with w_in = tau_syn / dt", UnsupportedLayerError)
-        lname, lkind, w, conv = self.syn
-        neurons = LIFNeurons(tau_syn_s=p["tau_syn"], tau_mem_s=p["tau_mem"], v_th=p["v_threshold"],
-                             v_leak=p["v_leak"], v_reset=p["v_reset"])
-        dense_shapes = self.meta.get("dense_shape") if isinstance(self.meta.get("dense_shape"), dict) else {}
-        pool_folds = self.meta.get("pool_fold") if isinstance(self.meta.get("pool_fold"), dict) else {}
-        dense = dense_shapes.get(lname)
-        dense = tuple(int(s) for s in np.asarray(dense).reshape(-1)) if dense is not None else w.shape[:2]
-        fold = pool_folds.get(lname, 1)
-        fold = int(fold) if np.asarray(fold).dtype.kind in "iu" and int(fold) >= 1 else 1
-        if lkind == "fc":
-            self.out.append(FCLayer(lname, w, w != 0, neurons, dense, pool_fold=fold))
-        else:
-            in_sh, stride, padding = conv
-            self.out.append(ConvLayer(lname, w, np.any(w != 0, axis=(2, 3)), neurons, in_sh, dense,
-                                      stride=stride, padding=padding, pool_fold=fold))
-        self.syn = None
+    return GraphReader(g, path).read()

@@ -19,6 +19,7 @@ Matching term by term (docs/deployment.md secs. 2.2, 4.1 and 6.1)::
     du     = round(4096 * dt / tau_syn) - 1     # lava-dl netx: iDecay = round(4096 a_i), du = iDecay - 1
     dv     = round(4096 * dt / tau_mem)         # lava-dl netx: vDecay
     w_int  = round(s * (dt / tau_mem) * W / 2**weight_exp)   # Norse adds a_v * i to v
+    r_int  = round(s * (dt / tau_mem) * W_rec / 2**weight_exp)   # recurrent weights, same scale
     vth    = round(s * v_th)                    # 17-bit mantissa
 
 where ``s`` (Lava units per Norse unit) maps the largest ``|a_v W|`` of the layer to the
@@ -60,7 +61,8 @@ BIAS_VTH_MAX = -(-(BIAS_MANT_MAX << BIAS_EXP_MAX) // 64) - 1
 def decay_registers(dt_s: float, tau_syn_s: float, tau_mem_s: float, layer: str = "?") -> tuple:
     """Lava ``(du, dv)`` 12-bit registers for Norse time constants (seconds).
 
-    ``du = round(4096 dt/tau_syn) - 1`` and ``dv = round(4096 dt/tau_mem)``; Lava's LIF
+    ``du = round(4096 dt/tau_syn) - 1`` and ``dv = round(4096 dt/tau_mem)`` (0 for ``tau_mem = inf``,
+    the IF variant: no leak); Lava's LIF
     decays ``u`` by ``(4096 - (du + 1)) / 4096`` and ``v`` by ``(4096 - dv) / 4096``.
 
     Raises:
@@ -68,6 +70,9 @@ def decay_registers(dt_s: float, tau_syn_s: float, tau_mem_s: float, layer: str 
     """
     out = []
     for what, tau, offset in (("tau_syn", tau_syn_s, 1), ("tau_mem", tau_mem_s, 0)):
+        if what == "tau_mem" and math.isinf(tau):  # the IF variant (dpap_deploy/ir.py, LIFNeurons): no leak
+            out.append(0)
+            continue
         ratio = dt_s / tau if tau > 0 else math.inf
         reg = int(round(DECAY_UNITY * ratio)) - offset
         if not (0.0 < ratio <= 1.0) or reg < 0:
@@ -103,15 +108,18 @@ def quantize_layer(layer: FCLayer, dt_s: float, min_vth: int = 256, current: boo
         raise QuantizationError(f"layer {layer.name!r}: Lava's LIF needs v_leak = v_reset = 0")
     if n.v_th <= 0:
         raise QuantizationError(f"layer {layer.name!r}: threshold v_th = {n.v_th:g} must be > 0")
-    a_v = dt_s / n.tau_mem_s
+    a_v = n.step_factors(dt_s)[2]  # dt / tau_mem; 1 for the IF variant (v <- v + i)
     w = a_v * layer.masked_weight().astype(np.float64)
+    rec = getattr(layer, "recurrent", None)
+    rec = None if rec is None else a_v * rec.astype(np.float64)  # reaches the same u as W: same scale
     conv = layer.kind == "conv"
     vth_max = BIAS_VTH_MAX if current else VTH_MAX
-    m = float(np.abs(w).max()) if w.size else 0.0
+    m = max(float(np.abs(w).max()) if w.size else 0.0, float(np.abs(rec).max()) if rec is not None else 0.0)
     if m == 0.0:
         vth = min(vth_max, max(1, int(min_vth)))
         fixed = FixedPoint(np.zeros(w.shape, np.int32), 0, du, dv, vth, 0.0,
-                           bias_exponent(vth, layer.name) if current else None)
+                           bias_exponent(vth, layer.name) if current else None,
+                           None if rec is None else np.zeros(rec.shape, np.int32))
         return replace(layer, fixed=fixed)
     vth0 = W_MAX_EVEN / m * n.v_th
     exp = 0
@@ -137,12 +145,24 @@ def quantize_layer(layer: FCLayer, dt_s: float, min_vth: int = 256, current: boo
     w_int = to_even_int(s * w / 2.0**exp)
     w_int[~layer.weight_mask()] = 0
     bias_exp = bias_exponent(vth, layer.name) if current else None
-    return replace(layer, fixed=FixedPoint(w_int, exp, du, dv, vth, s, bias_exp))
+    rec_int = None if rec is None else to_even_int(s * rec / 2.0**exp)
+    return replace(layer, fixed=FixedPoint(w_int, exp, du, dv, vth, s, bias_exp, rec_int))
 
 
 def quantize(ir: NetworkIR, min_vth: int = 256) -> NetworkIR:
     """A copy of ``ir`` with :class:`~dpap_deploy.ir.FixedPoint` parameters on every layer
-    (with current encoding the first layer also gets ``bias_exp``: :func:`quantize_layer`)."""
+    (with current encoding the first layer also gets ``bias_exp``: :func:`quantize_layer`).
+
+    Recurrent weights (``FCLayer.recurrent``) are quantised with the layer's scale and weight
+    exponent into ``fixed.recurrent_weight`` (they add to the same ``u``); the ``"lif"`` variant
+    (``tau_syn_s == dt``) gets ``du = 4095`` (Lava keeps nothing of ``u``).
+
+    Raises:
+        UnsupportedLayerError: a layer with an input bias (Lava's bias enters ``v``, not the
+            synaptic current ``u``) or an LI population (no spikes), naming it. The IF variant
+            (``tau_mem = inf``) gets ``dv = 0`` and an input gain of 1 instead of ``dt/tau_mem``.
+    """
+    ir.require_plain("quantisation to Lava fixed point", allow=("recurrent", "if"))
     current = ir.input_encoding == "current"
     return ir.with_layers([quantize_layer(l, ir.dt_s, min_vth, current=current and i == 0)
                            for i, l in enumerate(ir.layers)])
