@@ -121,6 +121,9 @@ class FixedPoint:
         recurrent_weight: integer recurrent weights ``(n_out, n_out)`` int32 of a layer with
             ``recurrent`` (same scale and ``weight_exp`` as ``weight``: both reach the same ``u``),
             or None.
+        input_bias: integer weights ``(n_bias,)`` int32 (``(n_out,)``, conv ``(C_out,)``) of the
+            layer's bias axon, an input that spikes at every step, for a layer with ``input_bias``
+            (same scale and ``weight_exp`` as ``weight``; ``export/quantize.py``), or None.
     """
 
     weight: np.ndarray
@@ -131,6 +134,7 @@ class FixedPoint:
     scale: float
     bias_exp: Optional[int] = None
     recurrent_weight: Optional[np.ndarray] = None
+    input_bias: Optional[np.ndarray] = None
 
 
 def _check_extras(layer, n_bias: int) -> None:
@@ -140,6 +144,10 @@ def _check_extras(layer, n_bias: int) -> None:
         if layer.input_bias.shape != (n_bias,) or not np.all(np.isfinite(layer.input_bias)):
             raise IRError(f"layer {layer.name!r}: input_bias {layer.input_bias.shape} must be ({n_bias},) finite "
                           "numbers (one per output neuron, per output channel for a convolution)")
+    fixed_bias = layer.fixed.input_bias if layer.fixed is not None else None
+    if fixed_bias is not None and (layer.input_bias is None or np.shape(fixed_bias) != (n_bias,)):
+        raise IRError(f"layer {layer.name!r}: fixed input bias {np.shape(fixed_bias)} needs a float input_bias "
+                      f"({n_bias},)")
     rec = getattr(layer, "recurrent", None)
     if rec is not None:
         layer.recurrent = np.asarray(rec, dtype=np.float32)
@@ -643,7 +651,10 @@ class NetworkIR:
                 arrays[f"l{i}_fixed_weight"] = l.fixed.weight
                 if l.fixed.recurrent_weight is not None:
                     arrays[f"l{i}_fixed_recurrent"] = l.fixed.recurrent_weight
-                entry["fixed"] = {k: v for k, v in asdict(l.fixed).items() if k not in ("weight", "recurrent_weight")}
+                if l.fixed.input_bias is not None:
+                    arrays[f"l{i}_fixed_input_bias"] = l.fixed.input_bias
+                entry["fixed"] = {k: v for k, v in asdict(l.fixed).items()
+                                  if k not in ("weight", "recurrent_weight", "input_bias")}
             header["nodes"].append(entry)
         arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
         with atomic_path(path, suffix=".npz") as tmp:
@@ -685,8 +696,10 @@ def _load_node(f, i: int, e: dict) -> Node:
         return AvgPool(e["name"], tuple(e["in_shape"]), int(e["pool"]))
     fixed = None
     if e["fixed"] is not None:
-        rec = f[f"l{i}_fixed_recurrent"].astype(np.int32) if f"l{i}_fixed_recurrent" in f.files else None
-        fixed = FixedPoint(weight=f[f"l{i}_fixed_weight"].astype(np.int32), recurrent_weight=rec, **e["fixed"])
+        rec, ib = (f[f"l{i}_fixed_{k}"].astype(np.int32) if f"l{i}_fixed_{k}" in f.files else None
+                   for k in ("recurrent", "input_bias"))
+        fixed = FixedPoint(weight=f[f"l{i}_fixed_weight"].astype(np.int32), recurrent_weight=rec, input_bias=ib,
+                           **e["fixed"])
     common = dict(name=e["name"], weight=f[f"l{i}_weight"], mask=f[f"l{i}_mask"],
                   neurons=LIFNeurons(**e["neurons"]) if e["neurons"] else None,
                   dense_shape=tuple(e["dense_shape"]), fixed=fixed,

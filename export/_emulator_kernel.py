@@ -22,7 +22,7 @@ U_LIM = 2 ** 23
 
 @njit(parallel=True, cache=True, nogil=True)
 def run_kernel(spikes, bias, n_out, mode, scale, fu, fv, vth64, clamp,
-               wd16, wd32, wd_off, ip, ip_off, ix, wx, ix_off, neuron_off, gate, hold, rw, rw_off,
+               wd16, wd32, wd_off, ip, ip_off, ix, wx, ix_off, neuron_off, gate, hold, rw, rw_off, ib,
                rec, counts):  # pragma: no cover (numba)
     """Run ``spikes`` ``(T, N, F)`` uint8 through ``L`` layers; fill ``counts`` ``(N, n_last)`` int64
     and, when ``rec.shape[0] == T``, the spike raster ``rec`` ``(T, N, total neurons)`` uint8.
@@ -45,6 +45,9 @@ def run_kernel(spikes, bias, n_out, mode, scale, fu, fv, vth64, clamp,
     presynaptic neuron ``q`` at ``rw[rw_off[l] + q*n_out[l] : ... + n_out[l]]`` (int32); the layer's
     own spikes of step ``t - 1`` add ``floor(sum * scale[l])`` to ``a`` at step ``t`` (a second Lava
     ``Sparse`` with the layer's ``weight_exp``, shifted on its own; none at ``t = 0``).
+
+    Input biases: ``ib`` ``(total neurons,)`` float64, what each neuron's bias axon adds to ``a`` at
+    every step (already shifted by the layer's ``weight_exp``: ``emulator.bias_input``; 0 without).
     """
     T, N, F = spikes.shape
     L = n_out.shape[0]
@@ -117,6 +120,7 @@ def run_kernel(spikes, bias, n_out, mode, scale, fu, fv, vth64, clamp,
                     a = np.floor(min(max(float(acc[j]), lo), hi) * sc)
                     if has_rec:
                         a += np.floor(float(racc[j]) * sc)
+                    a += ib[o + j]
                     uu = np.trunc(ul[j] * du_f) + a * 64.0
                     uu = uu - 2.0 * lim if uu > lim else (uu + 2.0 * lim if uu <= -lim else uu)
                     ul[j] = uu

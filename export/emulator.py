@@ -15,6 +15,10 @@ training and on whole test sets. Per layer and time step (``lava/proc/lif/models
     time_gate "hold":  s' = s' & gate[:, t];  v[s'] = 0;  out = s'
         # threshold test off at a masked step: no spike, no reset (export/gate/gated_lif.py)
 
+A layer with an input bias adds its bias axon's ``b << weight_exp`` to ``a`` at every step
+(``b = FixedPoint.input_bias``, conv: per channel over the map; a third ``Sparse`` in Lava, from an
+input that spikes at every step, shifted on its own: :func:`bias_input`).
+
 A layer with recurrent weights ``R`` (``FixedPoint.recurrent_weight``) also adds
 ``(R out[t-1]) << weight_exp`` to ``a`` (shifted on its own: Lava's second ``Sparse`` from the
 population back to itself, whose one-step delay is the recurrence's ``t -> t+1``; zero at ``t = 0``).
@@ -143,10 +147,11 @@ def _kernel_arrays(ir: NetworkIR) -> tuple:
 
     hold = np.array([holds(l) for l in ir.layers], np.uint8)  # per layer: 1 "hold", 0 "drop" (docs/dpap.md sec. 7.4)
     rw, rw_off = _recurrent_rows(ir)
+    ib = np.concatenate([np.zeros(l.n_out) if bias_input(l) is None else bias_input(l) for l in ir.layers])
     return (n_out, mode, scale, fu, fv, vth64, clamp, cat(wd16_parts, np.int16),
             cat(wd32_parts, np.int32), wd_off,
             cat(ip_parts, np.int64), ip_off, cat(ix_parts, np.int64), cat(wx_parts, np.int32), ix_off, neuron_off,
-            np.ascontiguousarray(gate), hold, rw, rw_off)
+            np.ascontiguousarray(gate), hold, rw, rw_off, ib)
 
 
 def _recurrent_rows(ir: NetworkIR) -> Tuple[np.ndarray, np.ndarray]:
@@ -171,6 +176,25 @@ def _fixed_recurrent(layer) -> Optional[np.ndarray]:
     return layer.fixed.recurrent_weight
 
 
+def bias_input(layer) -> Optional[np.ndarray]:
+    """What the layer's bias axon adds to ``a`` at every step: ``floor(fixed.input_bias * 2**weight_exp)``
+    per neuron ``(n_out,)`` float64 (integers; conv: each channel's over its map, torch's ``(C, H, W)``
+    order), or None without an input bias. Lava's bias ``Sparse`` shifts its one-synapse sum by the
+    layer's ``weight_exp`` on its own (``lava/proc/sparse/models.py``; ``export/quantize.py``).
+
+    Raises:
+        ExportValidationError: a layer with ``input_bias`` but no integer bias (not quantised by us).
+    """
+    if getattr(layer, "input_bias", None) is None:
+        return None
+    b = layer.fixed.input_bias
+    if b is None:
+        raise ExportValidationError(f'layer "{layer.name}" has an input bias but no fixed-point one; '
+                                    "quantise it with export.quantize.quantize")
+    a = np.floor(np.asarray(b, np.float64) * 2.0 ** int(layer.fixed.weight_exp))
+    return np.repeat(a, layer.n_out // a.shape[0])
+
+
 def _gate(layer, T: int) -> np.ndarray:
     """``(n_out, T)`` bool: the layer's timestep mask per neuron (a conv channel's for each of its
     pixels, torch's ``(C, H, W)`` order), all True without one."""
@@ -189,7 +213,7 @@ def _emulate_numba(ir: NetworkIR, spikes: np.ndarray, bias: Optional[np.ndarray]
     T, N, _ = spikes.shape
     bias = np.zeros((N, 0)) if bias is None else np.ascontiguousarray(bias, dtype=np.float64)
     arrays = _kernel_arrays(ir)
-    neuron_off = arrays[-5]
+    neuron_off = arrays[15]
     counts = np.zeros((N, ir.layers[-1].n_out), dtype=np.int64)
     rec = np.zeros((T, N, int(neuron_off[-1])) if record else (0, 0, 0), dtype=np.uint8)
     with tqdm(total=N, desc="emulator", unit="sample", disable=None if progress else True, leave=False) as bar:
@@ -258,7 +282,7 @@ def emulate(ir: NetworkIR, spikes: np.ndarray, batch_size: int = 512,
 
     check_time_masks(ir, "emulator")  # it emulates what Lava runs, so it refuses what Lava cannot run
     ir.require_nodes(("fc", "conv", "flatten"), "the fixed-point emulator")
-    ir.require_plain("the fixed-point emulator", allow=("recurrent", "if"))
+    ir.require_plain("the fixed-point emulator", allow=("input_bias", "recurrent", "if"))
     _require_fixed(ir)
     binary, bias = _inputs(ir, spikes)
     if engine == "numba":
@@ -277,6 +301,7 @@ def _emulate_torch(ir: NetworkIR, params: List[dict], spikes: np.ndarray, bias: 
     held = [holds(l) for l in ir.layers]
     recs = [None if _fixed_recurrent(l) is None else torch.from_numpy(_fixed_recurrent(l).T.astype(np.float64))
             for l in ir.layers]
+    biases = [None if bias_input(l) is None else torch.from_numpy(bias_input(l) * 64.0) for l in ir.layers]
     counts = np.zeros((N, ir.layers[-1].n_out), dtype=np.int64)
     rasters = [np.zeros((T, N, l.n_out), dtype=np.uint8) for l in ir.layers] if record else None
     lim = float(U_LIM)
@@ -306,6 +331,8 @@ def _emulate_torch(ir: NetworkIR, params: List[dict], spikes: np.ndarray, bias: 
                     uu = _decay(u[i], p["du"] + 1) + a * 64.0
                 if recs[i] is not None:  # a second Sparse, shifted by the same weight_exp on its own
                     uu = uu + torch.floor((prev[i] @ recs[i]) * 2.0 ** p["exp"]) * 64.0
+                if biases[i] is not None:  # the bias axon's Sparse, every step, shifted on its own
+                    uu = uu + biases[i]
                 u[i] = _wrap(uu)  # into (-2^23, 2^23]
                 vv = _decay(v[i], p["dv"]) + u[i]
                 if i == 0 and b_in is not None:

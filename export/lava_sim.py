@@ -58,7 +58,9 @@ def check_supported(ir: NetworkIR, target: str = "loihi-sim") -> None:
     (``loihi-sim`` realises timestep masks with :class:`~dpap_deploy.export.gate.GatedLIFReset`,
     ``"hold"``, or :class:`~dpap_deploy.export.gate.SpikeGate`, ``"drop"``)."""
     # recurrent loops pass a SpikeGate (a CPU process model, _recurrent_loop): the simulator only
-    check_layers(ir, target, SUPPORTED_KINDS, ("lif",), features=("recurrent", "if") if target == "loihi-sim" else ("if",))
+    # input biases: an always-on RingBuffer source (a host process) and timing checked in the simulator only
+    check_layers(ir, target, SUPPORTED_KINDS, ("lif",),
+                 features=("input_bias", "recurrent", "if") if target == "loihi-sim" else ("if",))
 
 
 def first_step(ir: NetworkIR) -> int:
@@ -195,7 +197,7 @@ def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed", record_hidd
     record_dir = record_dir or tempfile.mkdtemp(prefix="dpap-lava-")
     hidden_steps = min(hidden_steps or steps, steps)
     weights = iter(sparse_weights(ir) if precision == "fixed" else [None] * len(ir.layers))
-    i = -1
+    i, bias_port = -1, None
     for node in ir.nodes:
         if node.kind == "flatten":  # torch's (C, H, W) order from Lava's (W, H, C)
             port = port.transpose([2, 1, 0]).flatten()
@@ -212,6 +214,9 @@ def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed", record_hidd
             syn.a_out.connect(lif.a_in)
         if getattr(layer, "recurrent", None) is not None:
             _recurrent_loop(ir, i, layer, lif, precision)
+        if getattr(layer, "input_bias", None) is not None:
+            bias_port = _always_on() if bias_port is None else bias_port
+            _bias_axon(ir, layer, lif, shape, precision, bias_port)
         port = lif.s_out
         if gate_mask is not None and hold is None:  # "drop": drop the spikes of silenced (neuron, step) pairs
             from dpap_deploy.export.gate import SpikeGate
@@ -305,6 +310,37 @@ def _recurrent_loop(ir: NetworkIR, i: int, layer, lif, precision: str) -> None:
     lif.s_out.connect(gate.s_in)
     gate.s_out.connect(rec.s_in)
     rec.a_out.connect(lif.a_in)
+
+
+def _always_on():
+    """The output port of a one-neuron source that spikes at every Lava step (a ``RingBuffer`` of one
+    column of ones, replayed), the bias axon of every layer with an input bias."""
+    from lava.proc.io.source import RingBuffer as SpikeIn
+
+    return SpikeIn(data=np.ones((1, 1), np.int32)).s_out
+
+
+def _bias_axon(ir: NetworkIR, layer, lif, shape: tuple, precision: str, port) -> None:
+    """``port`` (spikes at every step) ``-> Sparse (n_out, 1) -> lif.a_in``: the layer's input bias.
+
+    Fixed point: the weights are ``fixed.input_bias`` (conv: each channel's over its map, in Lava's
+    ``(W, H, C)`` order) with the layer's ``weight_exp``, so ``a_in`` gets ``b << weight_exp`` at every
+    step like any weight (``export/quantize.py``); float: ``dt/tau_mem * input_bias``. The ``Sparse``
+    delivers from Lava step 2 on (one step of delay behind the source's first spike at step 1), and
+    every population's first window starts at step ``i + first_step(ir) >= 2``: the bias is there at
+    every step of every sample, including the step of the ``LIFReset`` (which clears ``u`` and ``v``
+    before adding ``a_in``). Spikes it causes before a population's first window are cleared by the
+    next population's first reset, as any input before a window is (module docstring)."""
+    from lava.proc.sparse.process import Sparse
+
+    if precision == "fixed":
+        b, kw = layer.fixed.input_bias.astype(np.int32), dict(weight_exp=int(layer.fixed.weight_exp), num_weight_bits=8)
+    else:
+        b, kw = layer.neurons.step_factors(ir.dt_s)[2] * layer.input_bias.astype(np.float64), {}
+    col = np.broadcast_to(b, shape).reshape(-1, 1)  # conv: (W, H, C) with C last, the channel's bias
+    syn = Sparse(weights=sp.csr_matrix(col), name=f"{layer.name}_bias_axon", **kw)
+    port.connect(syn.s_in)
+    (syn.a_out if len(shape) == 1 else syn.a_out.reshape(shape)).connect(lif.a_in)
 
 
 def _population(ir: NetworkIR, i: int, layer, w, precision: str, hold: Optional[np.ndarray] = None):

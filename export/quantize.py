@@ -20,15 +20,24 @@ Matching term by term (docs/deployment.md secs. 2.2, 4.1 and 6.1)::
     dv     = round(4096 * dt / tau_mem)         # lava-dl netx: vDecay
     w_int  = round(s * (dt / tau_mem) * W / 2**weight_exp)   # Norse adds a_v * i to v
     r_int  = round(s * (dt / tau_mem) * W_rec / 2**weight_exp)   # recurrent weights, same scale
+    b_int  = round(s * (dt / tau_mem) * input_bias / 2**weight_exp)  # the bias axon's weights, same scale
     vth    = round(s * v_th)                    # 17-bit mantissa
 
-where ``s`` (Lava units per Norse unit) maps the largest ``|a_v W|`` of the layer to the
-largest even 8-bit weight (254). Lava's ``Sparse`` keeps mixed-sign weights as even values
+where ``s`` (Lava units per Norse unit) maps the largest ``|a_v W|``, ``|a_v W_rec|`` or
+``|a_v input_bias|`` of the layer to the largest even 8-bit weight (254). Lava's ``Sparse`` keeps mixed-sign weights as even values
 in ``[-256, 254]`` (``clip_weights`` then ``truncate_weights`` in ``lava/utils/weightutils.py``
 drop the lowest bit), so we round to even integers ourselves: nothing changes inside Lava.
 ``weight_exp`` is moved off 0 only when ``vth`` would leave its 17-bit range
 (``weight_exp < 0``) or fall below ``min_vth`` (``weight_exp > 0``), within ``[-8, 7]``.
 A synapse whose weight rounds to 0 is absent from the exported network.
+
+**Input bias** (``input_bias``, NIR's ``Affine`` bias): Norse adds it to ``i`` with ``W s``
+every step, so it is a weight from an input that spikes at every step (a "bias axon"): Lava's
+``Sparse``/``Dense`` deliver ``(b_int << weight_exp)`` into ``a_in`` (``lava/proc/dense/models.py``,
+``lava/proc/sparse/models.py``: the summed input is shifted by ``weight_exp``, a right shift
+rounding down when negative) and the LIF adds ``a_in << 6`` to ``u`` (``lava/proc/lif/models.py``,
+``act_shift``), exactly as for ``W s``. ``b_int`` is ``FixedPoint.input_bias`` (conv: per output
+channel). It is not Lava's LIF ``bias_mant << bias_exp``, which enters ``v``.
 
 **Current encoding** (``NetworkIR.input_encoding == "current"``): the first layer's neurons
 integrate ``W x`` of the analog sample ``x`` straight into the membrane (Norse's
@@ -98,10 +107,19 @@ def quantize_layer(layer: FCLayer, dt_s: float, min_vth: int = 256, current: boo
     ``weight_exp`` instead, which only scales the host's ``W x``) and ``fixed.bias_exp`` is set
     (:func:`bias_exponent`).
 
+    A layer's ``input_bias`` (``(n_out,)``, conv ``(C_out,)``, Norse units of current per step)
+    becomes ``fixed.input_bias = even_round(s * dt/tau_mem * input_bias / 2**weight_exp)`` int32,
+    the weights of its bias axon (module docstring): its largest ``|dt/tau_mem * input_bias|`` counts
+    in the scale ``s`` like a weight, so every bias is an even integer in ``[-254, 254]``.
+
     Raises:
         QuantizationError: decays out of range, or a threshold that no weight exponent
-            in ``[-8, 7]`` fits into 17 bits (current encoding: into ``[1, 8189]``).
+            in ``[-8, 7]`` fits into 17 bits (current encoding: into ``[1, 8189]``); an input
+            bias on a current-encoded first layer (its ``u`` takes no synaptic input), naming it.
     """
+    if current and layer.input_bias is not None:
+        raise QuantizationError(f"layer {layer.name!r}: an input bias on the current-encoded first layer is not "
+                                "supported (its W x is the population's bias into v; it has no synaptic input)")
     n = layer.neurons
     du, dv = decay_registers(dt_s, n.tau_syn_s, n.tau_mem_s, layer.name)
     if n.v_leak != 0 or n.v_reset != 0:
@@ -112,14 +130,15 @@ def quantize_layer(layer: FCLayer, dt_s: float, min_vth: int = 256, current: boo
     w = a_v * layer.masked_weight().astype(np.float64)
     rec = getattr(layer, "recurrent", None)
     rec = None if rec is None else a_v * rec.astype(np.float64)  # reaches the same u as W: same scale
+    ib = None if layer.input_bias is None else a_v * layer.input_bias.astype(np.float64)  # the bias axon: same scale
     conv = layer.kind == "conv"
     vth_max = BIAS_VTH_MAX if current else VTH_MAX
-    m = max(float(np.abs(w).max()) if w.size else 0.0, float(np.abs(rec).max()) if rec is not None else 0.0)
+    m = max([float(np.abs(x).max()) for x in (w, rec, ib) if x is not None and x.size] + [0.0])
+    zeros = lambda x: None if x is None else np.zeros(x.shape, np.int32)  # noqa: E731
     if m == 0.0:
         vth = min(vth_max, max(1, int(min_vth)))
         fixed = FixedPoint(np.zeros(w.shape, np.int32), 0, du, dv, vth, 0.0,
-                           bias_exponent(vth, layer.name) if current else None,
-                           None if rec is None else np.zeros(rec.shape, np.int32))
+                           bias_exponent(vth, layer.name) if current else None, zeros(rec), zeros(ib))
         return replace(layer, fixed=fixed)
     vth0 = W_MAX_EVEN / m * n.v_th
     exp = 0
@@ -146,7 +165,8 @@ def quantize_layer(layer: FCLayer, dt_s: float, min_vth: int = 256, current: boo
     w_int[~layer.weight_mask()] = 0
     bias_exp = bias_exponent(vth, layer.name) if current else None
     rec_int = None if rec is None else to_even_int(s * rec / 2.0**exp)
-    return replace(layer, fixed=FixedPoint(w_int, exp, du, dv, vth, s, bias_exp, rec_int))
+    ib_int = None if ib is None else to_even_int(s * ib / 2.0**exp)
+    return replace(layer, fixed=FixedPoint(w_int, exp, du, dv, vth, s, bias_exp, rec_int, ib_int))
 
 
 def quantize(ir: NetworkIR, min_vth: int = 256) -> NetworkIR:
@@ -157,12 +177,15 @@ def quantize(ir: NetworkIR, min_vth: int = 256) -> NetworkIR:
     exponent into ``fixed.recurrent_weight`` (they add to the same ``u``); the ``"lif"`` variant
     (``tau_syn_s == dt``) gets ``du = 4095`` (Lava keeps nothing of ``u``).
 
+    Input biases (``input_bias``) become the integer weights of a bias axon,
+    ``fixed.input_bias`` (module docstring), with the layer's scale and weight exponent.
+
     Raises:
-        UnsupportedLayerError: a layer with an input bias (Lava's bias enters ``v``, not the
-            synaptic current ``u``) or an LI population (no spikes), naming it. The IF variant
+        UnsupportedLayerError: an LI population (no spikes), naming it. The IF variant
             (``tau_mem = inf``) gets ``dv = 0`` and an input gain of 1 instead of ``dt/tau_mem``.
+        QuantizationError: see :func:`quantize_layer`.
     """
-    ir.require_plain("quantisation to Lava fixed point", allow=("recurrent", "if"))
+    ir.require_plain("quantisation to Lava fixed point", allow=("input_bias", "recurrent", "if"))
     current = ir.input_encoding == "current"
     return ir.with_layers([quantize_layer(l, ir.dt_s, min_vth, current=current and i == 0)
                            for i, l in enumerate(ir.layers)])
