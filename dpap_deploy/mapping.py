@@ -8,7 +8,8 @@ for: it maps one block per core).
 Per core:
 
 * ``neurons``: neurons (compartments) on the core;
-* ``input_axons``: distinct presynaptic sources with at least one surviving synapse into the core;
+* ``input_axons``: distinct presynaptic sources with at least one surviving synapse into the core
+  (a layer's own neurons for recurrent weights, and its bias axon for an input bias);
 * ``output_axons``: distinct (neuron, destination core) routes leaving the core (a neuron of
   the output population has one route, to the host);
 * ``synaptic_memory_bits``: nengo-loihi's cost model (``SynapseConfig.bits_per_axon``), per input
@@ -70,6 +71,27 @@ def recurrent_connectivity(layer) -> Optional[sp.csr_matrix]:
         return None
     keep = (r != 0) if layer.fixed is None or layer.fixed.recurrent_weight is None else layer.fixed.recurrent_weight != 0
     return sp.csr_matrix(keep)
+
+
+def bias_connectivity(layer) -> Optional[sp.csr_matrix]:
+    """The bias axon's synapses ``(n_out, 1)`` bool of a layer with ``input_bias`` (an input that spikes
+    at every step, whose weights are the biases: ``export/quantize.py``), one per neuron whose bias is
+    non-zero (its integer once quantised; conv: each channel's over its map, torch's ``(C, H, W)``
+    order), as ``loihi-sim`` builds it; None without an input bias."""
+    b = getattr(layer, "input_bias", None)
+    if b is None:
+        return None
+    keep = (b != 0) if layer.fixed is None or layer.fixed.input_bias is None else (layer.fixed.input_bias != 0)
+    return sp.csr_matrix(np.repeat(keep, layer.n_out // keep.shape[0]).reshape(-1, 1))
+
+
+def _add_shared_bias_bits(chunks: List[Chunk], bias: sp.csr_matrix, profile: Profile) -> None:
+    """Conv tiles of a chip that shares kernel weights: their memory counts the kernel slices only
+    (:mod:`dpap_deploy.tiling`); add each tile's bias axon, dense format (``weight_bits`` a synapse)."""
+    for ch in chunks:
+        n = int(bias[ch.indices()].nnz)
+        if n:
+            ch.synaptic_memory_bits += int(axon_memory_bits(np.array([n]), profile.numerics.weight_bits, profile)[0])
 
 
 def _add_recurrent_routes(chunks: List[Chunk], rec: sp.csr_matrix) -> None:
@@ -440,8 +462,11 @@ def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
             (nengo-loihi maps a recurrent connection as any other, its source block being the
             target's own), and each of its neurons one output route per core of its own layer it
             reaches; those routes are added after the split, so a core they push over its
-            output-axon limit is reported as a violation. The lower bounds count the feed-forward
-            synapses only (still bounds, looser for recurrent layers).
+            output-axon limit is reported as a violation. A layer with an input bias has a bias
+            axon (:func:`bias_connectivity`): one input axon on each of its cores and one synapse per
+            neuron there with a non-zero bias, in the same memory cost model (conv tiles are chosen
+            without it, so a tile it pushes over a limit is reported as a violation). The lower
+            bounds count the feed-forward synapses only (still bounds, looser for recurrent or biased layers).
         profile: the target; ``profile.with_chips(n)`` / ``with_cores(n)`` for boards and budgets.
         pack: let small layers share cores (False: one layer per core, as nengo-loihi).
 
@@ -458,6 +483,7 @@ def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
     lim = profile.core
     conns = on_chip_connectivity(ir)
     recs = [recurrent_connectivity(l) for l in ir.layers]
+    biases = [bias_connectivity(l) for l in ir.layers]
     n_layers = len(ir.layers)
     # split from the output back: a layer's output axons depend on how the next layer is split
     per_layer: List[List[Chunk]] = [[] for _ in ir.layers]
@@ -467,10 +493,14 @@ def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
             routes = _routes(conns[i + 1], per_layer[i + 1], layer.n_out)
         else:
             routes = np.ones(layer.n_out, dtype=np.int64)  # one route each to the host
+        # a recurrent layer's own neurons and a bias axon are sources too: input axons and synapses of [W | R | b]
+        extra = [m for m in (recs[i], biases[i]) if m is not None]
+        conn = sp.hstack([conns[i], *extra]).tocsr() if extra else conns[i]
         if layer.kind == "conv":  # spatial tiles (docs/deployment.md sec. 12)
-            per_layer[i] = tiling.tile_chunks(layer, conns[i], _taps(ir, i), routes, profile, i)
-        else:  # a recurrent layer's own neurons are sources too: input axons and synapses of [W | R]
-            conn = conns[i] if recs[i] is None else sp.hstack([conns[i], recs[i]]).tocsr()
+            per_layer[i] = tiling.tile_chunks(layer, conn, _taps(ir, i), routes, profile, i)
+            if biases[i] is not None and profile.synapse_cost.conv == "shared":
+                _add_shared_bias_bits(per_layer[i], biases[i], profile)
+        else:
             per_layer[i] = _split_layer(conn, routes, profile, layer.name, i)
     for i, rec in enumerate(recs):
         if rec is not None:

@@ -608,3 +608,37 @@ def test_dpap_export_runs_a_biased_nir_file_in_loihi_sim(tmp_path):
     assert report["agreement"]["spikes"] == 1.0
     net = NetworkIR.load(str(tmp_path / "run" / "network.npz"))
     assert all(l.fixed.input_bias is not None and np.any(l.fixed.input_bias) for l in net.layers)
+
+
+def test_bias_axon_mapping_cost_by_hand(tmp_path):
+    """3 inputs -> "b" (4 neurons, all-to-all, biases 0.5, 0.5, 0.5, 0) -> "out" (2 neurons), cores of 2
+    neurons (loihi1 otherwise: 8-bit weights, 10-bit index, groups of 64 with a 10-bit header in 64-bit
+    words), one layer per core. By hand: core {0, 1} has the 3 inputs and the bias axon (4 input
+    axons), 6 + 2 synapses; every axon has 2 synapses: dense 2*8 + 10 = 26 -> 64 bits, so 256 bits.
+    Core {2, 3}: 4 input axons (neuron 3's bias is 0: no synapse), 6 + 1 synapses; dense 4 * 64 = 256
+    (sparse: 3 * 64 + (18 + 10 -> 64) = 256 too). Without biases: 3 axons, 6 synapses, 192 bits."""
+    from dpap_deploy.hardware_profiles import load_profile
+    from dpap_deploy.mapping import map_network
+
+    toml = tmp_path / "two.toml"
+    toml.write_text('extends = "loihi1"\nname = "two-neuron-cores"\n[core]\nneurons = 2\n')
+    n = LIFNeurons(5e-3, 1e-2, 1.0)
+    w1, w2 = np.ones((4, 3), np.float32), np.ones((2, 4), np.float32)
+    b = FCLayer("b", w1, w1 != 0, n, (4, 3), input_bias=np.array([0.5, 0.5, 0.5, 0.0]))
+    ir = NetworkIR("bias", 3, 4, 1e-3, [b, FCLayer("out", w2, w2 != 0, n, (2, 4))])
+    m = map_network(ir, load_profile(str(toml)), pack=False)
+    got = [(c.layer, c.neurons, c.input_axons, c.output_axons, c.synapses, c.synaptic_memory_bits) for c in m.cores]
+    assert got == [("b", 2, 4, 2, 8, 256), ("b", 2, 4, 2, 7, 256), ("out", 2, 4, 2, 8, 256)]
+    plain = map_network(ir.with_layers([FCLayer("b", w1, w1 != 0, n, (4, 3)), ir.layers[1]]),
+                        load_profile(str(toml)), pack=False)
+    assert [(c.input_axons, c.synapses, c.synaptic_memory_bits) for c in plain.cores][:2] == [(3, 6, 192)] * 2
+    # a conv layer: one more input axon on each of its tiles, one synapse per neuron of the tile
+    from dataclasses import replace
+
+    conv = read_nir(_path("sinabs_conv"))
+    with_b, without = (map_network(x, load_profile("loihi2"), pack=False) for x in
+                       (conv, conv.with_layers([replace(l, input_bias=None) for l in conv.layers])))
+    tiles = [(c, d) for c, d in zip(with_b.cores, without.cores) if c.layer == conv.layers[0].name]
+    bias0 = np.repeat(conv.layers[0].input_bias != 0, conv.layers[0].n_out // conv.layers[0].input_bias.size)
+    assert tiles and all(c.input_axons == d.input_axons + 1 for c, d in tiles)
+    assert all(c.synapses == d.synapses + int(bias0[c.chunks[0].indices()].sum()) for c, d in tiles)
