@@ -49,7 +49,15 @@ def check_supported(ir: NetworkIR) -> None:
 
 def check_kinds(ir: NetworkIR) -> None:
     """Raise :class:`UnsupportedLayerError` for layer kinds netx has no block for, timestep masks and
-    current encoding (a per-sample bias; netx has spike input and one static bias per layer), naming the layer."""
+    current encoding (a per-sample bias; netx has spike input and one static bias per layer), and input
+    biases (``input_bias``: a constant into the current ``u``, which loihi-sim realises as a bias axon;
+    lava-dl netx has no current bias), naming the layer."""
+    biased = [l.name for l in ir.layers if getattr(l, "input_bias", None) is not None]
+    if biased:
+        raise UnsupportedLayerError(
+            f"target netx: layer(s) {', '.join(repr(n) for n in biased)} have an input bias (a constant added to the "
+            "synaptic current u every step); lava-dl netx has no current bias (use target loihi-sim, which adds it "
+            "through a bias axon)")
     check_layers(ir, "netx", SUPPORTED_KINDS, ("lif",))
 
 

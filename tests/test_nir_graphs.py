@@ -642,3 +642,14 @@ def test_bias_axon_mapping_cost_by_hand(tmp_path):
     bias0 = np.repeat(conv.layers[0].input_bias != 0, conv.layers[0].n_out // conv.layers[0].input_bias.size)
     assert tiles and all(c.input_axons == d.input_axons + 1 for c, d in tiles)
     assert all(c.synapses == d.synapses + int(bias0[c.chunks[0].indices()].sum()) for c, d in tiles)
+
+
+def test_netx_and_loihi2_refuse_an_input_bias_by_layer(tmp_path):
+    """netx has no current bias, loihi2's chip run has no always-on host source checked: both name the layer."""
+    from dpap_deploy.export import get_target
+
+    ir = read_nir(_path("norse_cubalif"))
+    with pytest.raises(UnsupportedLayerError, match=r"target netx: layer\(s\) '0', '2' have an input bias"):
+        get_target("netx")(ir, str(tmp_path))
+    with pytest.raises(UnsupportedLayerError, match=r"target loihi2 .*unsupported: 0 \(input_bias\), 2 \(input_bias\)"):
+        get_target("loihi2")(ir, str(tmp_path))
