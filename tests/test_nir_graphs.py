@@ -560,16 +560,18 @@ def test_negative_weight_exp_shifts_the_bias_on_its_own():
 @pytest.mark.parametrize("name", ["norse_cubalif", "snntorch_rleaky", "sinabs_iaf", "snntorch_conv"])
 def test_biased_files_run_the_same_in_the_emulator_and_lava(name):
     """Framework files with Affine biases (snnTorch RLeaky: recurrent; snnTorch conv: a conv layer's
-    per-channel bias), T = 16, 4 samples of random spikes: the emulator's two engines and Lava give the
+    per-channel bias), T = 16, 8 samples of random spikes: the emulator's two engines and Lava give the
     same spikes in every layer, and Lava's output agrees with the float run (export/float_sim.py) on at
-    least 95% of (step, sample, neuron) entries (measured: 96.4% (rleaky) to 100%)."""
+    least 95% of (step, sample, neuron) entries (measured 97.1% (rleaky) to 99.5%) and at least 80% of
+    the output spikes of either run fall at the same (step, sample, neuron) in both (measured 86.9%
+    (rleaky), 90.9% (cubalif), 94.9% (iaf), 97.6% (conv))."""
     from dataclasses import replace
 
     from dpap_deploy.export import lava_sim
     from dpap_deploy.export.emulator import emulate
     from dpap_deploy.export.quantize import quantize
 
-    T, N = 16, 4
+    T, N = 16, 8
     ir = replace(read_nir(_path(name)), time_steps=T)
     assert all(l.input_bias is not None for l in ir.layers)
     q = quantize(ir)
@@ -583,8 +585,9 @@ def test_biased_files_run_the_same_in_the_emulator_and_lava(name):
         np.testing.assert_array_equal(p, r)
         np.testing.assert_array_equal(p.reshape(T, N, -1), h.reshape(T, N, -1))
     assert all(r.sum() > 0 for r in ra), "the test needs spikes in every layer"
-    fo = run_float(ir, x.astype(np.float32))[2][-1]
-    assert (fo.reshape(info["output_spikes"].shape) == info["output_spikes"]).mean() >= 0.95
+    lo = info["output_spikes"].astype(bool)
+    fo = run_float(ir, x.astype(np.float32))[2][-1].reshape(lo.shape).astype(bool)
+    assert (fo == lo).mean() >= 0.95 and (fo & lo).sum() >= 0.8 * (fo | lo).sum() > 0
     plain = quantize(ir.with_layers([replace(l, input_bias=None) for l in ir.layers]))
     assert not np.array_equal(emulate(plain, x, record=True)[1][0], ra[0]), "the biases must matter"
 
