@@ -656,3 +656,35 @@ def test_netx_and_loihi2_refuse_an_input_bias_by_layer(tmp_path):
         get_target("netx")(ir, str(tmp_path))
     with pytest.raises(UnsupportedLayerError, match=r"target loihi2 .*unsupported: 0 \(input_bias\), 2 \(input_bias\)"):
         get_target("loihi2")(ir, str(tmp_path))
+
+
+def test_input_bias_behind_current_encoding_emulator_equals_lava():
+    """Current encoding has no first Sparse: population 1 starts sample 0 at Lava step 2, the first step
+    the bias axon's Sparse delivers (its source spikes from step 1). Biases on layers 1 and 2, T = 5, 6
+    samples: both emulator engines equal Lava in every layer; a bias on layer 0 is refused by name."""
+    from dpap_deploy.errors import QuantizationError
+    from dpap_deploy.export import lava_sim
+    from dpap_deploy.export.emulator import emulate
+    from dpap_deploy.export.quantize import quantize
+
+    rng = np.random.default_rng(4)
+    n = LIFNeurons(tau_syn_s=2e-3, tau_mem_s=4e-3, v_th=1.0)
+    sizes, layers = (6, 8, 5, 3), []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        w = rng.normal(0.8, 1.5, (b, a)).astype(np.float32)
+        layers.append(FCLayer(f"fc{i}", w, w != 0, n, (b, a), input_bias=None if i == 0 else rng.normal(0.8, 1.0, b)))
+    ir = NetworkIR("cur", 6, 5, 1e-3, layers, input_encoding="current")
+    q = quantize(ir)
+    x = rng.random((6, 6))
+    c, info = lava_sim.run(q, x, record_hidden=True)
+    for engine in ("numba", "torch"):
+        counts, rasters = emulate(q, x, record=True, engine=engine)
+        np.testing.assert_array_equal(rasters[-1], info["output_spikes"], err_msg=engine)
+        for mine, lavas in zip(rasters[:-1], info["hidden_spikes"]):
+            np.testing.assert_array_equal(mine, lavas, err_msg=engine)
+    assert all(r.sum() > 0 for r in rasters), "the test needs spikes in every layer"
+    plain = quantize(ir.with_layers(layers[:1] + [FCLayer(**{**l.__dict__, "input_bias": None}) for l in layers[1:]]))
+    assert not np.array_equal(emulate(plain, x, record=True)[1][1], rasters[1]), "the biases must matter"
+    first = FCLayer(**{**layers[0].__dict__, "input_bias": np.ones(8)})
+    with pytest.raises(QuantizationError, match="layer 'fc0': an input bias on the current-encoded first layer"):
+        quantize(ir.with_layers([first] + layers[1:]))
