@@ -48,6 +48,10 @@ def synops_per_sample(ir: NetworkIR, presynaptic: Sequence[np.ndarray], dense: b
             current encoding the first layer's input is analog and ``W x`` is computed by the host
             (the population's bias): it costs no synaptic operation on the chip and is not counted.
         dense: count with :func:`dense_fan_out` (the same spikes on unpruned connectivity).
+
+    A layer with an input bias adds its bias axon's operations: it spikes at every one of the ``T``
+    steps into each neuron with a non-zero bias (``mapping.bias_connectivity``), ``T`` times that many
+    per sample, with ``dense`` too (pruning leaves biases alone).
     """
     ir.require_nodes(("fc", "conv", "flatten"), "the synaptic-operation count")
     # recurrent synapses would need the population's own spikes, which ``presynaptic`` does not hold
@@ -64,7 +68,11 @@ def synops_per_sample(ir: NetworkIR, presynaptic: Sequence[np.ndarray], dense: b
             raise ValueError(f"{counts.shape[1]} presynaptic neurons for a layer with {len(f)} inputs")
         total += float((counts @ f).sum())
         n = counts.shape[0]
-    return total / max(1, n or 1)
+    from dpap_deploy.mapping import bias_connectivity
+
+    T = np.asarray(presynaptic[0]).shape[0] if len(presynaptic) else 0
+    per_sample = sum(T * b.nnz for b in map(bias_connectivity, ir.layers) if b is not None)
+    return total / max(1, n or 1) + per_sample
 
 
 def timestep_sparsity(ir: NetworkIR, time_steps_trained: Optional[int] = None) -> float:

@@ -688,3 +688,21 @@ def test_input_bias_behind_current_encoding_emulator_equals_lava():
     first = FCLayer(**{**layers[0].__dict__, "input_bias": np.ones(8)})
     with pytest.raises(QuantizationError, match="layer 'fc0': an input bias on the current-encoded first layer"):
         quantize(ir.with_layers([first] + layers[1:]))
+
+
+def test_bias_axon_synaptic_operations_by_hand():
+    """2 inputs -> 3 neurons (all-to-all, biases 1, 0, 2) -> 1 neuron, T = 4, 2 samples. Sample 0: 3 input
+    spikes (3 synapses each) and 2 hidden spikes (1 each): 11; sample 1: 1 input spike: 3; mean 7. The bias
+    axon spikes at each of the 4 steps into the 2 neurons with a non-zero bias: 8 more, 15 in all."""
+    from dpap_deploy.energy import synops_per_sample
+
+    n = LIFNeurons(5e-3, 1e-2, 1.0)
+    w1, w2 = np.ones((3, 2), np.float32), np.ones((1, 3), np.float32)
+    b = FCLayer("b", w1, w1 != 0, n, (3, 2), input_bias=np.array([1.0, 0.0, 2.0]))
+    ir = NetworkIR("bias", 2, 4, 1e-3, [b, FCLayer("out", w2, w2 != 0, n, (1, 3))])
+    x, h = np.zeros((4, 2, 2)), np.zeros((4, 2, 3))
+    x[0, 0, 0] = x[1, 0, 1] = x[3, 0, 0] = x[2, 1, 1] = 1
+    h[1, 0, 2] = h[2, 0, 0] = 1
+    assert synops_per_sample(ir, [x, h]) == pytest.approx(15.0)
+    plain = ir.with_layers([FCLayer("b", w1, w1 != 0, n, (3, 2)), ir.layers[1]])
+    assert synops_per_sample(plain, [x, h]) == pytest.approx(7.0)
