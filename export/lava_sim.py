@@ -24,6 +24,10 @@ window: a ``"hold"`` layer's neurons are a :class:`~dpap_deploy.export.gate.Gate
 (``export/gate/spike_gate.py``: the spike is dropped after the reset). Both read the within-sample
 step with the phase of the population's reset offset.
 
+**Input biases** (``input_bias``): one ``RingBuffer`` that spikes at every step feeds, per biased
+layer, a one-column ``Sparse`` of the integer biases into the population's ``a_in`` (a bias axon,
+:func:`_bias_axon`; docs/deployment.md sec. 8.5).
+
 **Current encoding** (``NetworkIR.input_encoding == "current"``): there is no source and no
 ``Sparse`` for layer 0. Its population is a :class:`~dpap_deploy.export.gate.BiasScheduleLIF`
 (``export/gate/bias_lif.py``) whose bias is the host's ``W x`` of sample ``k``

@@ -351,7 +351,7 @@ def test_recurrence_by_hand_emulator_engines_and_lava_agree():
 
 
 def test_recurrent_files_run_the_same_in_the_emulator_and_lava():
-    """snnTorch RSynaptic and Norse's braille.nir (biases set aside: Lava's bias enters v, NIR's the current):
+    """snnTorch RSynaptic and Norse's braille.nir (biases set aside, to see the recurrence alone):
     quantised, the emulator's two engines and Lava give the same spikes, and the recurrence changes them."""
     from dataclasses import replace
 
