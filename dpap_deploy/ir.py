@@ -27,16 +27,22 @@ import scipy.sparse as sp
 from dpap_deploy.errors import IRError
 from dpap_deploy.fileio import atomic_path
 
-IR_FORMAT = "dpap-deploy-ir/3"
+IR_FORMAT = "dpap-deploy-ir/4"
 # /1: weight layers only, flatten implied; /2: no ``time_gate`` (timestep masks drop spikes after the
 # reset, read as "drop"); /3: ``time_gate`` per layer ("hold" for new models), so older code, which
-# would simulate a hold mask as drop, refuses the file instead
-IR_FORMATS_READ = ("dpap-deploy-ir/1", "dpap-deploy-ir/2", IR_FORMAT)
+# would simulate a hold mask as drop, refuses the file instead; /4: per-layer ``bias``, ``delay``,
+# conv ``groups``/``dilation``, ``FixedPoint.bias_mant`` and sigma-delta (``"sdnn"``) layers, which
+# older code would silently drop
+IR_FORMATS_READ = ("dpap-deploy-ir/1", "dpap-deploy-ir/2", "dpap-deploy-ir/3", IR_FORMAT)
 #: how the first weight layer receives the input: spikes through its synapses, or (current encoding)
 #: the analog sample as a constant input current into its neurons (docs/data.md)
 INPUT_ENCODINGS = ("spikes", "current")
 _UNROLLED: dict = {}  # ConvLayer.unrolled's last results, by kernel contents and geometry
-ACTIVATIONS = ("lif", "relu", "identity")  # "lif": a spiking population; relu/identity: ANN layers
+#: "lif": a spiking population; relu/identity: ANN layers; "sdnn": lava-dl sigma-delta neurons (graded
+#: spikes, :class:`SigmaDeltaNeurons`), read from netx files for the resource count only
+ACTIVATIONS = ("lif", "relu", "identity", "sdnn")
+#: optional per-layer features a consumer must take explicitly (:meth:`NetworkIR.require_features`)
+FEATURES = ("bias", "delay", "groups", "dilation")
 #: how a layer's ``time_mask`` silences a neuron (docs/dpap.md sec. 7.4): "hold" = threshold test off at
 #: the masked step (no spike, no reset), "drop" = spike dropped after the LIF update (the neuron resets);
 #: a file without the field (written before it existed) reads as "drop"
@@ -90,6 +96,28 @@ class FixedPoint:
     vth: int
     scale: float
     bias_exp: Optional[int] = None
+    bias_mant: Optional[np.ndarray] = None
+
+
+@dataclass(frozen=True)
+class SigmaDeltaNeurons:
+    """A lava-dl sigma-delta (SDNN) population as netx builds it (``lava/lib/dl/netx/hdf5.py``,
+    ``get_neuron_params``: Lava's ``SigmaDelta`` process, ``lava/proc/sdn``): the synaptic input is
+    accumulated (sigma), passed through ``activation`` and sent as a graded spike when it has moved by
+    more than the threshold since the last one (delta).
+
+    Attributes:
+        vth: the delta threshold mantissa (``neuron/vThMant``).
+        activation: the activation's name in the file (``neuron/activation``, e.g. ``"relu"``).
+        spike_exp, state_exp: fixed-point exponents netx uses (6, 6).
+        message_bits: bits of a graded spike (netx default 16).
+    """
+
+    vth: int
+    activation: str = "relu"
+    spike_exp: int = 6
+    state_exp: int = 6
+    message_bits: int = 16
 
 
 def _check_activation(layer) -> None:
@@ -99,6 +127,32 @@ def _check_activation(layer) -> None:
         raise IRError(f"layer {layer.name!r}: activation {layer.activation!r} is not one of {ACTIVATIONS}")
     if (layer.activation == "lif") != (layer.neurons is not None):
         raise IRError(f"layer {layer.name!r}: LIF layers need neuron parameters, ANN layers ({layer.activation}) none")
+    if (layer.activation == "sdnn") != (layer.sigma_delta is not None):
+        raise IRError(f"layer {layer.name!r}: sigma-delta layers (and only they) need sigma_delta parameters")
+
+
+def _check_bias_delay(layer, bias_shape: tuple, delay_shape: tuple) -> None:
+    """Coerce and check ``layer.bias`` (float ``bias_shape``) and ``layer.delay`` (integer
+    time steps >= 0, ``delay_shape``), naming the layer."""
+    if layer.bias is not None:
+        layer.bias = np.asarray(layer.bias, dtype=np.float32)
+        if layer.bias.shape != bias_shape or not np.all(np.isfinite(layer.bias)):
+            raise IRError(f"layer {layer.name!r}: bias {layer.bias.shape} must be finite of shape {bias_shape}")
+    if layer.delay is not None:
+        d = np.asarray(layer.delay)
+        if d.shape != delay_shape or d.dtype.kind not in "iu" or (d.size and d.min() < 0):
+            raise IRError(f"layer {layer.name!r}: delay {d.shape} {d.dtype} must be integer time steps >= 0 of "
+                          f"shape {delay_shape}")
+        layer.delay = d.astype(np.int64)
+    f = layer.fixed
+    if f is not None and f.bias_mant is not None and np.shape(f.bias_mant) != bias_shape:
+        raise IRError(f"layer {layer.name!r}: fixed bias_mant {np.shape(f.bias_mant)} must have shape {bias_shape}")
+
+
+def _features(layer) -> List[str]:
+    """The optional features (:data:`FEATURES`) ``layer`` uses."""
+    used = [k for k in ("bias", "delay") if getattr(layer, k, None) is not None]
+    return used + [k for k in ("groups", "dilation") if getattr(layer, k, 1) != 1]
 
 
 @dataclass
@@ -119,6 +173,15 @@ class FCLayer:
         time_gate: how ``time_mask`` silences: ``"hold"`` (threshold test off: no spike, no reset,
             ``v`` keeps its charge) or ``"drop"`` (spike dropped after the LIF update, the neuron
             resets; the default, and what a file without the field means).
+        bias: ``(n_out,)`` float, Norse units, or None: a constant added to each neuron's membrane
+            ``v`` every time step, Lava's LIF bias (``lava/proc/lif/models.py``:
+            ``v <- v*(1 - dv) + u + (bias_mant << bias_exp)``); its integers are ``fixed.bias_mant``
+            with ``fixed.bias_exp`` (6 in lava-dl netx files).
+        delay: ``(n_out, n_in)`` int, time steps, or None: synaptic delay beyond the one step every
+            Lava ``Dense``/``Sparse`` adds (Lava's ``DelaySparse``/``DelayDense``: delay 0 arrives
+            at the next step, ``lava/proc/dense/models.py``); an axonal delay (one per presynaptic
+            neuron) is the same value down a column.
+        sigma_delta: the sigma-delta parameters of an ``activation == "sdnn"`` layer, else None.
     """
 
     name: str
@@ -132,6 +195,9 @@ class FCLayer:
     pool_fold: int = 1
     time_mask: Optional[np.ndarray] = None
     time_gate: str = "drop"
+    bias: Optional[np.ndarray] = None
+    delay: Optional[np.ndarray] = None
+    sigma_delta: Optional[SigmaDeltaNeurons] = None
 
     def __post_init__(self):
         self.weight = np.asarray(self.weight, dtype=np.float32)
@@ -142,6 +208,11 @@ class FCLayer:
             )
         self.dense_shape = tuple(int(s) for s in self.dense_shape)
         _check_activation(self)
+        _check_bias_delay(self, (self.n_out,), self.weight.shape)
+
+    def features(self) -> List[str]:
+        """The optional features (:data:`FEATURES`) this layer uses."""
+        return _features(self)
 
     def weight_mask(self) -> np.ndarray:
         """The mask broadcast to the weight's shape ``(n_out, n_in)``."""
@@ -190,11 +261,13 @@ class ConvLayer(_MapShaped):
 
     Average pooling in front of a layer is folded into its weights when the IR is made
     (``train/compact.py: cnn_to_ir``), so a conv layer here is one convolution: correlation
-    (as ``torch.nn.functional.conv2d``), zero padding, equal stride in both directions.
+    (as ``torch.nn.functional.conv2d``), zero padding, equal stride and dilation in both directions,
+    ``groups`` channel groups (torch's ``groups``: output channel ``o`` sees input channels
+    ``g*C_in/groups .. (g+1)*C_in/groups - 1`` of its group ``g = o // (C_out/groups)``).
 
     Attributes:
-        weight: float kernel ``(C_out, C_in, kH, kW)``, Norse units.
-        mask: surviving channel-to-channel connections ``(C_out, C_in)`` (DPAP's conv granularity).
+        weight: float kernel ``(C_out, C_in/groups, kH, kW)``, Norse units.
+        mask: surviving channel-to-channel connections ``(C_out, C_in/groups)`` (DPAP's conv granularity).
         in_shape: ``(C_in, H, W)`` of the input.
         stride, padding: of the convolution, pixels.
         dense_shape: ``(C_out, C_in)`` of the unpruned layer.
@@ -202,6 +275,13 @@ class ConvLayer(_MapShaped):
         pool_fold: the pooling factor folded into this layer (1: none).
         time_mask: ``(C_out, T)`` bool from timestep pruning (per channel), or None.
         time_gate: ``"hold"`` or ``"drop"``, as for :class:`FCLayer`.
+        groups, dilation: torch's ``groups`` and ``dilation`` (1: a plain convolution).
+        bias: ``(C_out,)`` float, Norse units, one per output channel (every pixel of the channel), or
+            None; as :class:`FCLayer`'s (integers in ``fixed.bias_mant``).
+        delay: ``(C_out, H_out, W_out)`` int time steps per output neuron (lava-dl writes a conv
+            block's axonal delay per neuron), or None. Lava 0.10 has no delayed ``Conv`` and lava-dl
+            netx ignores a conv layer's delay, so the simulators refuse a layer that has one.
+        sigma_delta: as for :class:`FCLayer`.
 
     ``n_in``/``n_out`` count neurons (``C*H*W``); ``synapses`` counts surviving kernel weights,
     ``synapses_dense`` those of the unpruned kernel (the mapper unrolls the convolution itself).
@@ -221,20 +301,35 @@ class ConvLayer(_MapShaped):
     pool_fold: int = 1
     time_mask: Optional[np.ndarray] = None
     time_gate: str = "drop"
+    groups: int = 1
+    dilation: int = 1
+    bias: Optional[np.ndarray] = None
+    delay: Optional[np.ndarray] = None
+    sigma_delta: Optional[SigmaDeltaNeurons] = None
 
     def __post_init__(self):
         self.weight = np.asarray(self.weight, dtype=np.float32)
         self.mask = np.asarray(self.mask, dtype=bool)
         self.in_shape = tuple(int(x) for x in self.in_shape)
         self.dense_shape = tuple(int(x) for x in self.dense_shape)
+        self.groups, self.dilation = int(self.groups), int(self.dilation)
         if self.weight.ndim != 4 or self.mask.shape != self.weight.shape[:2]:
             raise IRError(f"layer {self.name!r}: conv weight {self.weight.shape} needs 4 dims and mask (C_out, C_in), "
                           f"got mask {self.mask.shape}")
-        if self.weight.shape[1] != self.in_shape[0]:
-            raise IRError(f"layer {self.name!r}: kernel takes {self.weight.shape[1]} channels, input has {self.in_shape[0]}")
+        if self.groups < 1 or self.dilation < 1 or self.weight.shape[0] % self.groups or self.in_shape[0] % self.groups:
+            raise IRError(f"layer {self.name!r}: groups {self.groups} must divide {self.weight.shape[0]} output and "
+                          f"{self.in_shape[0]} input channels, dilation {self.dilation} must be >= 1")
+        if self.weight.shape[1] * self.groups != self.in_shape[0]:
+            raise IRError(f"layer {self.name!r}: kernel takes {self.weight.shape[1]} channels x {self.groups} groups, "
+                          f"input has {self.in_shape[0]}")
         _check_activation(self)
         if min(self.out_shape) < 1:
             raise IRError(f"layer {self.name!r}: input {self.in_shape} too small for the kernel")
+        _check_bias_delay(self, (self.weight.shape[0],), self.out_shape)
+
+    def features(self) -> List[str]:
+        """The optional features (:data:`FEATURES`) this layer uses."""
+        return _features(self)
 
     @property
     def kernel(self) -> tuple:
@@ -242,11 +337,13 @@ class ConvLayer(_MapShaped):
 
     @property
     def out_shape(self) -> tuple:
-        """``(C_out, H_out, W_out)``."""
+        """``(C_out, H_out, W_out)``: ``(H + 2 padding - dilation (kH - 1) - 1) // stride + 1`` (torch's
+        ``Conv2d`` formula), the same for ``W``."""
         _, h, w = self.in_shape
         kh, kw = self.kernel
-        return (int(self.weight.shape[0]), (h + 2 * self.padding - kh) // self.stride + 1,
-                (w + 2 * self.padding - kw) // self.stride + 1)
+        d = self.dilation
+        return (int(self.weight.shape[0]), (h + 2 * self.padding - d * (kh - 1) - 1) // self.stride + 1,
+                (w + 2 * self.padding - d * (kw - 1) - 1) // self.stride + 1)
 
     def weight_mask(self) -> np.ndarray:
         """The channel mask broadcast over the kernel ``(C_out, C_in, kH, kW)``."""
@@ -266,7 +363,7 @@ class ConvLayer(_MapShaped):
         the geometry (an in-place change of the weights gives a new key); each call returns a copy."""
         w = self.masked_weight(fixed=fixed)
         key = (hashlib.sha1(np.ascontiguousarray(w).tobytes()).hexdigest(), str(w.dtype), w.shape,
-               tuple(self.in_shape), self.stride, self.padding)
+               tuple(self.in_shape), self.stride, self.padding, self.groups, self.dilation)
         if key not in _UNROLLED:
             if len(_UNROLLED) >= 8:
                 _UNROLLED.pop(next(iter(_UNROLLED)))
@@ -278,16 +375,18 @@ class ConvLayer(_MapShaped):
         c_out, ho, wo = self.out_shape
         oy, ox = np.meshgrid(np.arange(ho), np.arange(wo), indexing="ij")
         rows, cols, vals = [], [], []
+        per_out, per_in = c_out // self.groups, c_in // self.groups
         for a, b in np.ndindex(*self.kernel):  # one tap at a time, vectorised over (o, i) and positions
-            o, i = np.nonzero(w[:, :, a, b])
-            iy = oy * self.stride - self.padding + a
-            ix = ox * self.stride - self.padding + b
+            o, k = np.nonzero(w[:, :, a, b])
+            i = (o // per_out) * per_in + k  # the input channel of group-local channel k
+            iy = oy * self.stride - self.padding + a * self.dilation
+            ix = ox * self.stride - self.padding + b * self.dilation
             ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < wd)
             if o.size == 0 or not ok.any():
                 continue
             rows.append(((o * ho * wo)[:, None] + (oy * wo + ox)[ok][None, :]).ravel())
             cols.append(((i * h * wd)[:, None] + (iy * wd + ix)[ok][None, :]).ravel())
-            vals.append(np.repeat(w[o, i, a, b], int(ok.sum())))
+            vals.append(np.repeat(w[o, k, a, b], int(ok.sum())))
         cat = lambda parts, dt: np.concatenate(parts) if parts else np.zeros(0, dt)  # noqa: E731
         return sp.csr_matrix((cat(vals, w.dtype), (cat(rows, np.int64), cat(cols, np.int64))),
                              shape=(c_out * ho * wo, c_in * h * wd))
@@ -487,6 +586,18 @@ class NetworkIR:
         if bad:
             raise UnsupportedLayerError(f"{who} takes {', '.join(kinds)} nodes; unsupported: {', '.join(bad)}")
 
+    def require_features(self, allowed, who: str) -> None:
+        """Raise :class:`~dpap_deploy.errors.UnsupportedLayerError` naming every weight layer that uses an
+        optional feature (:data:`FEATURES`: ``bias``, ``delay``, conv ``groups``/``dilation``) not in
+        ``allowed`` (``who``: the consumer, for the message)."""
+        from dpap_deploy.errors import UnsupportedLayerError
+
+        bad = [f"{l.name} ({', '.join(f for f in l.features() if f not in allowed)})" for l in self.layers
+               if any(f not in allowed for f in l.features())]
+        if bad:
+            takes = ", ".join(allowed) if allowed else "none of bias, delay, groups, dilation"
+            raise UnsupportedLayerError(f"{who} takes {takes}; unsupported: {', '.join(bad)}")
+
     def with_layers(self, layers: List[Layer]) -> "NetworkIR":
         """The same network with its weight layers replaced, in order (shape nodes kept)."""
         it = iter(layers)
@@ -513,12 +624,18 @@ class NetworkIR:
                      "activation": l.activation, "dense_shape": list(l.dense_shape), "fixed": None,
                      "pool_fold": l.pool_fold, "time_gate": l.time_gate}
             if l.kind == "conv":
-                entry["conv"] = {"in_shape": list(l.in_shape), "stride": l.stride, "padding": l.padding}
-            if l.time_mask is not None:
-                arrays[f"l{i}_time_mask"] = np.asarray(l.time_mask, dtype=bool)
+                entry["conv"] = {"in_shape": list(l.in_shape), "stride": l.stride, "padding": l.padding,
+                                 "groups": l.groups, "dilation": l.dilation}
+            if l.sigma_delta is not None:
+                entry["sigma_delta"] = asdict(l.sigma_delta)
+            for key in ("time_mask", "bias", "delay"):
+                if getattr(l, key) is not None:
+                    arrays[f"l{i}_{key}"] = np.asarray(getattr(l, key))
             if l.fixed is not None:
                 arrays[f"l{i}_fixed_weight"] = l.fixed.weight
-                entry["fixed"] = {k: v for k, v in asdict(l.fixed).items() if k != "weight"}
+                if l.fixed.bias_mant is not None:
+                    arrays[f"l{i}_fixed_bias_mant"] = np.asarray(l.fixed.bias_mant, dtype=np.int64)
+                entry["fixed"] = {k: v for k, v in asdict(l.fixed).items() if k not in ("weight", "bias_mant")}
             header["nodes"].append(entry)
         arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
         with atomic_path(path, suffix=".npz") as tmp:
@@ -526,8 +643,8 @@ class NetworkIR:
 
     @classmethod
     def load(cls, path: str) -> "NetworkIR":
-        """Read an IR written by :meth:`save` (this version's format ``dpap-deploy-ir/3``;
-        ``/2``, whose timestep masks read as ``time_gate = "drop"``; or ``/1``, whose flatten between
+        """Read an IR written by :meth:`save` (this version's format ``dpap-deploy-ir/4``; ``/3``,
+        which has no bias, delay, groups, dilation or sigma-delta layers; ``/2``, whose timestep masks read as ``time_gate = "drop"``; or ``/1``, whose flatten between
         a conv and an FC layer was implied).
 
         Raises:
@@ -559,13 +676,16 @@ def _load_node(f, i: int, e: dict) -> Node:
     if e["kind"] == "avgpool":
         return AvgPool(e["name"], tuple(e["in_shape"]), int(e["pool"]))
     fixed = None
+    array = lambda key: f[f"l{i}_{key}"] if f"l{i}_{key}" in f.files else None  # noqa: E731 (absent: None)
     if e["fixed"] is not None:
-        fixed = FixedPoint(weight=f[f"l{i}_fixed_weight"].astype(np.int32), **e["fixed"])
+        fixed = FixedPoint(weight=f[f"l{i}_fixed_weight"].astype(np.int32), bias_mant=array("fixed_bias_mant"),
+                           **e["fixed"])
     common = dict(name=e["name"], weight=f[f"l{i}_weight"], mask=f[f"l{i}_mask"],
                   neurons=LIFNeurons(**e["neurons"]) if e["neurons"] else None,
                   dense_shape=tuple(e["dense_shape"]), fixed=fixed,
                   activation=e.get("activation", "lif"), pool_fold=e.get("pool_fold", 1),
-                  time_mask=f[f"l{i}_time_mask"] if f"l{i}_time_mask" in f.files else None,
+                  time_mask=array("time_mask"), bias=array("bias"), delay=array("delay"),
+                  sigma_delta=SigmaDeltaNeurons(**e["sigma_delta"]) if e.get("sigma_delta") else None,
                   time_gate=e.get("time_gate", "drop"))  # files from before the field: the old "drop" gate
     if e["kind"] == "conv":
         return ConvLayer(**common, **e["conv"])

@@ -430,6 +430,7 @@ def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
             not be folded into a layer's weights).
     """
     ir.require_nodes(("fc", "conv", "flatten"), "the mapper")
+    ir.require_features(("bias", "delay"), "the mapper")  # conv tiling assumes groups = dilation = 1
     lim = profile.core
     conns = on_chip_connectivity(ir)
     n_layers = len(ir.layers)

@@ -76,11 +76,14 @@ def register_target(name: str, takes: str = "snn", help: str = "") -> Callable[[
     return deco
 
 
-def check_layers(ir, target: str, kinds, activations, what: Optional[str] = None, hint: str = "") -> None:
+def check_layers(ir, target: str, kinds, activations, what: Optional[str] = None, hint: str = "",
+                 features=()) -> None:
     """Raise :class:`UnsupportedLayerError` naming every node of ``ir`` whose kind (or, for a
     weight layer, activation) target ``target`` cannot export (``what``: how the message
     describes the target). ``kinds`` lists the weight-layer and shape-node kinds it takes
-    (``fc``, ``conv``, ``flatten``, ``avgpool``)."""
+    (``fc``, ``conv``, ``flatten``, ``avgpool``); ``features`` the optional layer features it
+    realises (``bias``, ``delay``, ``groups``, ``dilation``; :meth:`~dpap_deploy.ir.NetworkIR.require_features`):
+    a layer using any other is refused by name."""
     from dpap_deploy.errors import UnsupportedLayerError
 
     bad = [f"{n.name} ({n.kind}{', ' + n.activation if hasattr(n, 'activation') else ''})" for n in ir.nodes
@@ -88,6 +91,8 @@ def check_layers(ir, target: str, kinds, activations, what: Optional[str] = None
     if bad:
         what = what or f"supports layer kinds {tuple(kinds)} with activations {tuple(activations)}"
         raise UnsupportedLayerError(f"target {target} {what}; unsupported: {', '.join(bad)}{hint}")
+    if hasattr(ir, "require_features"):
+        ir.require_features(tuple(features), f"target {target}")
     check_time_masks(ir, target)
     check_input_encoding(ir, target)
 

@@ -51,6 +51,8 @@ from dpap_deploy.ir import NetworkIR
 
 U_LIM = 2 ** 23
 ENGINES = ("numba", "torch")
+#: optional layer features the emulator realises (:meth:`~dpap_deploy.ir.NetworkIR.require_features`)
+FEATURES = ("groups", "dilation")
 #: fully connected layers at least this dense use dense weight rows in the numba kernel
 #: (vectorised adds); sparser ones and convolutions use CSR rows (one add per synapse)
 DENSE_ROWS_MIN_DENSITY = 0.125
@@ -77,7 +79,7 @@ def _layer_params(ir: NetworkIR) -> List[dict]:
         if l.kind == "conv":  # torch layout (C_out, C_in, kH, kW), correlation as in the model
             w = l.masked_weight(fixed=True).astype(np.float64)
             params.append({**common, "conv": True, "w64": torch.from_numpy(w * 64.0), "in_shape": l.in_shape,
-                           "stride": l.stride, "padding": l.padding})
+                           "stride": l.stride, "padding": l.padding, "groups": l.groups, "dilation": l.dilation})
             continue
         w = l.masked_weight(fixed=True).astype(np.float64)
         params.append({**common, "conv": False, "w": torch.from_numpy(w.T.copy()),
@@ -227,10 +229,10 @@ def emulate(ir: NetworkIR, spikes: np.ndarray, batch_size: int = 512,
     """
     if engine not in ENGINES:
         raise ExportValidationError(f"unknown emulator engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    from dpap_deploy.export import check_time_masks
+    from dpap_deploy.export import check_layers
 
-    check_time_masks(ir, "emulator")  # it emulates what Lava runs, so it refuses what Lava cannot run
-    ir.require_nodes(("fc", "conv", "flatten"), "the fixed-point emulator")
+    # it emulates what Lava runs, so it refuses what Lava cannot run (and names the layer)
+    check_layers(ir, "emulator", ("fc", "conv", "flatten"), ("lif",), features=FEATURES)
     _require_fixed(ir)
     binary, bias = _inputs(ir, spikes)
     if engine == "numba":
@@ -265,7 +267,8 @@ def _emulate_torch(ir: NetworkIR, params: List[dict], spikes: np.ndarray, bias: 
                     uu = _decay(u[i], p["du"] + 1)
                 elif p["conv"]:  # Lava's Conv: 24-bit integer sum, no weight exponent
                     a64 = torch.nn.functional.conv2d(s.reshape(B, *p["in_shape"]), p["w64"], stride=p["stride"],
-                                                     padding=p["padding"]).reshape(B, -1)
+                                                     padding=p["padding"], dilation=p["dilation"],
+                                                     groups=p["groups"]).reshape(B, -1)
                     a64 = torch.clamp(a64, -64.0 * lim, 64.0 * (lim - 1))  # lava conv utils.signed_clamp(24 bits)
                     uu = _decay(u[i], p["du"] + 1) + a64
                 elif p["exp"] >= 0:  # (a << exp) << 6 folded into the weights: one addmm

@@ -1,0 +1,102 @@
+"""netx files written by lava-dl's own writer (tests/netx_fixtures.py): read into the IR, mapped, and
+(CUBA dense/conv, bias, delay) run in our Lava export, in lava-dl's netx and in the emulator with the
+same spikes; what netx itself cannot run is refused by name."""
+from dataclasses import replace
+
+import h5py
+import numpy as np
+import pytest
+
+import netx_fixtures as nf
+from dpap_deploy.errors import UnsupportedLayerError
+from dpap_deploy.export.netx import read_netx
+
+
+def _read(path, T):
+    return replace(read_netx(str(path)), time_steps=T)
+
+
+def test_dense_file_with_bias_and_delay_reads_as_netx_builds_it(tmp_path):
+    path = nf.dense_net(str(tmp_path / "d.net"), sizes=(6, 5, 3), bias=[30, -20, 0, 50, 10], delay=[0, 1, 2, 3, 4])
+    with h5py.File(path) as f:  # what lava-dl wrote: float weights, the norm's bias, the block's delay
+        w = f["layer/0/weight"][()]
+        assert f["layer/0/inFeatures"][()] == 6 and f["layer/0/bias"].dtype.kind == "f"
+    ir = read_netx(path)
+    fc1, fc2 = ir.layers
+    np.testing.assert_array_equal(fc1.fixed.weight, w.astype(np.int32))
+    np.testing.assert_array_equal(fc1.fixed.bias_mant, [30, -20, 0, 50, 10])
+    assert fc1.fixed.bias_exp == 6  # netx: bias_exp 6 for CUBA
+    assert fc1.delay.shape == (5, 6) and (fc1.delay == np.arange(5)[:, None]).all()  # netx: one per row
+    assert fc2.bias is None and fc2.delay is None
+    assert fc1.features() == ["bias", "delay"] and fc1.fixed.vth == 64 and fc1.fixed.du == 1024 - 1
+
+
+def test_conv_file_reads_groups_dilation_and_bias(tmp_path):
+    ir = read_netx(nf.conv_net(str(tmp_path / "c.net"), bias=[10, 20, -30, 0], groups=2, dilation=2))
+    conv = ir.layers[0]
+    assert (conv.groups, conv.dilation, conv.padding, conv.stride) == (2, 2, 2, 1)
+    assert conv.weight.shape == (4, 1, 3, 3) and conv.out_shape == (4, 5, 5)
+    np.testing.assert_array_equal(conv.fixed.bias_mant, [10, 20, -30, 0])
+    assert [n.kind for n in ir.nodes] == ["conv", "flatten", "fc"] and ir.input_shape == (2, 5, 5)
+
+
+def test_conv_unrolled_with_groups_and_dilation_equals_torch():
+    import torch
+
+    from dpap_deploy.ir import ConvLayer, LIFNeurons
+
+    rng = np.random.default_rng(0)
+    w = rng.integers(-3, 4, size=(4, 2, 3, 3)).astype(np.float32)
+    layer = ConvLayer("c", w, np.ones((4, 2), bool), LIFNeurons(5e-3, 1e-2, 1.0), (4, 7, 6), (4, 2),
+                      stride=2, padding=1, groups=2, dilation=2)
+    x = rng.random((4, 7, 6)).astype(np.float32)
+    want = torch.nn.functional.conv2d(torch.from_numpy(x)[None], torch.from_numpy(w), stride=2, padding=1,
+                                      dilation=2, groups=2)[0]
+    assert tuple(want.shape) == layer.out_shape
+    np.testing.assert_allclose(layer.unrolled() @ x.reshape(-1), want.numpy().reshape(-1), rtol=1e-5, atol=1e-5)
+
+
+def test_sdnn_file_reads_as_sigma_delta_layers(tmp_path):
+    ir = read_netx(nf.sdnn_net(str(tmp_path / "s.net")))
+    assert [l.activation for l in ir.layers] == ["sdnn", "sdnn"]
+    assert ir.layers[0].sigma_delta.vth == 6 and ir.layers[0].sigma_delta.activation == "relu"  # 0.1 * 64 -> 6
+    assert ir.layers[0].neurons is None and ir.layers[0].n_in == 6
+
+
+@pytest.mark.parametrize("make,message", [
+    (nf.pool_net, "layer/1: layer type 'pool' is not supported: lava-dl netx cannot run it"),
+    (nf.average_net, "layer/1: layer type 'average' is not supported: lava-dl netx cannot run it"),
+    (nf.input_neuron_net, "layer/0/neuron: an input layer with neurons is not supported"),
+    (lambda p: nf.sdnn_net(p, with_input=True), "layer/0/neuron: an input layer with neurons is not supported"),
+])
+def test_what_netx_cannot_run_is_refused_naming_the_group(tmp_path, make, message):
+    path = make(str(tmp_path / "x.net"))
+    with pytest.raises(UnsupportedLayerError) as e:
+        read_netx(path)
+    assert str(e.value).startswith(f"{path}: ") and message in str(e.value), str(e.value)
+
+
+def test_input_neurons_can_be_skipped_as_lava_dl_does(tmp_path):
+    ir = read_netx(nf.input_neuron_net(str(tmp_path / "i.net")), skip_input_neurons=True)
+    assert ir.metadata["input_neurons_skipped"] and ir.input_size == 6 and len(ir.layers) == 1
+
+
+def test_a_neuron_value_our_lif_lacks_is_refused_naming_key_and_value(tmp_path):
+    path = nf.dense_net(str(tmp_path / "r.net"), neuron={**nf.CUBA})
+    with h5py.File(path, "r+") as f:  # lava-dl's CUBA has refDelay 1; a LOIHI neuron may carry another
+        del f["layer/1/neuron/refDelay"]
+        f["layer/1/neuron/refDelay"] = np.int64(3)
+    with pytest.raises(UnsupportedLayerError, match=r"layer/1/neuron/refDelay: = 3; our LIF has refDelay 1 only"):
+        read_netx(path)
+
+
+def test_consumers_that_cannot_take_a_feature_name_the_layer(tmp_path):
+    from dpap_deploy.export import get_target
+
+    ir = read_netx(nf.dense_net(str(tmp_path / "d.net"), bias=[1, 2, 3, 4, 5], delay=[0, 1, 0, 1, 0]))
+    for target in ("nir", "netx"):
+        with pytest.raises(UnsupportedLayerError, match=r"fc1 \(bias, delay\)"):
+            get_target(target)(ir, str(tmp_path / target))
+    sd = read_netx(nf.sdnn_net(str(tmp_path / "s.net")))
+    with pytest.raises(UnsupportedLayerError, match=r"fc1 \(fc, sdnn\)"):
+        get_target("loihi-sim")(sd, str(tmp_path / "lava"))
