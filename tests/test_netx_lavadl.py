@@ -100,3 +100,89 @@ def test_consumers_that_cannot_take_a_feature_name_the_layer(tmp_path):
     sd = read_netx(nf.sdnn_net(str(tmp_path / "s.net")))
     with pytest.raises(UnsupportedLayerError, match=r"fc1 \(fc, sdnn\)"):
         get_target("loihi-sim")(sd, str(tmp_path / "lava"))
+
+
+# -- simulation: our Lava export == lava-dl's netx == the emulator, spike for spike ---------------------
+SIM_CASES = {
+    "dense_bias_delay": (nf.dense_net, dict(bias=[30, -20, 0, 50, 10], delay=[0, 1, 2, 3, 4])),
+    "dense_delay": (nf.dense_net, dict(sizes=(8, 6, 3), delay=[2, 0, 5, 1, 3, 4], seed=3)),
+    "dense_bias": (nf.dense_net, dict(bias=[30, -20, 0, 50, 10], seed=1)),
+    "conv_bias": (nf.conv_net, dict(bias=[10, 20, -30, 0])),
+    "conv_groups_dilation": (nf.conv_net, dict(groups=2, dilation=2, seed=2)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SIM_CASES))
+def test_lava_run_equals_lava_dl_netx_and_the_emulator(tmp_path, case):
+    from dpap_deploy.export import lava_sim
+    from dpap_deploy.export.emulator import emulate
+    from dpap_deploy.export.netx import run_netx
+
+    make, kw = SIM_CASES[case]
+    T, N = 12, 3
+    path = make(str(tmp_path / f"{case}.net"), **kw)
+    ir = _read(path, T)
+    x = nf.random_spikes((T, N) + (ir.input_shape or (ir.input_size,)), seed=1)
+    theirs = run_netx(path, x, T)  # lava-dl's own Network(net_config=..., reset_interval=T, reset_offset=1)
+    _, info = lava_sim.run(ir, x)
+    assert theirs.sum() >= 20, "the test needs output spikes"
+    np.testing.assert_array_equal(info["output_spikes"], theirs)
+    for engine in ("numba", "torch"):
+        counts, _ = emulate(ir, x, engine=engine)
+        np.testing.assert_array_equal(counts, theirs.sum(axis=0))
+
+
+def test_bias_and_delay_change_the_spikes(tmp_path):
+    """The fields are not ignored: without them netx's spikes differ (so the equality above can fail)."""
+    from dpap_deploy.export.emulator import emulate
+
+    T = 12
+    ir = _read(nf.dense_net(str(tmp_path / "d.net"), bias=[30, -20, 0, 50, 10], delay=[0, 1, 2, 3, 4]), T)
+    x = nf.random_spikes((T, 3, 6), seed=1)
+    base, _ = emulate(ir, x)
+    fc1 = ir.layers[0]
+    for stripped in (replace(fc1, bias=None, fixed=replace(fc1.fixed, bias_mant=None)), replace(fc1, delay=None)):
+        other, _ = emulate(ir.with_layers([stripped, ir.layers[1]]), x)
+        assert not np.array_equal(base, other)
+
+
+def _one_neuron(delay):
+    """2 inputs -> 1 neuron that fires on any one input spike in the step it arrives: du = 4095 (the
+    current lasts one step), dv = 0 (no leak), weight 200 * 64 > vth 100 * 64."""
+    from dpap_deploy.ir import FCLayer, FixedPoint, LIFNeurons, NetworkIR
+
+    fixed = FixedPoint(weight=np.array([[200, 200]], np.int32), weight_exp=0, du=4095, dv=0, vth=100, scale=1.0)
+    layer = FCLayer("fc1", np.array([[200.0, 200.0]]), np.ones((1, 2), bool), LIFNeurons(1e-3, 1.0, 100.0), (1, 2),
+                    fixed=fixed, delay=None if delay is None else np.array([delay]))
+    return NetworkIR("one", 2, 16, 1e-3, [layer])
+
+
+@pytest.mark.parametrize("delay,expected", [(None, [0, 5]), ([0, 0], [0, 5]), ([3, 3], [3, 8]), ([3, 1], [3, 6])])
+def test_a_delay_of_d_steps_moves_the_output_spike_by_d_steps(delay, expected):
+    """Input 0 spikes at step 0, input 1 at step 5; each alone fires the neuron in its arrival step, so the
+    output spikes at 0 + delay[0] and 5 + delay[1] (Lava: delay 0 is a plain Sparse's one step)."""
+    from dpap_deploy.export import lava_sim
+    from dpap_deploy.export.emulator import emulate
+
+    ir = _one_neuron(delay)
+    x = np.zeros((16, 1, 2), np.uint8)
+    x[0, 0, 0] = x[5, 0, 1] = 1
+    _, info = lava_sim.run(ir, x)
+    assert np.flatnonzero(info["output_spikes"][:, 0, 0]).tolist() == expected
+    for engine in ("numba", "torch"):
+        _, rasters = emulate(ir, x, record=True, engine=engine)
+        assert np.flatnonzero(rasters[0][:, 0, 0]).tolist() == expected
+
+
+def test_a_delay_past_the_window_arrives_in_the_next_sample_in_lava_and_the_emulator():
+    from dpap_deploy.export import lava_sim
+    from dpap_deploy.export.emulator import emulate
+
+    ir = replace(_one_neuron([3, 3]), time_steps=6)
+    x = np.zeros((6, 2, 2), np.uint8)
+    x[4, 0, 0] = 1  # sample 0, step 4 + 3 = sample 1, step 1
+    _, info = lava_sim.run(ir, x)
+    assert info["output_spikes"][:, :, 0].T.tolist() == [[0] * 6, [0, 1, 0, 0, 0, 0]]
+    for engine in ("numba", "torch"):
+        counts, _ = emulate(ir, x, engine=engine)
+        assert counts[:, 0].tolist() == [0, 1]
