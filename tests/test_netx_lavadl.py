@@ -186,3 +186,93 @@ def test_a_delay_past_the_window_arrives_in_the_next_sample_in_lava_and_the_emul
     for engine in ("numba", "torch"):
         counts, _ = emulate(ir, x, engine=engine)
         assert counts[:, 0].tolist() == [0, 1]
+
+
+# -- mapping: what a delay and a bias cost on a core -----------------------------------------------------
+def _fc(n_out, n_in, delay=None, bias_mant=None):
+    from dpap_deploy.ir import FCLayer, FixedPoint, LIFNeurons, NetworkIR
+
+    w = np.full((n_out, n_in), 2, np.int32)
+    fixed = FixedPoint(weight=w, weight_exp=0, du=1023, dv=123, vth=64, scale=1.0,
+                       bias_mant=None if bias_mant is None else np.full(n_out, bias_mant), bias_exp=6)
+    layer = FCLayer("fc1", w.astype(np.float32), np.ones((n_out, n_in), bool), LIFNeurons(4e-3, 3e-2, 64.0),
+                    (n_out, n_in), fixed=fixed, bias=None if bias_mant is None else np.full(n_out, float(bias_mant)),
+                    delay=None if delay is None else np.full((n_out, n_in), delay))
+    return NetworkIR("fc", n_in, 8, 1e-3, [layer])
+
+
+def test_a_delayed_layer_pays_the_delay_bits_per_synapse():
+    """loihi2: 8 weight bits, 6 delay bits (estimate), 10 header bits, 64-bit words; 2 inputs x 10 neurons,
+    dense format (cheaper here): per input axon ceil((10 * 8 + 10) / 64) words = 2 words = 128 bits without
+    delays, ceil((10 * (8 + 6) + 10) / 64) = 3 words = 192 bits with them; 2 axons: 256 and 384 bits."""
+    from dpap_deploy.hardware_profiles import load_profile
+    from dpap_deploy.mapping import map_network
+
+    p = load_profile("loihi2")
+    assert (p.synapse_cost.delay_bits, p.numerics.weight_bits, p.synapse_cost.group_header_bits) == (6, 8, 10)
+    plain, delayed = (map_network(_fc(10, 2, delay=d), p).to_report()["per_layer"][0] for d in (None, 3))
+    assert plain["synaptic_memory_bits"] == 256 and delayed["synaptic_memory_bits"] == 384
+
+
+def test_a_bias_is_one_register_per_neuron_and_is_range_checked():
+    from dpap_deploy.hardware_profiles import load_profile
+    from dpap_deploy.mapping import map_network
+
+    p = load_profile("loihi2")
+    report = map_network(_fc(10, 2, bias_mant=-4095), p).to_report()
+    assert report["per_layer"][0]["bias_registers"] == 10 and report["per_core"][0]["bias_registers"] == 10
+    assert report["fits"]
+    too_big = map_network(_fc(10, 2, bias_mant=4096), p)  # 13-bit signed mantissa: -4096..4095
+    assert too_big.violations == ['layer "fc1": bias_mant up to 4096 needs more than the 13 signed bits loihi2 has']
+
+
+def test_delays_beyond_the_chip_and_profiles_without_figures_are_violations():
+    from dpap_deploy.hardware_profiles import load_profile
+    from dpap_deploy.mapping import map_network
+
+    assert map_network(_fc(4, 2, delay=63), load_profile("loihi2")).fits  # 63 + 1 = 64 steps: the 6-bit field
+    over = map_network(_fc(4, 2, delay=64), load_profile("loihi2"))
+    assert over.violations == ['layer "fc1": synaptic delay of 64 steps beyond the first; loihi2 delays a spike by '
+                               "at most 64 steps in all"]
+    xylo = map_network(_fc(4, 2, delay=1, bias_mant=3), load_profile("xylo-audio2"))
+    assert any("delays a spike by at most 1 steps" in v for v in xylo.violations)
+    assert any('layer "fc1": has a bias; xylo-audio2 gives no neuron bias figure' in v for v in xylo.violations)
+
+
+def test_lava_dl_files_map_with_their_costs(tmp_path):
+    """fc1: 6 inputs x 5 neurons, every weight non-zero, delays: dense format, per axon
+    ceil((5 * (8 + 6) + 10) / 64) = 2 words = 128 bits, 6 axons = 768 bits; 5 bias registers."""
+    from dpap_deploy.hardware_profiles import load_profile
+    from dpap_deploy.mapping import map_network
+
+    ir = read_netx(nf.dense_net(str(tmp_path / "d.net"), bias=[3, 1, 0, 5, 1], delay=[0, 1, 2, 3, 4]))
+    assert np.count_nonzero(ir.layers[0].fixed.weight) == 30
+    fc1 = map_network(ir, load_profile("loihi2")).to_report()["per_layer"][0]
+    assert (fc1["synaptic_memory_bits"], fc1["bias_registers"], fc1["synapses"]) == (768, 5, 30)
+    sd = map_network(read_netx(nf.sdnn_net(str(tmp_path / "s.net"))), load_profile("loihi2"))
+    assert sd.fits and sum(c.neurons for c in sd.cores) == 4 + 3
+    assert any('layer "fc1": sigma-delta neurons' in n for n in sd.notes)
+    conv = read_netx(nf.conv_net(str(tmp_path / "c.net"), groups=2, dilation=2))
+    m = map_network(conv, load_profile("loihi2"))  # unrolled synapses of the grouped, dilated kernel
+    assert sum(ch.synapses for c in m.cores for ch in c.chunks if ch.layer == "conv1") == conv.layers[0].unrolled().nnz
+
+
+def test_dpap_report_on_lava_dl_files(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    cli = os.path.join(os.path.dirname(sys.executable), "dpap-report")  # the installed console script
+
+    def report(path, *args):
+        return subprocess.run([cli, path, *args], capture_output=True, text=True, timeout=300)
+
+    ok = report(nf.dense_net(str(tmp_path / "d.net"), bias=[3, 1, 0, 5, 1], delay=[0, 1, 2, 3, 4]), "--json")
+    assert ok.returncode == 0, ok.stderr
+    res = json.loads(ok.stdout)
+    assert res["per_core"][0]["layer"] == "fc1+fc2" and res["per_core"][0]["bias_registers"] == 5
+    bad = report(nf.pool_net(str(tmp_path / "p.net")))
+    assert bad.returncode == 2
+    assert "layer/1: layer type 'pool' is not supported: lava-dl netx cannot run it" in bad.stderr
+    assert "this reader takes input, dense, conv and flatten" in bad.stderr
