@@ -276,3 +276,18 @@ def test_dpap_report_on_lava_dl_files(tmp_path):
     assert bad.returncode == 2
     assert "layer/1: layer type 'pool' is not supported: lava-dl netx cannot run it" in bad.stderr
     assert "this reader takes input, dense, conv and flatten" in bad.stderr
+
+
+def test_requantising_keeps_the_bias_in_threshold_units(tmp_path):
+    """quantize() rebuilds FixedPoint from the floats: the bias mantissa must follow the new scale
+    (bias_mant / vth = bias / v_th), with netx's bias_exp 6, and too large a bias is refused by name."""
+    from dpap_deploy.errors import QuantizationError
+    from dpap_deploy.export.quantize import quantize
+
+    ir = read_netx(nf.dense_net(str(tmp_path / "d.net"), bias=[30, -20, 0, 50, 10]))
+    q = quantize(ir).layers[0]
+    assert q.fixed.bias_exp == 6
+    np.testing.assert_allclose(q.fixed.bias_mant / q.fixed.vth, np.array([30, -20, 0, 50, 10]) / 64, atol=0.5 / q.fixed.vth)
+    huge = ir.with_layers([replace(ir.layers[0], bias=np.full(5, 1e6, np.float32)), ir.layers[1]])
+    with pytest.raises(QuantizationError, match="layer 'fc1': bias_mant up to"):
+        quantize(huge)
