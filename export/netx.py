@@ -49,8 +49,17 @@ def check_supported(ir: NetworkIR) -> None:
 
 def check_kinds(ir: NetworkIR) -> None:
     """Raise :class:`UnsupportedLayerError` for layer kinds netx has no block for, timestep masks and
-    current encoding (a per-sample bias; netx has spike input and one static bias per layer), naming the layer."""
-    check_layers(ir, "netx", SUPPORTED_KINDS, ("lif",))
+    current encoding (a per-sample bias; netx has spike input and one static bias per layer), naming the
+    layer. A static bias, fully connected delays and conv groups/dilation are written (netx runs them);
+    a conv layer's delay (which netx ignores) and a bias exponent other than netx's 6 are refused."""
+    from dpap_deploy.export.lava_sim import check_delays_and_bias
+
+    check_layers(ir, "netx", SUPPORTED_KINDS, ("lif",), features=("bias", "delay", "groups", "dilation"))
+    check_delays_and_bias(ir, "netx")
+    for l in ir.layers:
+        if l.bias is not None and l.fixed is not None and l.fixed.bias_exp != 6:
+            raise UnsupportedLayerError(f'target netx: layer "{l.name}" has bias_exp {l.fixed.bias_exp}; netx runs '
+                                        "a layer's bias with bias_exp 6 only")
 
 
 def write_netx(ir: NetworkIR, path: str) -> None:
@@ -60,14 +69,19 @@ def write_netx(ir: NetworkIR, path: str) -> None:
     network's ``name``, ``time_steps`` and ``dt_s`` (root) and each layer's ``name``,
     ``scale``, ``dense_shape`` and ``pool_fold``, so :func:`read_netx` gets the IR back.
 
+    A layer's ``bias`` is written as its ``bias_mant`` integers, a fully connected layer's ``delay`` as the
+    ``(n_out, n_in)`` matrix, a convolution's ``groups`` and ``dilation`` as they are.
+
     Raises:
-        UnsupportedLayerError: a current-encoded network (``export.check_input_encoding``).
+        UnsupportedLayerError: a current-encoded network (``export.check_input_encoding``), anything
+            :func:`check_kinds` refuses.
     """
     import h5py
 
     from dpap_deploy.export import check_input_encoding
 
     check_input_encoding(ir, "netx")
+    check_kinds(ir)
 
     def text(group, key, value):
         group.create_dataset(key, (1,), "S10", [value.encode("ascii")])
@@ -93,12 +107,16 @@ def write_netx(ir: NetworkIR, path: str) -> None:
                     g.create_dataset("weight", data=l.masked_weight(fixed=True).astype(np.int32))
                     g.create_dataset("stride", data=np.int64(l.stride))
                     g.create_dataset("padding", data=np.int64(l.padding))
-                    g.create_dataset("dilation", data=np.int64(1))
-                    g.create_dataset("groups", data=np.int64(1))
+                    g.create_dataset("dilation", data=np.int64(l.dilation))
+                    g.create_dataset("groups", data=np.int64(l.groups))
                 else:
                     text(g, "type", "dense")
                     g.create_dataset("shape", data=np.array([l.n_out], dtype=np.int64))
                     g.create_dataset("weight", data=l.masked_weight(fixed=True).astype(np.int32))
+                    if l.delay is not None:  # (n_out, n_in): netx takes the matrix as it is
+                        g.create_dataset("delay", data=np.asarray(l.delay, np.int64))
+                if l.bias is not None:  # netx: the neurons' bias_mant (bias_exp 6), per neuron or per channel
+                    g.create_dataset("bias", data=np.asarray(l.fixed.bias_mant, np.int64))
                 # our own facts for read_netx (lava-dl reads datasets only, never attributes)
                 g.attrs["name"] = l.name
                 g.attrs["scale"] = float(l.fixed.scale)
