@@ -22,7 +22,7 @@ U_LIM = 2 ** 23
 
 @njit(parallel=True, cache=True, nogil=True)
 def run_kernel(spikes, bias, n_out, mode, scale, fu, fv, vth64, clamp, wd16, wd32, wd_off, ip, ip_off, ix, wx,
-               ix_off, neuron_off, gate, hold, nbias, dly, ring_len, ring_off, ring, t0, rec, counts):  # pragma: no cover (numba)
+               ix_off, neuron_off, gate, hold, nbias, dly, ring_len, ring_off, start, ring, t0, rec, counts):  # pragma: no cover (numba)
     """Run ``spikes`` ``(T, N, F)`` uint8 through ``L`` layers; fill ``counts`` ``(N, n_last)`` int64
     and, when ``rec.shape[0] == T``, the spike raster ``rec`` ``(T, N, total neurons)`` uint8.
 
@@ -74,6 +74,9 @@ def run_kernel(spikes, bias, n_out, mode, scale, fu, fv, vth64, clamp, wd16, wd3
                     ns += 1
             for l in range(L):
                 m = n_out[l]
+                if t < start[l]:  # not started yet (the prologue): no update, no spikes for the next layer
+                    ns = 0
+                    continue
                 if mode[l] == 0:
                     acc16[:m] = 0
                     base = wd_off[l]

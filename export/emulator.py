@@ -77,6 +77,7 @@ def _layer_params(ir: NetworkIR) -> List[dict]:
     for l, b in zip(ir.layers, biases):
         exp = int(l.fixed.weight_exp)
         common = {"exp": exp, "du": int(l.fixed.du), "dv": int(l.fixed.dv), "vth64": int(l.fixed.vth) * 64,
+                  "n_out": l.n_out,
                   "bias64": torch.from_numpy(b), "delays": _delay_slices(l, exp)}
         if l.kind == "conv":  # torch layout (C_out, C_in, kH, kW), correlation as in the model
             w = l.masked_weight(fixed=True).astype(np.float64)
@@ -224,9 +225,14 @@ def _emulate_numba(ir: NetworkIR, spikes: np.ndarray, bias: Optional[np.ndarray]
     arrays = _kernel_arrays(ir)
     neuron_off, ring_len, ring_off = arrays[15], arrays[-2], arrays[-1]
     n_ring = int(max(1, *(ring_off + np.where(ring_len > 1, ring_len, 0) * arrays[0])))
-    carry = carries(ir)
-    if carry:  # delayed spikes cross into the next sample: one sample at a time, one ring for the run
+    carry, L = carries(ir), len(ir.layers)
+    start = np.zeros(L, np.int64)
+    if carry:  # delayed spikes cross samples: one sample at a time, one ring for the run, after the prologue
         chunk, ring = 1, np.zeros((1, n_ring), np.int64)
+        pro = list(arrays)
+        pro[16] = np.ones((int(neuron_off[-1]), L), np.uint8)  # gates open in the prologue
+        run_kernel(np.zeros((L, 1, spikes.shape[2]), np.uint8), np.zeros((1, bias.shape[1])), *pro,
+                   _prologue_start(L), ring, 0, np.zeros((0, 0, 0), np.uint8), np.zeros((1, ir.layers[-1].n_out), np.int64))
     counts = np.zeros((N, ir.layers[-1].n_out), dtype=np.int64)
     rec = np.zeros((T, N, int(neuron_off[-1])) if record else (0, 0, 0), dtype=np.uint8)
     with tqdm(total=N, desc="emulator", unit="sample", disable=None if progress else True, leave=False) as bar:
@@ -235,13 +241,22 @@ def _emulate_numba(ir: NetworkIR, spikes: np.ndarray, bias: Optional[np.ndarray]
             part = np.zeros((0, 0, 0), np.uint8) if not record else np.zeros((T, b1 - b0, rec.shape[2]), np.uint8)
             if not carry:
                 ring = np.zeros((b1 - b0, n_ring), np.int64)
-            run_kernel(np.ascontiguousarray(spikes[:, b0:b1]), bias[b0:b1], *arrays, ring, b0 * T if carry else 0,
-                       part, counts[b0:b1])
+            run_kernel(np.ascontiguousarray(spikes[:, b0:b1]), bias[b0:b1], *arrays, start, ring,
+                       L + b0 * T if carry else 0, part, counts[b0:b1])
             if record:
                 rec[:, b0:b1] = part
             bar.update(b1 - b0)
     rasters = [rec[:, :, neuron_off[i]:neuron_off[i + 1]] for i in range(len(ir.layers))] if record else None
     return counts, rasters
+
+
+def _prologue_start(L: int) -> np.ndarray:
+    """The prologue of a delayed run: ``L`` steps before sample 0 in which layer ``i`` runs from step
+    ``L - i - 1`` on. In Lava population ``i`` runs steps ``1 .. i + 1`` before its first reset (its reset
+    offset is ``i + 2``), driven by its bias alone; what it sends then through a delay reaches the next
+    population after that one's first reset, i.e. in sample 0. The prologue's neuron state is dropped
+    (the reset), its delay buffer kept."""
+    return np.array([L - i - 1 for i in range(L)], np.int64)
 
 
 def carries(ir: NetworkIR) -> bool:
@@ -318,59 +333,35 @@ def emulate(ir: NetworkIR, spikes: np.ndarray, batch_size: int = 512,
 def _emulate_torch(ir: NetworkIR, params: List[dict], spikes: np.ndarray, bias: Optional[np.ndarray],
                    batch_size: int, record: bool) -> Tuple[np.ndarray, Optional[List[np.ndarray]]]:
     """The ``"torch"`` engine of :func:`emulate`: ``spikes`` ``(T, N, F)`` uint8 (``F = 0`` and ``bias``
-    ``(N, n_0)`` with current encoding), batches of ``batch_size`` samples."""
+    ``(N, n_0)`` with current encoding), batches of ``batch_size`` samples; a network with delays one
+    sample at a time after the prologue (:func:`carries`, :func:`_prologue_start`), as the numba engine."""
     T, N, _ = spikes.shape
+    L = len(ir.layers)
     gates = [torch.from_numpy(_gate(l, T)) for l in ir.layers]
-    from dpap_deploy.export import holds
-
-    held = [holds(l) for l in ir.layers]
     counts = np.zeros((N, ir.layers[-1].n_out), dtype=np.int64)
     rasters = [np.zeros((T, N, l.n_out), dtype=np.uint8) for l in ir.layers] if record else None
-    lim = float(U_LIM)
     carry = carries(ir)
-    batch_size = 1 if carry else batch_size  # delayed spikes cross samples: one at a time (:func:`carries`)
-    rings = None
+    batch_size = 1 if carry else batch_size
+    rings = _torch_rings(params, ir, 1) if carry else None
+    if carry:  # the prologue: layer i runs from step L - i - 1, no input, gates open; its state is dropped
+        state = _TorchState(ir, 1, None)
+        start = _prologue_start(L)
+        for t in range(L):
+            s = torch.zeros(1, ir.layers[0].n_in, dtype=torch.float64)
+            for i, p in enumerate(params):
+                s = (_torch_layer(p, state, i, s, rings[i], t, None).to(torch.float64) if t >= start[i]
+                     else torch.zeros(1, p["n_out"], dtype=torch.float64))
     for b0 in range(0, N, batch_size):
         x = torch.from_numpy(np.ascontiguousarray(spikes[:, b0:b0 + batch_size])).to(torch.float64)
         B = x.shape[1]
-        if rings is None or not carry:
-            rings = [None if p["delays"] is None else torch.zeros(max(k for k, _ in p["delays"]) + 1, B, l.n_out,
-                                                                   dtype=torch.float64) for p, l in zip(params, ir.layers)]
-        b_in = None if bias is None else torch.from_numpy(np.ascontiguousarray(bias[b0:b0 + B]))
-        u = [torch.zeros(B, l.n_out, dtype=torch.float64) for l in ir.layers]
-        v = [torch.zeros(B, l.n_out, dtype=torch.float64) for l in ir.layers]
+        rings = rings if carry else _torch_rings(params, ir, B)
+        state = _TorchState(ir, B, None if bias is None else torch.from_numpy(np.ascontiguousarray(bias[b0:b0 + B])))
         rec = [torch.zeros(T, B, l.n_out, dtype=torch.bool) for l in ir.layers] if record else None
         total = torch.zeros(B, ir.layers[-1].n_out, dtype=torch.float64)
         for t in range(T):
             s = x[t]
             for i, p in enumerate(params):
-                if i == 0 and b_in is not None:  # current encoding: no synapses, u stays 0
-                    uu = _decay(u[i], p["du"] + 1)
-                elif p["conv"]:  # Lava's Conv: 24-bit integer sum, no weight exponent
-                    a64 = torch.nn.functional.conv2d(s.reshape(B, *p["in_shape"]), p["w64"], stride=p["stride"],
-                                                     padding=p["padding"], dilation=p["dilation"],
-                                                     groups=p["groups"]).reshape(B, -1)
-                    a64 = torch.clamp(a64, -64.0 * lim, 64.0 * (lim - 1))  # lava conv utils.signed_clamp(24 bits)
-                    uu = _decay(u[i], p["du"] + 1) + a64
-                elif p["delays"] is not None:  # DelaySparse: arrivals from earlier steps' spikes
-                    uu = _decay(u[i], p["du"] + 1) + _delayed_input(p, rings[i], s, t + (b0 * T if carry else 0))
-                elif p["exp"] >= 0:  # (a << exp) << 6 folded into the weights: one addmm
-                    uu = torch.addmm(_decay(u[i], p["du"] + 1), s, p["w64"])
-                else:  # a >> -exp rounds down before the << 6
-                    a = torch.floor((s @ p["w"]) * (1.0 / (1 << -p["exp"])))
-                    uu = _decay(u[i], p["du"] + 1) + a * 64.0
-                u[i] = _wrap(uu)  # into (-2^23, 2^23]
-                vv = _decay(v[i], p["dv"]) + u[i] + p["bias64"]  # Lava: + (bias_mant << bias_exp)
-                if i == 0 and b_in is not None:
-                    vv = vv + b_in  # Lava: v = decay(v) + u + (bias_mant << bias_exp)
-                vv = torch.clamp(vv, -(lim - 1), lim - 1)
-                fired = vv > p["vth64"]
-                if held[i]:  # "hold": no threshold test at a masked step, so no spike and no reset
-                    fired = fired & gates[i][:, t]
-                    v[i] = vv.masked_fill(fired, 0.0)
-                else:  # "drop": the neuron resets even where the gate drops its spike
-                    v[i] = vv.masked_fill(fired, 0.0)
-                    fired = fired & gates[i][:, t]
+                fired = _torch_layer(p, state, i, s, rings[i], L + b0 * T + t if carry else t, gates[i][:, t])
                 s = fired.to(torch.float64)
                 if record:
                     rec[i][t] = fired
@@ -380,3 +371,60 @@ def _emulate_torch(ir: NetworkIR, params: List[dict], spikes: np.ndarray, bias: 
             for i in range(len(params)):
                 rasters[i][:, b0:b0 + B] = rec[i].numpy()
     return counts, rasters
+
+
+class _TorchState:
+    """Per-sample state of the torch engine: every layer's ``u``, ``v`` ``(B, n_l)`` (zero: the reset),
+    whether it holds (:func:`~dpap_deploy.export.holds`), and layer 0's per-sample input bias ``b_in``
+    ``(B, n_0)`` with current encoding (else None)."""
+
+    def __init__(self, ir: NetworkIR, B: int, b_in: Optional[torch.Tensor]):
+        from dpap_deploy.export import holds
+
+        self.u = [torch.zeros(B, l.n_out, dtype=torch.float64) for l in ir.layers]
+        self.v = [torch.zeros(B, l.n_out, dtype=torch.float64) for l in ir.layers]
+        self.held = [holds(l) for l in ir.layers]
+        self.b_in, self.B = b_in, B
+
+
+def _torch_rings(params: List[dict], ir: NetworkIR, B: int) -> list:
+    """Per layer its delay ring ``(max delay + 1, B, n_out)`` of pending synaptic input, or None."""
+    return [None if p["delays"] is None else torch.zeros(max(k for k, _ in p["delays"]) + 1, B, l.n_out,
+                                                         dtype=torch.float64) for p, l in zip(params, ir.layers)]
+
+
+def _torch_layer(p: dict, st: _TorchState, i: int, s: torch.Tensor, ring, t_ring: int,
+                 gate_t: Optional[torch.Tensor]) -> torch.Tensor:
+    """Layer ``i``'s step (module docstring): input spikes ``s`` ``(B, n_in)`` -> spikes ``(B, n_out)`` bool,
+    ``st.u[i]``/``st.v[i]`` updated; ``ring``/``t_ring``: its delay ring and the run's step for it;
+    ``gate_t``: its timestep mask at this step (None: open)."""
+    lim, B = float(U_LIM), st.B
+    u, v = st.u[i], st.v[i]
+    if i == 0 and st.b_in is not None:  # current encoding: no synapses, u stays 0
+        uu = _decay(u, p["du"] + 1)
+    elif p["conv"]:  # Lava's Conv: 24-bit integer sum, no weight exponent
+        a64 = torch.nn.functional.conv2d(s.reshape(B, *p["in_shape"]), p["w64"], stride=p["stride"],
+                                         padding=p["padding"], dilation=p["dilation"], groups=p["groups"]).reshape(B, -1)
+        a64 = torch.clamp(a64, -64.0 * lim, 64.0 * (lim - 1))  # lava conv utils.signed_clamp(24 bits)
+        uu = _decay(u, p["du"] + 1) + a64
+    elif p["delays"] is not None:  # DelaySparse: arrivals from earlier steps' spikes
+        uu = _decay(u, p["du"] + 1) + _delayed_input(p, ring, s, t_ring)
+    elif p["exp"] >= 0:  # (a << exp) << 6 folded into the weights: one addmm
+        uu = torch.addmm(_decay(u, p["du"] + 1), s, p["w64"])
+    else:  # a >> -exp rounds down before the << 6
+        a = torch.floor((s @ p["w"]) * (1.0 / (1 << -p["exp"])))
+        uu = _decay(u, p["du"] + 1) + a * 64.0
+    st.u[i] = _wrap(uu)  # into (-2^23, 2^23]
+    vv = _decay(v, p["dv"]) + st.u[i] + p["bias64"]  # Lava: v = decay(v) + u + (bias_mant << bias_exp)
+    if i == 0 and st.b_in is not None:
+        vv = vv + st.b_in  # current encoding: the sample's bias
+    vv = torch.clamp(vv, -(lim - 1), lim - 1)
+    fired = vv > p["vth64"]
+    gate_t = torch.ones(fired.shape[1], dtype=torch.bool) if gate_t is None else gate_t
+    if st.held[i]:  # "hold": no threshold test at a masked step, so no spike and no reset
+        fired = fired & gate_t
+        st.v[i] = vv.masked_fill(fired, 0.0)
+    else:  # "drop": the neuron resets even where the gate drops its spike
+        st.v[i] = vv.masked_fill(fired, 0.0)
+        fired = fired & gate_t
+    return fired

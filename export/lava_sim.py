@@ -70,8 +70,9 @@ def check_supported(ir: NetworkIR, target: str = "loihi-sim") -> None:
 def check_delays_and_bias(ir: NetworkIR, target: str) -> None:
     """Refuse, naming the layer, what the Lava processes cannot run: a conv layer's delay (Lava 0.10 has
     no delayed ``Conv``; lava-dl netx ignores it), delays with a negative weight exponent (``DelaySparse``
-    rounds each step's partial sum, which the emulator does not reproduce) and a static bias on a
-    current-encoded first layer (whose bias is the per-sample input)."""
+    rounds each step's partial sum, which the emulator does not reproduce), delays with current encoding
+    (whose populations start one step earlier: the emulator's prologue assumes spike input) and a static
+    bias on a current-encoded first layer (whose bias is the per-sample input)."""
     from dpap_deploy.errors import UnsupportedLayerError
 
     for i, l in enumerate(ir.layers):
@@ -81,6 +82,9 @@ def check_delays_and_bias(ir: NetworkIR, target: str) -> None:
         if l.delay is not None and l.fixed is not None and l.fixed.weight_exp < 0:
             raise UnsupportedLayerError(f'target {target}: layer "{l.name}" has delays and weight_exp '
                                         f"{l.fixed.weight_exp}; delayed layers take weight_exp >= 0")
+        if l.delay is not None and ir.input_encoding == "current":
+            raise UnsupportedLayerError(f'target {target}: layer "{l.name}" has synaptic delays and the network '
+                                        "current encoding; delays take spike input only")
         if l.bias is not None and i == 0 and ir.input_encoding == "current":
             raise UnsupportedLayerError(f'target {target}: layer "{l.name}" has a bias and current encoding, '
                                         "which sets the same bias per sample")

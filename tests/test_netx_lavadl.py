@@ -331,3 +331,29 @@ def test_requantising_keeps_the_bias_in_threshold_units(tmp_path):
     huge = ir.with_layers([replace(ir.layers[0], bias=np.full(5, 1e6, np.float32)), ir.layers[1]])
     with pytest.raises(QuantizationError, match="layer 'fc1': bias_mant up to"):
         quantize(huge)
+
+
+def test_a_biased_layer_before_a_delayed_one_matches_lava_from_the_first_step():
+    """Layer b's bias alone (120 << 6 > vth 100 << 6) fires it at every step, also at Lava steps 1 and 2,
+    before its first reset (offset 3). Those spikes reach c through delay 3 at steps 6 and 7, after c's first
+    reset (offset 4): within-sample steps 1 and 2 of sample 0, so d fires at sample 0's step 1 only
+    because of them. The emulator's prologue reproduces that."""
+    from dpap_deploy.export import lava_sim
+    from dpap_deploy.export.emulator import emulate
+    from dpap_deploy.ir import FCLayer, FixedPoint, LIFNeurons, NetworkIR
+
+    def layer(name, bias=None, delay=None, n_out=2):
+        w = np.full((n_out, 2), 200, np.int32)
+        fx = FixedPoint(weight=w, weight_exp=0, du=4095, dv=0, vth=100, scale=1.0,
+                        bias_mant=None if bias is None else np.full(n_out, bias), bias_exp=6)
+        return FCLayer(name, w.astype(np.float32), np.ones((n_out, 2), bool), LIFNeurons(1e-3, 1.0, 100.0), (n_out, 2),
+                       fixed=fx, bias=None if bias is None else np.full(n_out, float(bias)),
+                       delay=None if delay is None else np.full((n_out, 2), delay))
+
+    ir = NetworkIR("pre", 2, 8, 1e-3, [layer("a"), layer("b", bias=120), layer("c", delay=3), layer("d", n_out=1)])
+    x = np.zeros((8, 2, 2), np.uint8)
+    _, info = lava_sim.run(ir, x)
+    assert info["output_spikes"][1, 0, 0] == 1 and info["output_spikes"][0, 0, 0] == 0
+    for engine in ("numba", "torch"):
+        _, rasters = emulate(ir, x, record=True, engine=engine)
+        np.testing.assert_array_equal(rasters[-1], info["output_spikes"])
