@@ -357,3 +357,52 @@ def test_a_biased_layer_before_a_delayed_one_matches_lava_from_the_first_step():
     for engine in ("numba", "torch"):
         _, rasters = emulate(ir, x, record=True, engine=engine)
         np.testing.assert_array_equal(rasters[-1], info["output_spikes"])
+
+
+def test_ir_format_4_saves_and_loads_the_new_fields(tmp_path):
+    from dpap_deploy.ir import IR_FORMAT, NetworkIR
+
+    ir = read_netx(nf.conv_net(str(tmp_path / "c.net"), bias=[1, 2, 3, 4], groups=2, dilation=2))
+    d = read_netx(nf.dense_net(str(tmp_path / "d.net"), bias=[3, 1, 0, 5, 1], delay=[0, 1, 2, 3, 4]))
+    s = read_netx(nf.sdnn_net(str(tmp_path / "s.net")))
+    for net, name in ((ir, "c"), (d, "d"), (s, "s")):
+        net.save(str(tmp_path / f"{name}.npz"))
+        back = NetworkIR.load(str(tmp_path / f"{name}.npz"))
+        for a, b in zip(net.layers, back.layers):
+            assert a.features() == b.features() and a.sigma_delta == b.sigma_delta and a.activation == b.activation
+            for key in ("bias", "delay"):
+                assert (getattr(a, key) is None) == (getattr(b, key) is None)
+                if getattr(a, key) is not None:
+                    np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
+            assert (a.fixed.bias_mant is None) == (b.fixed.bias_mant is None) and a.fixed.bias_exp == b.fixed.bias_exp
+    assert IR_FORMAT == "dpap-deploy-ir/4"
+
+
+def test_ir_rejects_bias_and_delay_of_the_wrong_shape_naming_the_layer():
+    from dpap_deploy.errors import IRError
+    from dpap_deploy.ir import FCLayer, LIFNeurons
+
+    common = dict(weight=np.ones((3, 2)), mask=np.ones((3, 2), bool), neurons=LIFNeurons(1e-3, 1e-2, 1.0),
+                  dense_shape=(3, 2))
+    with pytest.raises(IRError, match=r"layer 'fc9': bias \(2,\) must be finite of shape \(3,\)"):
+        FCLayer("fc9", bias=np.zeros(2), **common)
+    with pytest.raises(IRError, match=r"layer 'fc9': delay \(3, 2\) float64 must be integer time steps >= 0"):
+        FCLayer("fc9", delay=np.zeros((3, 2)), **common)
+    with pytest.raises(IRError, match=r"layer 'fc9': delay \(3, 2\) int64 must be integer time steps >= 0"):
+        FCLayer("fc9", delay=-np.ones((3, 2), np.int64), **common)
+
+
+def test_a_loihi_neuron_group_reads_as_cuba_and_graded_spikes_are_refused(tmp_path):
+    path = nf.dense_net(str(tmp_path / "l.net"))
+    cuba = read_netx(path)
+    with h5py.File(path, "r+") as f:  # relabel lava-dl's CUBA group as the older LOIHI type netx also takes
+        del f["layer/0/neuron/type"]
+        f["layer/0/neuron/type"] = b"LOIHI"
+    loihi = read_netx(path)
+    a, b = loihi.layers[0].fixed, cuba.layers[0].fixed
+    assert np.array_equal(a.weight, b.weight) and (a.du, a.dv, a.vth) == (b.du, b.dv, b.vth) == (1023, 123, 64)
+    with h5py.File(path, "r+") as f:
+        del f["layer/0/neuron/gradedSpike"]
+        f["layer/0/neuron/gradedSpike"] = True
+    with pytest.raises(UnsupportedLayerError, match=r"layer/0/neuron/gradedSpike: = 1; our LIF has gradedSpike 0 only"):
+        read_netx(path)
