@@ -68,25 +68,22 @@ class _NetxFile:
 
         raise (kind or NetworkFileError)(f"{self.path}: {where}: {what}")
 
-    def group(self, parent, key: str, where: str):
+    def _child(self, parent, key: str, where: str, group: bool):
+        """``parent[key]``, which must exist and be a group (``group``) or a dataset."""
         import h5py
 
         if key not in parent:
-            self.fail(where, f"missing group {key!r}")
-        g = parent[key]
-        if not isinstance(g, h5py.Group):
-            self.fail(f"{where}/{key}", "is a dataset; expected a group")
-        return g
+            self.fail(where, f"missing {'group' if group else 'key'} {key!r}")
+        c = parent[key]
+        if isinstance(c, h5py.Group) != group:
+            self.fail(f"{where}/{key}", "is a dataset; expected a group" if group else "is a group; expected a dataset")
+        return c
+
+    def group(self, parent, key: str, where: str):
+        return self._child(parent, key, where, True)
 
     def value(self, g, key: str, where: str):
-        import h5py
-
-        if key not in g:
-            self.fail(where, f"missing key {key!r}")
-        d = g[key]
-        if not isinstance(d, h5py.Dataset):
-            self.fail(f"{where}/{key}", "is a group; expected a dataset")
-        return d[()]
+        return self._child(g, key, where, False)[()]
 
     def text(self, g, key: str, where: str) -> str:
         v = self.value(g, key, where)
