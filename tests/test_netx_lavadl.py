@@ -406,3 +406,13 @@ def test_a_loihi_neuron_group_reads_as_cuba_and_graded_spikes_are_refused(tmp_pa
         f["layer/0/neuron/gradedSpike"] = True
     with pytest.raises(UnsupportedLayerError, match=r"layer/0/neuron/gradedSpike: = 1; our LIF has gradedSpike 0 only"):
         read_netx(path)
+
+
+def test_synaptic_operation_counts_take_groups(tmp_path):
+    """conv 2 -> 4 channels in 2 groups, 3x3, stride 1: an input pixel reaches the 2 output channels of its
+    group at 3 * 3 positions, 18 in the dense count; the pruned count is the unrolled synapses it has."""
+    from dpap_deploy.energy import dense_fan_out, fan_out
+
+    ir = read_netx(nf.conv_net(str(tmp_path / "c.net"), groups=2, dilation=2))
+    assert set(dense_fan_out(ir)[0].tolist()) == {18}
+    assert fan_out(ir)[0].sum() == ir.layers[0].unrolled(fixed=True).nnz
