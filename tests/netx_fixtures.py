@@ -4,7 +4,8 @@ weights, exported the way lava-dl's tutorials do (an ``h5py.File``, a ``layer`` 
 
 Weights: seeded random floats that slayer's 8-bit quantiser (``neuron.quantize_8bit``) turns into the
 even integers in ``[-256, 254]`` it writes. Biases: a ``MeanOnlyBatchNorm`` in the neuron whose
-``running_mean`` is set to multiples of 1/64, so the written ``bias = -running_mean * 64`` is integral.
+``running_mean`` is set so that the written ``bias = -running_mean * 64`` is the given integers (give even
+ones: the neuron's 8-bit quantiser rounds the norm's mean to steps of 2/64, so odd ones come out even).
 Delays: the block's ``slayer.axon.Delay`` set to the given integers (the writer floors them).
 """
 from __future__ import annotations
@@ -40,12 +41,16 @@ def write_blocks(blocks, path: str, x: torch.Tensor) -> str:
 
 
 def _seed_weights(blocks, seed: int, scale: float) -> None:
+    """Uniform weights in ``[-1, 1) * scale / sqrt(fan-in)`` plus ``2 / fan-in`` (slayer units; threshold
+    1.0): a slight excitatory drift, so spikes reach the output without saturating it."""
     g = torch.Generator().manual_seed(seed)
     for b in blocks:
         syn = getattr(b, "synapse", None)
         if syn is not None and getattr(syn, "weight", None) is not None:
+            fan_in = int(np.prod(syn.weight.shape[1:]))
             with torch.no_grad():
-                syn.weight.copy_((torch.rand(syn.weight.shape, generator=g) * 2 - 0.6) * scale)
+                syn.weight.copy_((torch.rand(syn.weight.shape, generator=g) * 2 - 1) * scale / fan_in ** 0.5
+                                 + 2.0 / fan_in)
 
 
 def _set_bias(block, bias: Sequence[float]) -> None:
@@ -59,7 +64,7 @@ def _set_delay(block, delay: Sequence[int]) -> None:
 
 
 def dense_net(path: str, sizes=(6, 5, 3), seed: int = 0, bias: Optional[Sequence[int]] = None,
-              delay: Optional[Sequence[int]] = None, scale: float = 2.0, neuron: Optional[dict] = None) -> str:
+              delay: Optional[Sequence[int]] = None, scale: float = 4.0, neuron: Optional[dict] = None) -> str:
     """CUBA ``Dense`` blocks ``sizes[0] -> ... -> sizes[-1]``; ``bias`` (integers, ``sizes[1]`` of them) and
     ``delay`` (time steps, ``sizes[1]``) on the first block."""
     slayer = _slayer()
@@ -87,7 +92,7 @@ def _size(block, x: torch.Tensor) -> None:
 
 
 def conv_net(path: str, seed: int = 0, bias: Optional[Sequence[int]] = None, hw: int = 5, groups: int = 1,
-             dilation: int = 1, scale: float = 2.0) -> str:
+             dilation: int = 1, scale: float = 4.0) -> str:
     """``Input`` (no neurons: the shape) -> CUBA ``Conv`` 2 -> 4 channels, 3x3, padding 1 -> ``Flatten``
     -> ``Dense`` 3; ``bias`` (4 integers, per channel) on the conv."""
     slayer = _slayer()

@@ -146,7 +146,7 @@ def test_our_netx_writer_round_trips_bias_delay_groups_and_dilation(tmp_path):
 SIM_CASES = {
     "dense_bias_delay": (nf.dense_net, dict(bias=[30, -20, 0, 50, 10], delay=[0, 1, 2, 3, 4])),
     "dense_delay": (nf.dense_net, dict(sizes=(8, 6, 3), delay=[2, 0, 5, 1, 3, 4], seed=3)),
-    "dense_bias": (nf.dense_net, dict(bias=[30, -20, 0, 50, 10], seed=1)),
+    "dense_bias": (nf.dense_net, dict(bias=[30, -20, 0, 50, 10], seed=2)),
     "conv_bias": (nf.conv_net, dict(bias=[10, 20, -30, 0])),
     "conv_groups_dilation": (nf.conv_net, dict(groups=2, dilation=2, seed=2)),
 }
@@ -165,7 +165,7 @@ def test_lava_run_equals_lava_dl_netx_and_the_emulator(tmp_path, case):
     x = nf.random_spikes((T, N) + (ir.input_shape or (ir.input_size,)), seed=1)
     theirs = run_netx(path, x, T)  # lava-dl's own Network(net_config=..., reset_interval=T, reset_offset=1)
     _, info = lava_sim.run(ir, x)
-    assert theirs.sum() >= 20, "the test needs output spikes"
+    assert 0.1 < theirs.mean() < 0.9, "the test needs output spikes, not every step"
     np.testing.assert_array_equal(info["output_spikes"], theirs)
     for engine in ("numba", "torch"):
         counts, _ = emulate(ir, x, engine=engine)
@@ -285,7 +285,7 @@ def test_lava_dl_files_map_with_their_costs(tmp_path):
     from dpap_deploy.hardware_profiles import load_profile
     from dpap_deploy.mapping import map_network
 
-    ir = read_netx(nf.dense_net(str(tmp_path / "d.net"), bias=[3, 1, 0, 5, 1], delay=[0, 1, 2, 3, 4]))
+    ir = read_netx(nf.dense_net(str(tmp_path / "d.net"), bias=[2, 2, 0, 4, 6], delay=[0, 1, 2, 3, 4], seed=2))
     assert np.count_nonzero(ir.layers[0].fixed.weight) == 30
     fc1 = map_network(ir, load_profile("loihi2")).to_report()["per_layer"][0]
     assert (fc1["synaptic_memory_bits"], fc1["bias_registers"], fc1["synapses"]) == (768, 5, 30)
@@ -308,7 +308,7 @@ def test_dpap_report_on_lava_dl_files(tmp_path):
     def report(path, *args):
         return subprocess.run([cli, path, *args], capture_output=True, text=True, timeout=300)
 
-    ok = report(nf.dense_net(str(tmp_path / "d.net"), bias=[3, 1, 0, 5, 1], delay=[0, 1, 2, 3, 4]), "--json")
+    ok = report(nf.dense_net(str(tmp_path / "d.net"), bias=[2, 2, 0, 4, 6], delay=[0, 1, 2, 3, 4]), "--json")
     assert ok.returncode == 0, ok.stderr
     res = json.loads(ok.stdout)
     assert res["per_core"][0]["layer"] == "fc1+fc2" and res["per_core"][0]["bias_registers"] == 5
@@ -363,7 +363,7 @@ def test_ir_format_4_saves_and_loads_the_new_fields(tmp_path):
     from dpap_deploy.ir import IR_FORMAT, NetworkIR
 
     ir = read_netx(nf.conv_net(str(tmp_path / "c.net"), bias=[1, 2, 3, 4], groups=2, dilation=2))
-    d = read_netx(nf.dense_net(str(tmp_path / "d.net"), bias=[3, 1, 0, 5, 1], delay=[0, 1, 2, 3, 4]))
+    d = read_netx(nf.dense_net(str(tmp_path / "d.net"), bias=[2, 2, 0, 4, 6], delay=[0, 1, 2, 3, 4]))
     s = read_netx(nf.sdnn_net(str(tmp_path / "s.net")))
     for net, name in ((ir, "c"), (d, "d"), (s, "s")):
         net.save(str(tmp_path / f"{name}.npz"))
