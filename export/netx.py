@@ -83,9 +83,6 @@ def write_netx(ir: NetworkIR, path: str) -> None:
     check_input_encoding(ir, "netx")
     check_kinds(ir)
 
-    def text(group, key, value):
-        group.create_dataset(key, (1,), "S10", [value.encode("ascii")])
-
     with atomic_path(path, suffix=".net") as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["producer"] = "dpap-deploy"
@@ -94,41 +91,47 @@ def write_netx(ir: NetworkIR, path: str) -> None:
             f.attrs["name"] = str(ir.name)
             layers = f.create_group("layer")
             g = layers.create_group("0")
-            text(g, "type", "input")
+            _text(g, "type", "input")
             g.create_dataset("shape", data=np.array(ir.input_shape or [ir.input_size], dtype=np.int64))  # CHW
-            for k, l in enumerate(ir.nodes, start=1):
-                g = layers.create_group(str(k))
-                if l.kind == "flatten":
-                    text(g, "type", "flatten")
-                    continue
-                if l.kind == "conv":  # netx flips the kernel and reorders it to Lava's (out, W, H, in)
-                    text(g, "type", "conv")
-                    g.create_dataset("shape", data=np.array(l.out_shape, dtype=np.int64))  # CHW
-                    g.create_dataset("weight", data=l.masked_weight(fixed=True).astype(np.int32))
-                    g.create_dataset("stride", data=np.int64(l.stride))
-                    g.create_dataset("padding", data=np.int64(l.padding))
-                    g.create_dataset("dilation", data=np.int64(l.dilation))
-                    g.create_dataset("groups", data=np.int64(l.groups))
-                else:
-                    text(g, "type", "dense")
-                    g.create_dataset("shape", data=np.array([l.n_out], dtype=np.int64))
-                    g.create_dataset("weight", data=l.masked_weight(fixed=True).astype(np.int32))
-                    if l.delay is not None:  # (n_out, n_in): netx takes the matrix as it is
-                        g.create_dataset("delay", data=np.asarray(l.delay, np.int64))
-                if l.bias is not None:  # netx: the neurons' bias_mant (bias_exp 6), per neuron or per channel
-                    g.create_dataset("bias", data=np.asarray(l.fixed.bias_mant, np.int64))
-                # our own facts for read_netx (lava-dl reads datasets only, never attributes)
-                g.attrs["name"] = l.name
-                g.attrs["scale"] = float(l.fixed.scale)
-                g.attrs["dense_shape"] = np.array(l.dense_shape, dtype=np.int64)
-                g.attrs["pool_fold"] = int(l.pool_fold)
-                n = g.create_group("neuron")
-                text(n, "type", "CUBA")
-                n.create_dataset("iDecay", data=np.int64(l.fixed.du + 1))
-                n.create_dataset("vDecay", data=np.int64(l.fixed.dv))
-                n.create_dataset("vThMant", data=np.int64(l.fixed.vth))
-                n.create_dataset("refDelay", data=np.int64(1))
-                n.create_dataset("gradedSpike", data=np.int64(0))
+            for k, node in enumerate(ir.nodes, start=1):
+                _write_node(layers.create_group(str(k)), node)
+
+
+def _text(group, key: str, value: str) -> None:
+    """A length-1 ASCII string dataset, as lava-dl writes ``type``."""
+    group.create_dataset(key, (1,), "S10", [value.encode("ascii")])
+
+
+def _write_node(g, l) -> None:
+    """One IR node into its netx group ``g``: a ``flatten``, or a ``conv``/``dense`` layer with its synapse
+    datasets, its bias and delays, our attributes and its CUBA ``neuron`` group."""
+    if l.kind == "flatten":
+        _text(g, "type", "flatten")
+        return
+    if l.kind == "conv":  # netx flips the kernel and reorders it to Lava's (out, W, H, in)
+        _text(g, "type", "conv")
+        g.create_dataset("shape", data=np.array(l.out_shape, dtype=np.int64))  # CHW
+        g.create_dataset("weight", data=l.masked_weight(fixed=True).astype(np.int32))
+        for key in ("stride", "padding", "dilation", "groups"):
+            g.create_dataset(key, data=np.int64(getattr(l, key)))
+    else:
+        _text(g, "type", "dense")
+        g.create_dataset("shape", data=np.array([l.n_out], dtype=np.int64))
+        g.create_dataset("weight", data=l.masked_weight(fixed=True).astype(np.int32))
+        if l.delay is not None:  # (n_out, n_in): netx takes the matrix as it is
+            g.create_dataset("delay", data=np.asarray(l.delay, np.int64))
+    if l.bias is not None:  # netx: the neurons' bias_mant (bias_exp 6), per neuron or per channel
+        g.create_dataset("bias", data=np.asarray(l.fixed.bias_mant, np.int64))
+    # our own facts for read_netx (lava-dl reads datasets only, never attributes)
+    g.attrs["name"] = l.name
+    g.attrs["scale"] = float(l.fixed.scale)
+    g.attrs["dense_shape"] = np.array(l.dense_shape, dtype=np.int64)
+    g.attrs["pool_fold"] = int(l.pool_fold)
+    n = g.create_group("neuron")
+    _text(n, "type", "CUBA")
+    for key, value in (("iDecay", l.fixed.du + 1), ("vDecay", l.fixed.dv), ("vThMant", l.fixed.vth),
+                       ("refDelay", 1), ("gradedSpike", 0)):
+        n.create_dataset(key, data=np.int64(value))
 
 
 def load_network(path: str, time_steps: int):
