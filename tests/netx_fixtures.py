@@ -92,21 +92,24 @@ def _size(block, x: torch.Tensor) -> None:
 
 
 def conv_net(path: str, seed: int = 0, bias: Optional[Sequence[int]] = None, hw: int = 5, groups: int = 1,
-             dilation: int = 1, scale: float = 4.0) -> str:
+             dilation: int = 1, scale: float = 4.0, delay: Optional[Sequence[int]] = None) -> str:
     """``Input`` (no neurons: the shape) -> CUBA ``Conv`` 2 -> 4 channels, 3x3, padding 1 -> ``Flatten``
-    -> ``Dense`` 3; ``bias`` (4 integers, per channel) on the conv."""
+    -> ``Dense`` 3; ``bias`` (4 integers, per channel) and ``delay`` (4 time steps, per channel) on the conv."""
     slayer = _slayer()
     p = dict(CUBA)
     if bias is not None:
         p["norm"] = slayer.neuron.norm.MeanOnlyBatchNorm
-    conv = slayer.block.cuba.Conv(p, 2, 4, 3, padding=dilation, stride=1, dilation=dilation, groups=groups)
+    conv = slayer.block.cuba.Conv(p, 2, 4, 3, padding=dilation, stride=1, dilation=dilation, groups=groups,
+                                  delay=delay is not None)
     dense = slayer.block.cuba.Dense(CUBA, 4 * hw * hw, 3)
     blocks = [slayer.block.cuba.Input(None, delay_shift=False), conv, slayer.block.cuba.Flatten(), dense]
     _seed_weights(blocks, seed, scale)
     x = (torch.rand(1, 2, hw, hw, 4, generator=torch.Generator().manual_seed(seed)) > 0.5).float()
+    _size(conv, x)
     if bias is not None:
-        _size(conv, x)
         _set_bias(conv, bias)
+    if delay is not None:
+        _set_delay(conv, delay)
     return write_blocks(blocks, path, x)
 
 

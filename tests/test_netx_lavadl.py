@@ -106,9 +106,8 @@ def test_consumers_that_cannot_take_a_feature_name_the_layer(tmp_path):
             get_target(target)(sd, str(tmp_path / target))
     with pytest.raises(UnsupportedLayerError, match=r"target emulator .*unsupported: fc1 \(fc, sdnn\)"):
         emulate(sd, np.zeros((1, 1, 6), np.uint8))
-    conv = read_netx(nf.conv_net(str(tmp_path / "c.net")))
-    conv_delayed = conv.with_layers([replace(conv.layers[0], delay=np.ones(conv.layers[0].out_shape, np.int64)),
-                                     conv.layers[1]])
+    conv_delayed = read_netx(nf.conv_net(str(tmp_path / "c.net"), delay=[0, 1, 2, 3]))  # lava-dl: one per channel
+    assert conv_delayed.layers[0].delay.shape == (4, 5, 5) and (conv_delayed.layers[0].delay[:, 2, 3] == [0, 1, 2, 3]).all()
     for run in (lambda: get_target("loihi-sim")(conv_delayed, str(tmp_path / "cl")),
                 lambda: get_target("netx")(conv_delayed, str(tmp_path / "cn")),
                 lambda: emulate(conv_delayed, np.zeros((1, 1, 2, 5, 5), np.uint8))):
