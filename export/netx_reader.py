@@ -226,7 +226,8 @@ def _input_shape(r: _NetxFile, groups: list, skip_input_neurons: bool) -> tuple:
     if "neuron" in g0 and not skip_input_neurons:
         r.fail("layer/0/neuron", "an input layer with neurons is not supported: lava-dl netx cannot run it (its "
                "Input block never feeds the input to those neurons; lava-dl loads such files with skip_layers=1); "
-               "read_netx(..., skip_input_neurons=True) drops them the same way", _unsupported())
+               "dpap-report --skip-input-neurons (read_netx(..., skip_input_neurons=True)) drops them the same way",
+               _unsupported())
     extra = sorted(set(g0.keys()) - {"type", "shape", "neuron", "weight", "bias"})
     if extra:
         r.fail("layer/0", f"key {extra[0]!r} of an input layer is not supported (keys it takes: type, shape)",

@@ -315,6 +315,16 @@ def test_dpap_report_on_lava_dl_files(tmp_path):
     assert bad.returncode == 2
     assert "layer/1: layer type 'pool' is not supported: lava-dl netx cannot run it" in bad.stderr
     assert "this reader takes input, dense, conv and flatten" in bad.stderr
+    sd = nf.sdnn_net(str(tmp_path / "s.net"), with_input=True)  # lava-dl's SDNN files start with Delta neurons
+    refused = report(sd)
+    assert refused.returncode == 2 and "layer/0/neuron: an input layer with neurons is not supported" in refused.stderr
+    assert "dpap-report --skip-input-neurons" in refused.stderr
+    skipped = report(sd, "--skip-input-neurons", "--json")
+    assert skipped.returncode == 0, skipped.stderr
+    assert [e["neurons"] for e in json.loads(skipped.stdout)["per_layer"]] == [4, 3]
+    (tmp_path / "x.nir").write_bytes(b"")
+    nir_file = report(str(tmp_path / "x.nir"), "--skip-input-neurons")
+    assert nir_file.returncode == 2 and "option 'skip_input_neurons' does not apply to a .nir file" in nir_file.stderr
 
 
 def test_requantising_keeps_the_bias_in_threshold_units(tmp_path):
