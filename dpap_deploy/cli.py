@@ -134,19 +134,23 @@ def run(args: argparse.Namespace, started: Optional[float] = None) -> int:
     return run_pipeline(RunConfig.from_namespace(args), started=started).exit_code
 
 
-def load_exported(run_dir: str):
+def load_exported(run_dir: str, **reader_options):
     """The exported network of a run folder (``network.npz``, else ``ir.npz``), or of one
-    network file (netx ``.net``, NIR ``.nir``, IR ``.npz``) given in its place.
+    network file (netx ``.net``, NIR ``.nir``, IR ``.npz``) given in its place, read with
+    ``reader_options`` (:func:`~dpap_deploy.readers.read_network_file`).
 
     Raises:
-        IRError: the folder holds neither, or the file is not a network of ours (names it).
+        IRError: the folder holds neither, the file is not a network of ours (names it), or reader
+            options are given for a run folder.
     """
     from dpap_deploy.ir import NetworkIR
 
     if os.path.isfile(run_dir):  # one network file: .net, .nir or .npz
         from dpap_deploy.readers import read_network_file
 
-        return read_network_file(run_dir)
+        return read_network_file(run_dir, **reader_options)
+    if reader_options:
+        raise IRError(f"{run_dir!r}: {', '.join(reader_options)} applies to one network file, not a run folder")
     for name in ("network.npz", "ir.npz"):
         path = os.path.join(run_dir, name)
         if os.path.isfile(path):
@@ -154,12 +158,14 @@ def load_exported(run_dir: str):
     raise IRError(f"{run_dir!r} holds no exported network (network.npz or ir.npz); run dpap-export first")
 
 
-def check(run_dir: str, profile, pack: bool = True, as_json: bool = False, plot: Optional[str] = None) -> int:
-    """Map a run's exported network onto ``profile``, print the tables; 0 if it fits, else 3."""
+def check(run_dir: str, profile, pack: bool = True, as_json: bool = False, plot: Optional[str] = None,
+          **reader_options) -> int:
+    """Map a run's exported network (or one network file, read with ``reader_options``) onto ``profile``,
+    print the tables; 0 if it fits, else 3."""
     from dpap_deploy.mapping import map_network
     from dpap_deploy.resources import plot_resources, resources_text
 
-    res = map_network(load_exported(run_dir), profile, pack=pack).to_report()
+    res = map_network(load_exported(run_dir, **reader_options), profile, pack=pack).to_report()
     print(json.dumps(res, indent=2) if as_json else resources_text(res))
     if plot:
         plot_resources(res, plot)
@@ -237,6 +243,9 @@ def report_main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--no-pack", action="store_true", help="one layer per core")
     p.add_argument("--json", action="store_true", help="print the resources section as JSON")
     p.add_argument("--plot", metavar="PNG", help="also draw per-core utilisation to this file")
+    p.add_argument("--skip-input-neurons", action="store_true",
+                   help="netx file: drop an input layer's neurons as lava-dl's Network(skip_layers=1) does "
+                        "(default: refuse such a file; lava-dl netx cannot run it)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     args = p.parse_args(argv)
 
@@ -246,7 +255,8 @@ def report_main(argv: Optional[List[str]] = None) -> int:
         profile = load_profile(args.profile)
         if args.chips is not None:
             profile = profile.with_chips(args.chips)
-        return check(args.run_dir, profile, pack=not args.no_pack, as_json=args.json, plot=args.plot)
+        options = {"skip_input_neurons": True} if args.skip_input_neurons else {}
+        return check(args.run_dir, profile, pack=not args.no_pack, as_json=args.json, plot=args.plot, **options)
 
     return _guarded("dpap-report", args, go)
 

@@ -26,13 +26,22 @@ def fan_out(ir: NetworkIR) -> List[np.ndarray]:
 
 def dense_fan_out(ir: NetworkIR) -> List[np.ndarray]:
     """Per layer, what each presynaptic neuron would reach in the unpruned layer: ``n_out`` of the
-    dense shape (fc), or dense output channels x ``ceil(k / stride)**2`` positions (conv, borders
-    ignored)."""
+    dense shape (fc), or the dense output channels of its group (``C_out / groups``) x
+    ``ceil(k / stride)**2`` positions (conv, borders ignored; a dilated kernel reaches as many positions
+    at stride 1, and a dilated, strided one is refused naming the layer).
+
+    Raises:
+        UnsupportedLayerError: a convolution with both ``dilation`` and ``stride`` above 1."""
+    from dpap_deploy.errors import UnsupportedLayerError
+
     out = []
     for l in ir.layers:
         if l.kind == "conv":
+            if l.dilation > 1 and l.stride > 1:
+                raise UnsupportedLayerError(f'the dense synaptic-operation count: layer "{l.name}" has dilation '
+                                            f"{l.dilation} and stride {l.stride}; it counts dilated kernels at stride 1 only")
             reach = -(-l.kernel[0] // l.stride) * -(-l.kernel[1] // l.stride)
-            out.append(np.full(l.n_in, l.dense_shape[0] * reach, dtype=np.int64))
+            out.append(np.full(l.n_in, l.dense_shape[0] // l.groups * reach, dtype=np.int64))
         else:
             out.append(np.full(l.n_in, l.dense_shape[0], dtype=np.int64))
     return out
@@ -55,7 +64,7 @@ def synops_per_sample(ir: NetworkIR, presynaptic: Sequence[np.ndarray], dense: b
     """
     ir.require_nodes(("fc", "conv", "flatten"), "the synaptic-operation count")
     # recurrent synapses would need the population's own spikes, which ``presynaptic`` does not hold
-    ir.require_plain("the synaptic-operation count", allow=("input_bias", "if", "li"))
+    ir.require_features(("bias", "delay", "groups", "dilation", "input_bias", "if", "li"), "the synaptic-operation count")
     fo = dense_fan_out(ir) if dense else fan_out(ir)
     total, n = 0.0, None
     for l, (f, s) in enumerate(zip(fo, presynaptic)):

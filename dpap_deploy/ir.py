@@ -14,7 +14,7 @@ layer's spike counts over ``T`` time steps are the class scores (a leaky-integra
 from a NIR graph: its membrane, ``readout = "membrane"``). A fully connected layer may also feed its
 own spikes back into itself one step later (``FCLayer.recurrent``), and any weight layer may add a
 constant ``input_bias``; consumers that cannot run these refuse them naming the layer
-(:meth:`NetworkIR.require_plain`). After DPAP and compaction the
+(:meth:`NetworkIR.require_features`). After DPAP and compaction the
 shapes are the pruned network's real shapes; pruned synapses are ``False`` in ``mask`` (and zero
 in ``weight``).
 """
@@ -34,9 +34,11 @@ from dpap_deploy.fileio import atomic_path
 IR_FORMAT = "dpap-deploy-ir/4"
 # /1: weight layers only, flatten implied; /2: no ``time_gate`` (timestep masks drop spikes after the
 # reset, read as "drop"); /3: ``time_gate`` per layer ("hold" for new models), so older code, which
-# would simulate a hold mask as drop, refuses the file instead; /4: ``input_bias``, ``recurrent``,
-# ``FixedPoint.recurrent_weight``, the LIF / IF / LI neuron variants of :class:`LIFNeurons` and the
-# ``"membrane"`` readout (NIR graphs of other frameworks), which older code would run wrongly
+# would simulate a hold mask as drop, refuses the file instead; /4: per-layer ``bias``, ``delay``,
+# conv ``groups``/``dilation``, ``FixedPoint.bias_mant`` and sigma-delta (``"sdnn"``) layers (lava-dl
+# netx files), ``input_bias``, ``recurrent``, ``FixedPoint.recurrent_weight``, the LIF / IF / LI neuron
+# variants of :class:`LIFNeurons` and the ``"membrane"`` readout (NIR graphs of other frameworks), which
+# older code would silently drop or run wrongly
 IR_FORMATS_READ = ("dpap-deploy-ir/1", "dpap-deploy-ir/2", "dpap-deploy-ir/3", IR_FORMAT)
 #: ``NetworkIR.readout``: class = argmax of output spike counts (SNN), of the logits (ANN), or of the last
 #: population's membrane potential at the last step (a leaky-integrator readout layer, NIR ``LI``)
@@ -45,7 +47,13 @@ READOUTS = ("spike_count", "logits", "membrane")
 #: the analog sample as a constant input current into its neurons (docs/data.md)
 INPUT_ENCODINGS = ("spikes", "current")
 _UNROLLED: dict = {}  # ConvLayer.unrolled's last results, by kernel contents and geometry
-ACTIVATIONS = ("lif", "relu", "identity")  # "lif": a spiking population; relu/identity: ANN layers
+#: "lif": a spiking population; relu/identity: ANN layers; "sdnn": lava-dl sigma-delta neurons (graded
+#: spikes, :class:`SigmaDeltaNeurons`), read from netx files for the resource count only
+ACTIVATIONS = ("lif", "relu", "identity", "sdnn")
+#: optional per-layer features a consumer must take explicitly (:meth:`NetworkIR.require_features`)
+#: (lava-dl netx: membrane ``bias``, synaptic ``delay``, conv ``groups``/``dilation``; NIR: ``input_bias``,
+#: ``recurrent`` weights, the neuron variants ``if`` (no leak) and ``li`` (no spikes))
+FEATURES = ("bias", "delay", "groups", "dilation", "input_bias", "recurrent", "if", "li")
 #: how a layer's ``time_mask`` silences a neuron (docs/dpap.md sec. 7.4): "hold" = threshold test off at
 #: the masked step (no spike, no reset), "drop" = spike dropped after the LIF update (the neuron resets);
 #: a file without the field (written before it existed) reads as "drop"
@@ -135,6 +143,7 @@ class FixedPoint:
     bias_exp: Optional[int] = None
     recurrent_weight: Optional[np.ndarray] = None
     input_bias: Optional[np.ndarray] = None
+    bias_mant: Optional[np.ndarray] = None
 
 
 def _check_extras(layer, n_bias: int) -> None:
@@ -165,15 +174,25 @@ def _check_extras(layer, n_bias: int) -> None:
         raise IRError(f"layer {layer.name!r}: input_bias and recurrent weights need a LIF population")
 
 
-def layer_features(layer, dt_s: float) -> List[str]:
-    """What a weight layer has beyond a plain current-based LIF chain (for consumers' refusals):
-    ``"input_bias"``, ``"recurrent"`` and the neuron variants ``"if"`` (no leak) and ``"li"`` (no
-    spikes). The ``"lif"`` variant is not listed: ``tau_syn_s == dt`` is an ordinary current-based
-    LIF whose current is emptied every step (Lava ``du = 4095``, netx ``iDecay = 4096``), which every
-    consumer of current-based LIF layers computes as it is."""
-    out = [k for k in ("input_bias", "recurrent") if getattr(layer, k, None) is not None]
-    model = layer.neurons.model(dt_s) if layer.neurons is not None else "cuba_lif"
-    return out + ([model] if model in ("if", "li") else [])
+@dataclass(frozen=True)
+class SigmaDeltaNeurons:
+    """A lava-dl sigma-delta (SDNN) population as netx builds it (``lava/lib/dl/netx/hdf5.py``,
+    ``get_neuron_params``: Lava's ``SigmaDelta`` process, ``lava/proc/sdn``): the synaptic input is
+    accumulated (sigma), passed through ``activation`` and sent as a graded spike when it has moved by
+    more than the threshold since the last one (delta).
+
+    Attributes:
+        vth: the delta threshold mantissa (``neuron/vThMant``).
+        activation: the activation's name in the file (``neuron/activation``, e.g. ``"relu"``).
+        spike_exp, state_exp: fixed-point exponents netx uses (6, 6).
+        message_bits: bits of a graded spike (netx default 16).
+    """
+
+    vth: int
+    activation: str = "relu"
+    spike_exp: int = 6
+    state_exp: int = 6
+    message_bits: int = 16
 
 
 def _check_activation(layer) -> None:
@@ -183,6 +202,42 @@ def _check_activation(layer) -> None:
         raise IRError(f"layer {layer.name!r}: activation {layer.activation!r} is not one of {ACTIVATIONS}")
     if (layer.activation == "lif") != (layer.neurons is not None):
         raise IRError(f"layer {layer.name!r}: LIF layers need neuron parameters, ANN layers ({layer.activation}) none")
+    if (layer.activation == "sdnn") != (layer.sigma_delta is not None):
+        raise IRError(f"layer {layer.name!r}: sigma-delta layers (and only they) need sigma_delta parameters")
+
+
+def _check_bias_delay(layer, bias_shape: tuple, delay_shape: tuple) -> None:
+    """Coerce and check ``layer.bias`` (float ``bias_shape``) and ``layer.delay`` (integer
+    time steps >= 0, ``delay_shape``), naming the layer."""
+    if layer.bias is not None:
+        layer.bias = np.asarray(layer.bias, dtype=np.float32)
+        if layer.bias.shape != bias_shape or not np.all(np.isfinite(layer.bias)):
+            raise IRError(f"layer {layer.name!r}: bias {layer.bias.shape} must be finite of shape {bias_shape}")
+    if layer.delay is not None:
+        d = np.asarray(layer.delay)
+        if d.shape != delay_shape or d.dtype.kind not in "iu" or (d.size and d.min() < 0):
+            raise IRError(f"layer {layer.name!r}: delay {d.shape} {d.dtype} must be integer time steps >= 0 of "
+                          f"shape {delay_shape}")
+        layer.delay = d.astype(np.int64)
+    f = layer.fixed
+    if f is not None and f.bias_mant is not None and np.shape(f.bias_mant) != bias_shape:
+        raise IRError(f"layer {layer.name!r}: fixed bias_mant {np.shape(f.bias_mant)} must have shape {bias_shape}")
+
+
+def layer_features(layer) -> List[str]:
+    """The optional features (:data:`FEATURES`) weight layer ``layer`` uses, in that order. The LIF
+    variant of NIR (``tau_syn_s == dt``) is not one: it is an ordinary current-based LIF whose current
+    is emptied every step (Lava ``du = 4095``, netx ``iDecay = 4096``), which every consumer of
+    current-based LIF layers computes as it is."""
+    used = [k for k in ("bias", "delay") if getattr(layer, k, None) is not None]
+    used += [k for k in ("groups", "dilation") if getattr(layer, k, 1) != 1]
+    used += [k for k in ("input_bias", "recurrent") if getattr(layer, k, None) is not None]
+    n = layer.neurons
+    if n is not None and np.isinf(n.v_th):
+        used.append("li")
+    elif n is not None and np.isinf(n.tau_mem_s):
+        used.append("if")
+    return used
 
 
 @dataclass
@@ -209,6 +264,15 @@ class FCLayer:
         recurrent: ``(n_out, n_out)`` float weights from the population's spikes at step ``t`` to its
             own input ``I_in`` at step ``t + 1`` (Norse ``LIFRecurrentCell``; a NIR population whose
             output feeds back into it through an ``Affine``/``Linear``), or None.
+        bias: ``(n_out,)`` float, Norse units, or None: a constant added to each neuron's membrane
+            ``v`` every time step, Lava's LIF bias (``lava/proc/lif/models.py``:
+            ``v <- v*(1 - dv) + u + (bias_mant << bias_exp)``); its integers are ``fixed.bias_mant``
+            with ``fixed.bias_exp`` (6 in lava-dl netx files).
+        delay: ``(n_out, n_in)`` int, time steps, or None: synaptic delay beyond the one step every
+            Lava ``Dense``/``Sparse`` adds (Lava's ``DelaySparse``/``DelayDense``: delay 0 arrives
+            at the next step, ``lava/proc/dense/models.py``); an axonal delay (one per presynaptic
+            neuron) is the same value down a column.
+        sigma_delta: the sigma-delta parameters of an ``activation == "sdnn"`` layer, else None.
     """
 
     name: str
@@ -224,6 +288,9 @@ class FCLayer:
     time_gate: str = "drop"
     input_bias: Optional[np.ndarray] = None
     recurrent: Optional[np.ndarray] = None
+    bias: Optional[np.ndarray] = None
+    delay: Optional[np.ndarray] = None
+    sigma_delta: Optional[SigmaDeltaNeurons] = None
 
     def __post_init__(self):
         self.weight = np.asarray(self.weight, dtype=np.float32)
@@ -235,6 +302,11 @@ class FCLayer:
         self.dense_shape = tuple(int(s) for s in self.dense_shape)
         _check_activation(self)
         _check_extras(self, self.n_out)
+        _check_bias_delay(self, (self.n_out,), self.weight.shape)
+
+    def features(self) -> List[str]:
+        """The optional features (:data:`FEATURES`) this layer uses."""
+        return layer_features(self)
 
     def weight_mask(self) -> np.ndarray:
         """The mask broadcast to the weight's shape ``(n_out, n_in)``."""
@@ -283,11 +355,13 @@ class ConvLayer(_MapShaped):
 
     Average pooling in front of a layer is folded into its weights when the IR is made
     (``train/compact.py: cnn_to_ir``), so a conv layer here is one convolution: correlation
-    (as ``torch.nn.functional.conv2d``), zero padding, equal stride in both directions.
+    (as ``torch.nn.functional.conv2d``), zero padding, equal stride and dilation in both directions,
+    ``groups`` channel groups (torch's ``groups``: output channel ``o`` sees input channels
+    ``g*C_in/groups .. (g+1)*C_in/groups - 1`` of its group ``g = o // (C_out/groups)``).
 
     Attributes:
-        weight: float kernel ``(C_out, C_in, kH, kW)``, Norse units.
-        mask: surviving channel-to-channel connections ``(C_out, C_in)`` (DPAP's conv granularity).
+        weight: float kernel ``(C_out, C_in/groups, kH, kW)``, Norse units.
+        mask: surviving channel-to-channel connections ``(C_out, C_in/groups)`` (DPAP's conv granularity).
         in_shape: ``(C_in, H, W)`` of the input.
         stride, padding: of the convolution, pixels.
         dense_shape: ``(C_out, C_in)`` of the unpruned layer.
@@ -297,6 +371,13 @@ class ConvLayer(_MapShaped):
         time_gate: ``"hold"`` or ``"drop"``, as for :class:`FCLayer`.
         input_bias: ``(C_out,)`` float, a constant added to the synaptic input of every neuron of
             each output channel at every step (NIR ``Conv2d.bias``), or None.
+        groups, dilation: torch's ``groups`` and ``dilation`` (1: a plain convolution).
+        bias: ``(C_out,)`` float, Norse units, one per output channel (every pixel of the channel), or
+            None; as :class:`FCLayer`'s (integers in ``fixed.bias_mant``).
+        delay: ``(C_out, H_out, W_out)`` int time steps per output neuron (lava-dl writes a conv
+            block's axonal delay per neuron), or None. Lava 0.10 has no delayed ``Conv`` and lava-dl
+            netx ignores a conv layer's delay, so the simulators refuse a layer that has one.
+        sigma_delta: as for :class:`FCLayer`.
 
     ``n_in``/``n_out`` count neurons (``C*H*W``); ``synapses`` counts surviving kernel weights,
     ``synapses_dense`` those of the unpruned kernel (the mapper unrolls the convolution itself).
@@ -317,21 +398,36 @@ class ConvLayer(_MapShaped):
     time_mask: Optional[np.ndarray] = None
     time_gate: str = "drop"
     input_bias: Optional[np.ndarray] = None
+    groups: int = 1
+    dilation: int = 1
+    bias: Optional[np.ndarray] = None
+    delay: Optional[np.ndarray] = None
+    sigma_delta: Optional[SigmaDeltaNeurons] = None
 
     def __post_init__(self):
         self.weight = np.asarray(self.weight, dtype=np.float32)
         self.mask = np.asarray(self.mask, dtype=bool)
         self.in_shape = tuple(int(x) for x in self.in_shape)
         self.dense_shape = tuple(int(x) for x in self.dense_shape)
+        self.groups, self.dilation = int(self.groups), int(self.dilation)
         if self.weight.ndim != 4 or self.mask.shape != self.weight.shape[:2]:
             raise IRError(f"layer {self.name!r}: conv weight {self.weight.shape} needs 4 dims and mask (C_out, C_in), "
                           f"got mask {self.mask.shape}")
-        if self.weight.shape[1] != self.in_shape[0]:
-            raise IRError(f"layer {self.name!r}: kernel takes {self.weight.shape[1]} channels, input has {self.in_shape[0]}")
+        if self.groups < 1 or self.dilation < 1 or self.weight.shape[0] % self.groups or self.in_shape[0] % self.groups:
+            raise IRError(f"layer {self.name!r}: groups {self.groups} must divide {self.weight.shape[0]} output and "
+                          f"{self.in_shape[0]} input channels, dilation {self.dilation} must be >= 1")
+        if self.weight.shape[1] * self.groups != self.in_shape[0]:
+            raise IRError(f"layer {self.name!r}: kernel takes {self.weight.shape[1]} channels x {self.groups} groups, "
+                          f"input has {self.in_shape[0]}")
         _check_activation(self)
         if min(self.out_shape) < 1:
             raise IRError(f"layer {self.name!r}: input {self.in_shape} too small for the kernel")
         _check_extras(self, self.out_shape[0])
+        _check_bias_delay(self, (self.weight.shape[0],), self.out_shape)
+
+    def features(self) -> List[str]:
+        """The optional features (:data:`FEATURES`) this layer uses."""
+        return layer_features(self)
 
     @property
     def kernel(self) -> tuple:
@@ -339,11 +435,13 @@ class ConvLayer(_MapShaped):
 
     @property
     def out_shape(self) -> tuple:
-        """``(C_out, H_out, W_out)``."""
+        """``(C_out, H_out, W_out)``: ``(H + 2 padding - dilation (kH - 1) - 1) // stride + 1`` (torch's
+        ``Conv2d`` formula), the same for ``W``."""
         _, h, w = self.in_shape
         kh, kw = self.kernel
-        return (int(self.weight.shape[0]), (h + 2 * self.padding - kh) // self.stride + 1,
-                (w + 2 * self.padding - kw) // self.stride + 1)
+        d = self.dilation
+        return (int(self.weight.shape[0]), (h + 2 * self.padding - d * (kh - 1) - 1) // self.stride + 1,
+                (w + 2 * self.padding - d * (kw - 1) - 1) // self.stride + 1)
 
     def weight_mask(self) -> np.ndarray:
         """The channel mask broadcast over the kernel ``(C_out, C_in, kH, kW)``."""
@@ -363,7 +461,7 @@ class ConvLayer(_MapShaped):
         the geometry (an in-place change of the weights gives a new key); each call returns a copy."""
         w = self.masked_weight(fixed=fixed)
         key = (hashlib.sha1(np.ascontiguousarray(w).tobytes()).hexdigest(), str(w.dtype), w.shape,
-               tuple(self.in_shape), self.stride, self.padding)
+               tuple(self.in_shape), self.stride, self.padding, self.groups, self.dilation)
         if key not in _UNROLLED:
             if len(_UNROLLED) >= 8:
                 _UNROLLED.pop(next(iter(_UNROLLED)))
@@ -375,16 +473,18 @@ class ConvLayer(_MapShaped):
         c_out, ho, wo = self.out_shape
         oy, ox = np.meshgrid(np.arange(ho), np.arange(wo), indexing="ij")
         rows, cols, vals = [], [], []
+        per_out, per_in = c_out // self.groups, c_in // self.groups
         for a, b in np.ndindex(*self.kernel):  # one tap at a time, vectorised over (o, i) and positions
-            o, i = np.nonzero(w[:, :, a, b])
-            iy = oy * self.stride - self.padding + a
-            ix = ox * self.stride - self.padding + b
+            o, k = np.nonzero(w[:, :, a, b])
+            i = (o // per_out) * per_in + k  # the input channel of group-local channel k
+            iy = oy * self.stride - self.padding + a * self.dilation
+            ix = ox * self.stride - self.padding + b * self.dilation
             ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < wd)
             if o.size == 0 or not ok.any():
                 continue
             rows.append(((o * ho * wo)[:, None] + (oy * wo + ox)[ok][None, :]).ravel())
             cols.append(((i * h * wd)[:, None] + (iy * wd + ix)[ok][None, :]).ravel())
-            vals.append(np.repeat(w[o, i, a, b], int(ok.sum())))
+            vals.append(np.repeat(w[o, k, a, b], int(ok.sum())))
         cat = lambda parts, dt: np.concatenate(parts) if parts else np.zeros(0, dt)  # noqa: E731
         return sp.csr_matrix((cat(vals, w.dtype), (cat(rows, np.int64), cat(cols, np.int64))),
                              shape=(c_out * ho * wo, c_in * h * wd))
@@ -546,19 +646,6 @@ class NetworkIR:
                           f"{'a leaky integrator' if last in li else 'spiking'}) disagree: the membrane readout "
                           "goes with a leaky-integrator last layer")
 
-    def require_plain(self, who: str, allow=()) -> None:
-        """Raise :class:`~dpap_deploy.errors.UnsupportedLayerError` naming every layer with a feature of
-        :func:`layer_features` (``input_bias``, ``recurrent``, neuron variants ``if``/``li``) not in
-        ``allow`` (``who``: the consumer, for the message)."""
-        from dpap_deploy.errors import UnsupportedLayerError
-
-        bad = [f"{l.name} ({', '.join(f for f in layer_features(l, self.dt_s) if f not in allow)})"
-               for l in self.layers if any(f not in allow for f in layer_features(l, self.dt_s))]
-        if bad:
-            takes = f" with {', '.join(allow)}" if allow else ""
-            raise UnsupportedLayerError(f"{who} takes current-based LIF layers{takes}; unsupported: {', '.join(bad)} "
-                                        "(if: integrate-and-fire, no leak; li: leaky integrator, no spikes)")
-
     @property
     def layers(self) -> List[Layer]:
         """The weight layers (:class:`FCLayer`, :class:`ConvLayer`) in order, without shape nodes."""
@@ -615,6 +702,20 @@ class NetworkIR:
         if bad:
             raise UnsupportedLayerError(f"{who} takes {', '.join(kinds)} nodes; unsupported: {', '.join(bad)}")
 
+    def require_features(self, allowed, who: str) -> None:
+        """Raise :class:`~dpap_deploy.errors.UnsupportedLayerError` naming every weight layer that uses an
+        optional feature (:data:`FEATURES`: ``bias``, ``delay``, conv ``groups``/``dilation``,
+        ``input_bias``, ``recurrent``, neuron variants ``if``/``li``) not in ``allowed`` (``who``: the
+        consumer, for the message)."""
+        from dpap_deploy.errors import UnsupportedLayerError
+
+        bad = [f"{l.name} ({', '.join(f for f in l.features() if f not in allowed)})" for l in self.layers
+               if any(f not in allowed for f in l.features())]
+        if bad:
+            takes = ", ".join(allowed) if allowed else f"none of {', '.join(FEATURES)}"
+            raise UnsupportedLayerError(f"{who} takes {takes}; unsupported: {', '.join(bad)} (if: integrate-and-"
+                                        "fire, no leak; li: leaky integrator, no spikes)")
+
     def with_layers(self, layers: List[Layer]) -> "NetworkIR":
         """The same network with its weight layers replaced, in order (shape nodes kept)."""
         it = iter(layers)
@@ -641,20 +742,23 @@ class NetworkIR:
                      "activation": l.activation, "dense_shape": list(l.dense_shape), "fixed": None,
                      "pool_fold": l.pool_fold, "time_gate": l.time_gate}
             if l.kind == "conv":
-                entry["conv"] = {"in_shape": list(l.in_shape), "stride": l.stride, "padding": l.padding}
-            if l.time_mask is not None:
-                arrays[f"l{i}_time_mask"] = np.asarray(l.time_mask, dtype=bool)
-            for key in ("input_bias", "recurrent"):
+                entry["conv"] = {"in_shape": list(l.in_shape), "stride": l.stride, "padding": l.padding,
+                                 "groups": l.groups, "dilation": l.dilation}
+            if l.sigma_delta is not None:
+                entry["sigma_delta"] = asdict(l.sigma_delta)
+            for key in ("time_mask", "bias", "delay", "input_bias", "recurrent"):
                 if getattr(l, key, None) is not None:
-                    arrays[f"l{i}_{key}"] = getattr(l, key)
+                    arrays[f"l{i}_{key}"] = np.asarray(getattr(l, key))
             if l.fixed is not None:
                 arrays[f"l{i}_fixed_weight"] = l.fixed.weight
                 if l.fixed.recurrent_weight is not None:
                     arrays[f"l{i}_fixed_recurrent"] = l.fixed.recurrent_weight
                 if l.fixed.input_bias is not None:
                     arrays[f"l{i}_fixed_input_bias"] = l.fixed.input_bias
+                if l.fixed.bias_mant is not None:
+                    arrays[f"l{i}_fixed_bias_mant"] = np.asarray(l.fixed.bias_mant, dtype=np.int64)
                 entry["fixed"] = {k: v for k, v in asdict(l.fixed).items()
-                                  if k not in ("weight", "recurrent_weight", "input_bias")}
+                                  if k not in ("weight", "recurrent_weight", "input_bias", "bias_mant")}
             header["nodes"].append(entry)
         arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
         with atomic_path(path, suffix=".npz") as tmp:
@@ -663,7 +767,9 @@ class NetworkIR:
     @classmethod
     def load(cls, path: str) -> "NetworkIR":
         """Read an IR written by :meth:`save` (this version's format ``dpap-deploy-ir/4``; ``/3``,
-        without input biases, recurrent weights, neuron variants or membrane readout; ``/2``, whose timestep masks read as ``time_gate = "drop"``; or ``/1``, whose flatten between
+        which has none of the fields of /4 (bias, delay, groups, dilation, sigma-delta layers, input
+        biases, recurrent weights, neuron variants, membrane readout); ``/2``, whose timestep masks read
+        as ``time_gate = "drop"``; or ``/1``, whose flatten between
         a conv and an FC layer was implied).
 
         Raises:
@@ -695,23 +801,25 @@ def _load_node(f, i: int, e: dict) -> Node:
     if e["kind"] == "avgpool":
         return AvgPool(e["name"], tuple(e["in_shape"]), int(e["pool"]))
     fixed = None
+    array = lambda key: f[f"l{i}_{key}"] if f"l{i}_{key}" in f.files else None  # noqa: E731 (absent: None)
     if e["fixed"] is not None:
-        rec, ib = (f[f"l{i}_fixed_{k}"].astype(np.int32) if f"l{i}_fixed_{k}" in f.files else None
-                   for k in ("recurrent", "input_bias"))
-        fixed = FixedPoint(weight=f[f"l{i}_fixed_weight"].astype(np.int32), recurrent_weight=rec, input_bias=ib,
-                           **e["fixed"])
+        rec, ib = (array(f"fixed_{k}") for k in ("recurrent", "input_bias"))
+        fixed = FixedPoint(weight=f[f"l{i}_fixed_weight"].astype(np.int32), bias_mant=array("fixed_bias_mant"),
+                           recurrent_weight=rec.astype(np.int32) if rec is not None else None,
+                           input_bias=ib.astype(np.int32) if ib is not None else None, **e["fixed"])
     common = dict(name=e["name"], weight=f[f"l{i}_weight"], mask=f[f"l{i}_mask"],
                   neurons=LIFNeurons(**e["neurons"]) if e["neurons"] else None,
                   dense_shape=tuple(e["dense_shape"]), fixed=fixed,
                   activation=e.get("activation", "lif"), pool_fold=e.get("pool_fold", 1),
-                  time_mask=f[f"l{i}_time_mask"] if f"l{i}_time_mask" in f.files else None,
+                  time_mask=array("time_mask"), bias=array("bias"), delay=array("delay"),
+                  sigma_delta=SigmaDeltaNeurons(**e["sigma_delta"]) if e.get("sigma_delta") else None,
                   time_gate=e.get("time_gate", "drop"),  # files from before the field: the old "drop" gate
-                  input_bias=f[f"l{i}_input_bias"] if f"l{i}_input_bias" in f.files else None)
+                  input_bias=array("input_bias"))
     if e["kind"] == "conv":
         return ConvLayer(**common, **e["conv"])
     if e["kind"] != "fc":
         raise IRError(f"node {e['name']!r} has unknown kind {e['kind']!r}")
-    return FCLayer(**common, recurrent=f[f"l{i}_recurrent"] if f"l{i}_recurrent" in f.files else None)
+    return FCLayer(**common, recurrent=array("recurrent"))
 
 
 def _implied_flattens(layers: List[Layer]) -> List[Node]:

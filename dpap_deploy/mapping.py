@@ -189,6 +189,7 @@ class Chunk:
     output_axons: int = 0
     neuron_index: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
     tile: Optional[object] = None
+    bias_registers: int = 0
 
     def indices(self) -> np.ndarray:
         """The chunk's neurons, indices into its layer's population."""
@@ -239,6 +240,12 @@ class CoreUsage:
         return sum(c.synaptic_memory_bits for c in self.chunks)
 
     @property
+    def bias_registers(self) -> int:
+        """Neurons on the core whose layer has a bias: each holds its own bias register (no limit
+        counted: every Loihi neuron has one; a count for the report, ``numerics.bias_bits`` each)."""
+        return sum(c.bias_registers for c in self.chunks)
+
+    @property
     def memory_format(self) -> str:
         return "+".join(dict.fromkeys(c.memory_format for c in self.chunks))
 
@@ -278,7 +285,7 @@ class Mapping:
             entry = {"core": c.core, "layer": c.layer, "first_neuron": c.first_neuron,
                      "chunks": [{"layer": ch.layer, "first_neuron": ch.first_neuron, "neurons": ch.neurons,
                                  "synapses": ch.synapses, "memory_format": ch.memory_format} for ch in c.chunks],
-                     "synapses": c.synapses, "memory_format": c.memory_format}
+                     "synapses": c.synapses, "memory_format": c.memory_format, "bias_registers": c.bias_registers}
             for res in RESOURCES:
                 used, limit = getattr(c, res), getattr(lim, res)
                 entry[res] = {"used": used, "limit": _finite(limit),
@@ -293,6 +300,7 @@ class Mapping:
                 "layer": name, "cores": len(cs), "neurons": sum(ch.neurons for ch in chunks),
                 "synapses": sum(ch.synapses for ch in chunks),
                 "synaptic_memory_bits": sum(ch.synaptic_memory_bits for ch in chunks),
+                "bias_registers": sum(ch.bias_registers for ch in chunks),
                 "max_input_axons_per_core": max(ch.input_axons for ch in chunks),
                 "max_output_axons_per_core": max(ch.output_axons for ch in chunks),
                 **_tile_entry(chunks),
@@ -325,14 +333,22 @@ def _tile_entry(chunks: List[Chunk]) -> dict:
     return {"tile": {"rows": t.rows, "cols": t.cols, "channels": t.channels}, "tiles": len(chunks)}
 
 
+def synapse_bits(layer, profile: Profile) -> int:
+    """Bits one synapse of ``layer`` stores besides any index: ``numerics.weight_bits``, plus
+    ``synapse_cost.delay_bits`` when the layer has synaptic delays (its delay field)."""
+    return profile.numerics.weight_bits + (profile.synapse_cost.delay_bits if layer.delay is not None else 0)
+
+
 def _chunk(conn: sp.csr_matrix, start: int, stop: int, profile: Profile, layer: str, index: int,
-           routes: Optional[np.ndarray] = None) -> Chunk:
+           routes: Optional[np.ndarray] = None, wb: Optional[int] = None) -> Chunk:
+    """Layer ``layer``'s neurons ``[start, stop)`` on one core, ``wb`` bits per synapse (default
+    ``numerics.weight_bits``; :func:`synapse_bits`)."""
     start, stop = int(start), int(stop)
     rows = conn[start:stop]
     n = stop - start
     per_axon = np.bincount(rows.indices, minlength=conn.shape[1])
     per_axon = per_axon[per_axon > 0]
-    wb = profile.numerics.weight_bits
+    wb = profile.numerics.weight_bits if wb is None else wb
     sparse_bits = int(axon_memory_bits(per_axon, wb + profile.synapse_cost.index_bits, profile).sum())
     dense_bits = int(axon_memory_bits(np.full(len(per_axon), n), wb, profile).sum())
     fmt, bits = ("dense", dense_bits) if dense_bits <= sparse_bits else ("sparse", sparse_bits)
@@ -348,7 +364,8 @@ def _over(c, profile: Profile) -> List[str]:
     return [r for r in _ADDITIVE if getattr(c, r) > getattr(lim, r)]
 
 
-def _split_layer(conn: sp.csr_matrix, routes: np.ndarray, profile: Profile, name: str, index: int) -> List[Chunk]:
+def _split_layer(conn: sp.csr_matrix, routes: np.ndarray, profile: Profile, name: str, index: int,
+                 **cost) -> List[Chunk]:
     """Split a layer into chunks that each fit a core, filling each core as far as it goes
     (binary search on the chunk's last neuron: every resource grows with the chunk), so the
     last, smaller chunk can share a core with a small layer. ``routes``: output routes per
@@ -363,7 +380,7 @@ def _split_layer(conn: sp.csr_matrix, routes: np.ndarray, profile: Profile, name
 
         def fits(stop: int) -> bool:
             if stop not in made:
-                made[stop] = _chunk(conn, start, stop, profile, name, index, routes)
+                made[stop] = _chunk(conn, start, stop, profile, name, index, routes, **cost)
             return not _over(made[stop], profile)
 
         if not fits(start + 1):
@@ -430,6 +447,13 @@ def _pack(chunks: List[Chunk], profile: Profile) -> List[List[Chunk]]:
     return bins
 
 
+def tiled(layer) -> bool:
+    """A conv layer the spatial tiler places (:mod:`dpap_deploy.tiling`, which assumes ``groups`` and
+    ``dilation`` 1); other layers, grouped or dilated convolutions included, are split as their
+    unrolled synapses, each stored (no kernel-weight sharing counted: an upper bound on its memory)."""
+    return layer.kind == "conv" and layer.groups == 1 and layer.dilation == 1
+
+
 def _taps(ir: NetworkIR, i: int) -> np.ndarray:
     """Surviving kernel weights of conv layer ``i`` on the chip (none for a current-encoded first layer)."""
     return tiling.kernel_taps(ir.layers[i], on_chip=not (i == 0 and ir.input_encoding == "current"))
@@ -480,6 +504,7 @@ def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
             not be folded into a layer's weights).
     """
     ir.require_nodes(("fc", "conv", "flatten"), "the mapper")
+    _refuse_conv_delays(ir)
     lim = profile.core
     conns = on_chip_connectivity(ir)
     recs = [recurrent_connectivity(l) for l in ir.layers]
@@ -496,12 +521,14 @@ def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
         # a recurrent layer's own neurons and a bias axon are sources too: input axons and synapses of [W | R | b]
         extra = [m for m in (recs[i], biases[i]) if m is not None]
         conn = sp.hstack([conns[i], *extra]).tocsr() if extra else conns[i]
-        if layer.kind == "conv":  # spatial tiles (docs/deployment.md sec. 12)
+        if tiled(layer):  # spatial tiles (docs/deployment.md sec. 12)
             per_layer[i] = tiling.tile_chunks(layer, conn, _taps(ir, i), routes, profile, i)
             if biases[i] is not None and profile.synapse_cost.conv == "shared":
                 _add_shared_bias_bits(per_layer[i], biases[i], profile)
         else:
-            per_layer[i] = _split_layer(conn, routes, profile, layer.name, i)
+            per_layer[i] = _split_layer(conn, routes, profile, layer.name, i, wb=synapse_bits(layer, profile))
+        for ch in per_layer[i] if layer.bias is not None else ():
+            ch.bias_registers = ch.neurons  # one bias register per neuron of a biased layer
     for i, rec in enumerate(recs):
         if rec is not None:
             _add_recurrent_routes(per_layer[i], rec)
@@ -509,11 +536,38 @@ def map_network(ir: NetworkIR, profile: Profile, pack: bool = True) -> Mapping:
     groups = _pack(chunks, profile) if pack else [[ch] for ch in chunks]
     cores = [CoreUsage(i, g) for i, g in enumerate(groups)]
     notes: List[str] = [_host_layer_note(ir.layers[0])] if ir.input_encoding == "current" else []
+    notes += _layer_notes(ir)
     violations = (_core_violations(cores, profile) + _fan_violations(ir, conns, profile)
                   + _chip_violations(ir, cores, profile) + _numeric_violations(ir, profile, notes))
     bounds = _lower_bounds(ir, conns, cores, profile)
     lower = max(1, *bounds.values())
     return Mapping(profile, cores, lower, violations, bounds, notes)
+
+
+def _refuse_conv_delays(ir: NetworkIR) -> None:
+    """The mapper has no cost model for a convolution's delays (the tiler shares kernel weights; a delay
+    per neuron has no place there): :class:`UnsupportedLayerError` naming the layer."""
+    from dpap_deploy.errors import UnsupportedLayerError
+
+    bad = [l.name for l in ir.layers if l.kind == "conv" and l.delay is not None]
+    if bad:
+        raise UnsupportedLayerError(f"the mapper takes synaptic delays on fully connected layers only; conv layers "
+                                    f"with delays: {', '.join(bad)}")
+
+
+def _layer_notes(ir: NetworkIR) -> List[str]:
+    """Report notes on layers placed with a simplified cost: sigma-delta populations (counted as LIF
+    neurons and synapses; their graded spikes and sigma/delta state not costed) and grouped or dilated
+    convolutions (:func:`tiled`)."""
+    notes = []
+    for l in ir.layers:
+        if l.activation == "sdnn":
+            notes.append(f'layer "{l.name}": sigma-delta neurons ({l.sigma_delta.message_bits}-bit graded spikes) '
+                         "counted as neurons and synapses like LIF; their sigma/delta state is not costed (estimate)")
+        if l.kind == "conv" and not tiled(l):
+            notes.append(f'layer "{l.name}": groups {l.groups}, dilation {l.dilation}: placed as its unrolled '
+                         "synapses, each stored (no kernel-weight sharing counted)")
+    return notes
 
 
 # -- design rules: each returns every violation it finds, a line naming the layer or core and the limit
@@ -584,6 +638,23 @@ def _numeric_violations(ir: NetworkIR, profile: Profile, notes: List[str]) -> Li
             bits = max(bits, weight_bits_needed(l.fixed.recurrent_weight))
         if bits > num.weight_bits:
             out.append(f'layer "{l.name}": weights need {bits} bits; {profile.name} stores {num.weight_bits}')
+        out += _delay_bias_violations(l, profile)
+    return out
+
+
+def _delay_bias_violations(layer, profile: Profile) -> List[str]:
+    """A layer's synaptic delays against ``numerics.max_delay`` (total steps: ``1 + delay``) and its bias
+    mantissas against ``numerics.bias_bits`` (signed; 0: the profile has no bias figure)."""
+    num, out = profile.numerics, []
+    if layer.delay is not None and 1 + int(np.max(layer.delay, initial=0)) > num.max_delay:
+        out.append(f'layer "{layer.name}": synaptic delay of {int(np.max(layer.delay))} steps beyond the first; '
+                   f"{profile.name} delays a spike by at most {num.max_delay} steps in all")
+    mant = None if layer.fixed is None else layer.fixed.bias_mant
+    if layer.bias is not None and num.bias_bits == 0:
+        out.append(f'layer "{layer.name}": has a bias; {profile.name} gives no neuron bias figure (numerics.bias_bits)')
+    elif mant is not None and np.abs(mant).max(initial=0) >= 2 ** (num.bias_bits - 1):
+        out.append(f'layer "{layer.name}": bias_mant up to {int(np.abs(mant).max())} needs more than the '
+                   f"{num.bias_bits} signed bits {profile.name} has")
     return out
 
 
@@ -592,9 +663,9 @@ def _min_layer_bits(ir: NetworkIR, i: int, conn: sp.csr_matrix, unsplit: Chunk, 
     that shares kernel weights stores each surviving kernel weight at least once
     (:func:`dpap_deploy.tiling.min_shared_bits`); otherwise every surviving synapse costs at least
     ``weight_bits`` and every active input axon at least one group header."""
-    if ir.layers[i].kind == "conv" and profile.synapse_cost.conv == "shared":
+    if tiled(ir.layers[i]) and profile.synapse_cost.conv == "shared":
         return tiling.min_shared_bits(_taps(ir, i), profile)
-    return conn.nnz * profile.numerics.weight_bits + unsplit.input_axons * profile.synapse_cost.group_header_bits
+    return conn.nnz * synapse_bits(ir.layers[i], profile) + unsplit.input_axons * profile.synapse_cost.group_header_bits
 
 
 def _layer_cap(ir: NetworkIR, i: int, conns, profile: Profile) -> float:
@@ -602,10 +673,10 @@ def _layer_cap(ir: NetworkIR, i: int, conns, profile: Profile) -> float:
     stored (not a shared conv layer), the synaptic memory over the smallest fan-ins (each synapse
     costs at least ``weight_bits``)."""
     lim = profile.core
-    shared = ir.layers[i].kind == "conv" and profile.synapse_cost.conv == "shared"
+    shared = tiled(ir.layers[i]) and profile.synapse_cost.conv == "shared"
     if shared or math.isinf(lim.synaptic_memory_bits):
         return lim.neurons
-    bits = np.sort(np.diff(conns[i].indptr)) * profile.numerics.weight_bits
+    bits = np.sort(np.diff(conns[i].indptr)) * synapse_bits(ir.layers[i], profile)
     k = int(np.searchsorted(np.cumsum(bits), lim.synaptic_memory_bits, side="right"))
     return min(lim.neurons, max(k, 1))
 

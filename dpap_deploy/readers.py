@@ -28,15 +28,23 @@ READERS: Registry[Callable[[str], NetworkIR]] = Registry("network file type", lo
                                                          error=NetworkFileError)
 
 
-def read_network_file(path: str) -> NetworkIR:
-    """The network in one file, read by the reader of its suffix.
+def read_network_file(path: str, **options) -> NetworkIR:
+    """The network in one file, read by the reader of its suffix, with the reader's keyword ``options``
+    (e.g. ``skip_input_neurons=True`` for a netx ``.net``, :func:`~dpap_deploy.export.netx.read_netx`).
 
     Raises:
-        NetworkFileError: an unknown suffix (names the file and the suffixes known); IRError (or a
-            subclass) from the readers.
+        NetworkFileError: an unknown suffix (names the file and the suffixes known), or an option the
+            file type's reader does not take; IRError (or a subclass) from the readers.
     """
+    import inspect
+
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in READERS:
         raise NetworkFileError(f"{path}: unknown network file type {suffix or '(no suffix)'!r}; "
                                f"expected a run folder or one of {', '.join(READERS.names())}")
-    return READERS.get(suffix)(path)
+    reader = READERS.get(suffix)
+    takes = inspect.signature(reader).parameters
+    unknown = [k for k in options if k not in takes]
+    if unknown:
+        raise NetworkFileError(f"{path}: option {unknown[0]!r} does not apply to a {suffix} file")
+    return reader(path, **options)

@@ -81,8 +81,10 @@ def check_layers(ir, target: str, kinds, activations, what: Optional[str] = None
     """Raise :class:`UnsupportedLayerError` naming every node of ``ir`` whose kind (or, for a
     weight layer, activation) target ``target`` cannot export (``what``: how the message
     describes the target). ``kinds`` lists the weight-layer and shape-node kinds it takes
-    (``fc``, ``conv``, ``flatten``, ``avgpool``); ``features`` what it takes of a layer's input bias,
-    recurrent weights and neuron variants (``dpap_deploy.ir.layer_features``; none by default)."""
+    (``fc``, ``conv``, ``flatten``, ``avgpool``); ``features`` the optional layer features it
+    realises (``dpap_deploy.ir.FEATURES``: ``bias``, ``delay``, ``groups``, ``dilation``, ``input_bias``,
+    ``recurrent``, ``if``, ``li``; :meth:`~dpap_deploy.ir.NetworkIR.require_features`): a layer using
+    any other is refused by name."""
     from dpap_deploy.errors import UnsupportedLayerError
 
     bad = [f"{n.name} ({n.kind}{', ' + n.activation if hasattr(n, 'activation') else ''})" for n in ir.nodes
@@ -90,7 +92,8 @@ def check_layers(ir, target: str, kinds, activations, what: Optional[str] = None
     if bad:
         what = what or f"supports layer kinds {tuple(kinds)} with activations {tuple(activations)}"
         raise UnsupportedLayerError(f"target {target} {what}; unsupported: {', '.join(bad)}{hint}")
-    ir.require_plain(f"target {target}", allow=features)
+    if hasattr(ir, "require_features"):
+        ir.require_features(tuple(features), f"target {target}")
     check_time_masks(ir, target)
     check_input_encoding(ir, target)
 

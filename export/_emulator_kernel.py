@@ -21,9 +21,9 @@ U_LIM = 2 ** 23
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def run_kernel(spikes, bias, n_out, mode, scale, fu, fv, vth64, clamp,
-               wd16, wd32, wd_off, ip, ip_off, ix, wx, ix_off, neuron_off, gate, hold, rw, rw_off, ib,
-               rec, counts):  # pragma: no cover (numba)
+def run_kernel(spikes, bias, n_out, mode, scale, fu, fv, vth64, clamp, wd16, wd32, wd_off, ip, ip_off, ix, wx,
+               ix_off, neuron_off, gate, hold, rw, rw_off, ib, nbias, dly, ring_len, ring_off, start, ring, t0, rec,
+               counts):  # pragma: no cover (numba)
     """Run ``spikes`` ``(T, N, F)`` uint8 through ``L`` layers; fill ``counts`` ``(N, n_last)`` int64
     and, when ``rec.shape[0] == T``, the spike raster ``rec`` ``(T, N, total neurons)`` uint8.
 
@@ -39,7 +39,8 @@ def run_kernel(spikes, bias, n_out, mode, scale, fu, fv, vth64, clamp,
     ``scale[l]`` = 2^weight_exp (the product rounded down: Lava's right shift for negative exponents);
     ``fu``/``fv`` = (4096 - du - 1)/4096 and (4096 - dv)/4096; ``vth64`` = vth << 6;
     ``clamp[l]``: clamp the synaptic sum to 24 bits (Lava's ``Conv``); ``gate``, ``hold``: the
-    timestep masks (module docstring).
+    timestep masks (module docstring); ``nbias`` ``(total neurons,)``: each neuron's static
+    ``bias_mant << bias_exp``, added to ``v`` every step.
 
     Recurrent weights: ``rw_off[l] >= 0`` marks a layer with recurrent integer weights, the row of
     presynaptic neuron ``q`` at ``rw[rw_off[l] + q*n_out[l] : ... + n_out[l]]`` (int32); the layer's
@@ -48,6 +49,14 @@ def run_kernel(spikes, bias, n_out, mode, scale, fu, fv, vth64, clamp,
 
     Input biases: ``ib`` ``(total neurons,)`` float64, what each neuron's bias axon adds to ``a`` at
     every step (already shifted by the layer's ``weight_exp``: ``emulator.bias_input``; 0 without).
+
+    Synaptic delays (mode 2 only): ``dly`` (aligned with ``ix``) holds each synapse's delay in time
+    steps; a layer with ``ring_len[l] > 1`` adds a spike's weight at step ``t`` into ring slot
+    ``(t0 + t + delay) % ring_len[l]`` of ``ring[b]`` (``ring`` ``(N, ring size)`` int64, kept by the
+    caller; ``ring_off[l]``: the layer's offset in it) and takes slot ``(t0 + t) % ring_len[l]`` as its
+    input at step ``t`` (Lava's ``DelaySparse``; delay 0 is the plain path). A caller that runs one
+    sample per call with the same ``ring`` and ``t0 = k*T`` carries the delayed spikes of sample ``k``
+    into sample ``k + 1``, as Lava's long run does.
     """
     T, N, F = spikes.shape
     L = n_out.shape[0]
@@ -59,6 +68,7 @@ def run_kernel(spikes, bias, n_out, mode, scale, fu, fv, vth64, clamp,
     record = rec.shape[0] == T
     biased = bias.shape[1] > 0
     for b in prange(N):
+        rb = ring[b]
         u = np.zeros(total, np.float64)
         v = np.zeros(total, np.float64)
         acc = np.zeros(maxn, np.int32)
@@ -75,6 +85,9 @@ def run_kernel(spikes, bias, n_out, mode, scale, fu, fv, vth64, clamp,
                     ns += 1
             for l in range(L):
                 m = n_out[l]
+                if t < start[l]:  # not started yet (the prologue): no update, no spikes for the next layer
+                    ns = 0
+                    continue
                 if mode[l] == 0:
                     acc16[:m] = 0
                     base = wd_off[l]
@@ -93,6 +106,16 @@ def run_kernel(spikes, bias, n_out, mode, scale, fu, fv, vth64, clamp,
                         row = wd32[r:r + m]
                         for j in range(m):
                             acc[j] += row[j]
+                elif ring_len[l] > 1:  # delayed synapses: into the ring slot of their arrival step
+                    p0, d0, nr, r0 = ip_off[l], ix_off[l], ring_len[l], ring_off[l]
+                    for k in range(ns):
+                        i = idx[k]
+                        for q in range(ip[p0 + i], ip[p0 + i + 1]):
+                            rb[r0 + ((t0 + t + dly[d0 + q]) % nr) * m + ix[d0 + q]] += wx[d0 + q]
+                    slot = r0 + ((t0 + t) % nr) * m
+                    for j in range(m):
+                        acc[j] = rb[slot + j]
+                        rb[slot + j] = 0
                 else:
                     acc[:m] = 0
                     p0 = ip_off[l]
@@ -124,7 +147,7 @@ def run_kernel(spikes, bias, n_out, mode, scale, fu, fv, vth64, clamp,
                     uu = np.trunc(ul[j] * du_f) + a * 64.0
                     uu = uu - 2.0 * lim if uu > lim else (uu + 2.0 * lim if uu <= -lim else uu)
                     ul[j] = uu
-                    vv = np.trunc(vl[j] * dv_f) + uu
+                    vv = np.trunc(vl[j] * dv_f) + uu + nbias[o + j]
                     if with_bias:
                         vv += bias[b, j]
                     vv = min(max(vv, -(lim - 1.0)), lim - 1.0)

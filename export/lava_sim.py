@@ -57,14 +57,71 @@ from dpap_deploy.ir import NetworkIR
 SUPPORTED_KINDS = ("fc", "conv", "flatten")
 
 
+#: optional layer features Lava's processes realise: a bias (``LIFReset``'s ``bias_mant``/``bias_exp``),
+#: fully connected delays (``DelaySparse``), conv ``groups``/``dilation`` (Lava's ``Conv``)
+FEATURES = ("bias", "delay", "groups", "dilation")
+
+
 def check_supported(ir: NetworkIR, target: str = "loihi-sim") -> None:
     """Raise :class:`UnsupportedLayerError` listing every layer this target cannot export
     (``loihi-sim`` realises timestep masks with :class:`~dpap_deploy.export.gate.GatedLIFReset`,
-    ``"hold"``, or :class:`~dpap_deploy.export.gate.SpikeGate`, ``"drop"``)."""
+    ``"hold"``, or :class:`~dpap_deploy.export.gate.SpikeGate`, ``"drop"``; sigma-delta layers, conv
+    delays and a bias on a current-encoded first layer it refuses by name)."""
     # recurrent loops pass a SpikeGate (a CPU process model, _recurrent_loop): the simulator only
     # input biases: an always-on RingBuffer source (a host process) and timing checked in the simulator only
-    check_layers(ir, target, SUPPORTED_KINDS, ("lif",),
-                 features=("input_bias", "recurrent", "if") if target == "loihi-sim" else ("if",))
+    extra = ("input_bias", "recurrent", "if") if target == "loihi-sim" else ("if",)
+    check_layers(ir, target, SUPPORTED_KINDS, ("lif",), features=FEATURES + extra)
+    check_delays_and_bias(ir, target)
+
+
+def check_delays_and_bias(ir: NetworkIR, target: str) -> None:
+    """Refuse, naming the layer, what the Lava processes cannot run: a conv layer's delay (Lava 0.10 has
+    no delayed ``Conv``; lava-dl netx ignores it), delays with a negative weight exponent (``DelaySparse``
+    rounds each step's partial sum, which the emulator does not reproduce), delays with current encoding
+    (whose populations start one step earlier: the emulator's prologue assumes spike input) and a static
+    bias on a current-encoded first layer (whose bias is the per-sample input)."""
+    from dpap_deploy.errors import UnsupportedLayerError
+
+    for i, l in enumerate(ir.layers):
+        if l.delay is not None and l.kind == "conv":
+            raise UnsupportedLayerError(f'target {target}: layer "{l.name}" has synaptic delays on a convolution; '
+                                        "Lava 0.10 has no delayed Conv process (lava-dl netx ignores them)")
+        if l.delay is not None and l.fixed is not None and l.fixed.weight_exp < 0:
+            raise UnsupportedLayerError(f'target {target}: layer "{l.name}" has delays and weight_exp '
+                                        f"{l.fixed.weight_exp}; delayed layers take weight_exp >= 0")
+        if l.delay is not None and ir.input_encoding == "current":
+            raise UnsupportedLayerError(f'target {target}: layer "{l.name}" has synaptic delays and the network '
+                                        "current encoding; delays take spike input only")
+        if l.bias is not None and i == 0 and ir.input_encoding == "current":
+            raise UnsupportedLayerError(f'target {target}: layer "{l.name}" has a bias and current encoding, '
+                                        "which sets the same bias per sample")
+
+
+def lava_bias(layer, shape: tuple, precision: str) -> dict:
+    """``LIFReset``'s ``bias_mant`` (and ``bias_exp``) for ``layer`` in Lava's population ``shape``
+    (``(n,)`` or conv ``(W, H, C)``: one value per channel along the last axis): the integers
+    ``fixed.bias_mant`` with ``fixed.bias_exp`` (fixed point; Lava adds ``bias_mant << bias_exp`` to ``v``
+    each step, ``lava/proc/lif/models.py``), or the float ``bias`` (Lava's float LIF adds ``bias_mant``
+    as it is); ``{"bias_mant": 0}`` without a bias."""
+    if layer.bias is None:
+        return {"bias_mant": 0}
+    if precision == "fixed":
+        mant = np.broadcast_to(np.asarray(layer.fixed.bias_mant, np.int32), shape)
+        return {"bias_mant": np.ascontiguousarray(mant), "bias_exp": int(layer.fixed.bias_exp)}
+    return {"bias_mant": np.ascontiguousarray(np.broadcast_to(layer.bias.astype(np.float64), shape))}
+
+
+def delayed_synapses(layer, weights: sp.csr_matrix, **kw):
+    """A ``DelaySparse`` for fully connected ``layer`` with ``delay`` ``(n_out, n_in)``: ``weights`` (CSR,
+    integers or floats) and the delays of the same entries (lava-dl netx does the same,
+    ``netx/blocks/process.py``); delay ``d`` arrives ``d`` steps after a plain ``Sparse`` would deliver it
+    (``lava/proc/sparse/models.py``: delay 0 is the next step)."""
+    from lava.proc.sparse.process import DelaySparse
+
+    w = weights.tocoo()
+    d = sp.csr_matrix((layer.delay[w.row, w.col].astype(int), (w.row, w.col)), shape=weights.shape)  # Lava: dtype int
+    d.eliminate_zeros()
+    return DelaySparse(weights=weights.tocsr(), delays=d, max_delay=int(layer.delay.max()), **kw)
 
 
 def first_step(ir: NetworkIR) -> int:
@@ -370,19 +427,20 @@ def _population(ir: NetworkIR, i: int, layer, w, precision: str, hold: Optional[
         shape = (w_out, h_out, c_out)  # Lava's (W, H, C)
     else:
         shape = (layer.n_out,)
-    common = dict(shape=shape, bias_mant=0, reset_interval=T, reset_offset=(i + first_step(ir)) % T,
-                  name=f"{layer.name}_neurons")
+    common = dict(shape=shape, reset_interval=T, reset_offset=(i + first_step(ir)) % T,
+                  name=f"{layer.name}_neurons", **lava_bias(layer, shape, precision))
     n = layer.neurons
     a_v = n.step_factors(ir.dt_s)[2]  # float input gain: dt / tau_mem, 1 for the IF variant (tau_mem = inf)
+    sparse = Sparse if layer.delay is None else functools.partial(delayed_synapses, layer)
     if conv:
         c_in, h_in, w_in = layer.in_shape
         kernel = layer.masked_weight(fixed=True) if precision == "fixed" else a_v * layer.masked_weight()
         syn = Conv(weight=lava_conv_weight(kernel), input_shape=(w_in, h_in, c_in), padding=layer.padding,
-                   stride=layer.stride, name=f"{layer.name}_synapses")
+                   stride=layer.stride, dilation=layer.dilation, groups=layer.groups, name=f"{layer.name}_synapses")
     elif precision == "fixed":
-        syn = Sparse(weights=w, weight_exp=int(layer.fixed.weight_exp), num_weight_bits=8, name=f"{layer.name}_synapses")
+        syn = sparse(weights=w, weight_exp=int(layer.fixed.weight_exp), num_weight_bits=8, name=f"{layer.name}_synapses")
     else:
-        syn = Sparse(weights=sp.csr_matrix(a_v * layer.masked_weight().astype(np.float64)), name=f"{layer.name}_synapses")
+        syn = sparse(weights=sp.csr_matrix(a_v * layer.masked_weight().astype(np.float64)), name=f"{layer.name}_synapses")
     if precision == "fixed":
         f = layer.fixed
         lif = neurons(du=int(f.du), dv=int(f.dv), vth=int(f.vth), **common)

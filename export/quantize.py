@@ -139,7 +139,7 @@ def quantize_layer(layer: FCLayer, dt_s: float, min_vth: int = 256, current: boo
         vth = min(vth_max, max(1, int(min_vth)))
         fixed = FixedPoint(np.zeros(w.shape, np.int32), 0, du, dv, vth, 0.0,
                            bias_exponent(vth, layer.name) if current else None, zeros(rec), zeros(ib))
-        return replace(layer, fixed=fixed)
+        return replace(layer, fixed=with_static_bias(layer, fixed, vth / n.v_th))
     vth0 = W_MAX_EVEN / m * n.v_th
     exp = 0
     if vth0 > vth_max:
@@ -166,7 +166,27 @@ def quantize_layer(layer: FCLayer, dt_s: float, min_vth: int = 256, current: boo
     bias_exp = bias_exponent(vth, layer.name) if current else None
     rec_int = None if rec is None else to_even_int(s * rec / 2.0**exp)
     ib_int = None if ib is None else to_even_int(s * ib / 2.0**exp)
-    return replace(layer, fixed=FixedPoint(w_int, exp, du, dv, vth, s, bias_exp, rec_int, ib_int))
+    return replace(layer, fixed=with_static_bias(layer, FixedPoint(w_int, exp, du, dv, vth, s, bias_exp, rec_int, ib_int), s))
+
+
+#: lava-dl netx's bias exponent for CUBA neurons (``lava/lib/dl/netx/hdf5.py``, ``get_neuron_params``)
+STATIC_BIAS_EXP = 6
+
+
+def with_static_bias(layer, fixed: FixedPoint, scale: float) -> FixedPoint:
+    """``fixed`` with the integers of ``layer.bias`` (Norse ``v`` units): ``bias_mant = round(scale * bias)``
+    with ``bias_exp = 6``, so ``bias_mant << 6`` is in the units of ``vth << 6`` (``scale`` = Lava units
+    per Norse unit, ``vth = scale * v_th``); unchanged without a bias.
+
+    Raises:
+        QuantizationError: a bias mantissa beyond Lava's signed 13 bits (``lava/proc/lif/models.py``)."""
+    if layer.bias is None:
+        return fixed
+    mant = np.round(scale * np.asarray(layer.bias, np.float64)).astype(np.int64)
+    if np.abs(mant).max(initial=0) > BIAS_MANT_MAX:
+        raise QuantizationError(f"layer {layer.name!r}: bias_mant up to {int(np.abs(mant).max())} exceeds Lava's "
+                                f"13-bit bias mantissa (|b| <= {BIAS_MANT_MAX})")
+    return replace(fixed, bias_mant=mant, bias_exp=STATIC_BIAS_EXP)
 
 
 def quantize(ir: NetworkIR, min_vth: int = 256) -> NetworkIR:
@@ -185,7 +205,8 @@ def quantize(ir: NetworkIR, min_vth: int = 256) -> NetworkIR:
             (``tau_mem = inf``) gets ``dv = 0`` and an input gain of 1 instead of ``dt/tau_mem``.
         QuantizationError: see :func:`quantize_layer`.
     """
-    ir.require_plain("quantisation to Lava fixed point", allow=("input_bias", "recurrent", "if"))
+    ir.require_features(("bias", "delay", "groups", "dilation", "input_bias", "recurrent", "if"),
+                        "quantisation to Lava fixed point")
     current = ir.input_encoding == "current"
     return ir.with_layers([quantize_layer(l, ir.dt_s, min_vth, current=current and i == 0)
                            for i, l in enumerate(ir.layers)])

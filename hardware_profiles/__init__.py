@@ -52,8 +52,10 @@ class CoreLimits:
 
 @dataclass(frozen=True)
 class Numerics:
-    """Integer ranges: weight bits, weight exponent range, decay and threshold bits, and the
-    longest synaptic delay in time steps (``max_delay``).
+    """Integer ranges: weight bits, weight exponent range, decay and threshold bits, the
+    longest synaptic delay in time steps (``max_delay``: the total, counting the one step every synapse
+    has, i.e. ``1 +`` an IR layer's ``delay``; 1: no programmable delays) and the bits of a neuron's
+    bias mantissa (``bias_bits``, signed; 0: the profile has no figure, so a layer with a bias does not map).
 
     ``decay`` says how the chip stores a decay in ``decay_bits``: ``"fraction"`` (Loihi: the
     state keeps ``1 - d/4096`` per step, ``d`` an integer), ``"shift"`` (Xylo: it keeps
@@ -68,11 +70,15 @@ class Numerics:
     threshold_bits: int
     max_delay: Limit = math.inf
     decay: str = "fraction"
+    bias_bits: int = 0
 
 
 @dataclass(frozen=True)
 class SynapseCost:
     """nengo-loihi's synaptic-memory cost model (``SynapseConfig.bits_per_axon``).
+
+    ``delay_bits``: bits each synapse of a layer with synaptic delays stores for its delay, beside its
+    weight (0: none counted).
 
     ``conv`` says how a convolution's synapses are stored on a neuro core
     (docs/deployment.md sec. 12, "Conv tiling"): ``"shared"`` (the chip keeps each surviving kernel
@@ -87,6 +93,7 @@ class SynapseCost:
     word_bits: int
     index_bits: int
     conv: str = "unrolled"
+    delay_bits: int = 0
 
 
 @dataclass(frozen=True)
@@ -138,7 +145,8 @@ _SECTIONS = {"chip": ChipLimits, "core": CoreLimits, "numerics": Numerics, "syna
 _SIGNED = {("numerics", "weight_exp_min"), ("numerics", "weight_exp_max")}
 _CHOICES = {("numerics", "decay"): ("fraction", "shift", "linear"),
             ("synapse_cost", "conv"): ("shared", "unrolled")}
-_ZERO_OK = {("synapse_cost", "index_bits"), ("synapse_cost", "group_header_bits")}
+_ZERO_OK = {("synapse_cost", "index_bits"), ("synapse_cost", "group_header_bits"), ("synapse_cost", "delay_bits"),
+            ("numerics", "bias_bits")}
 _LIMITS = {(k, f.name) for k, cls in (("chip", ChipLimits), ("core", CoreLimits)) for f in fields(cls)
            if f.name != "chips"} | {("numerics", "max_delay")}
 

@@ -358,7 +358,7 @@ def _strip_time_gate(path, value=None):
     with np.load(path) as f:
         arrays = {k: f[k] for k in f.files}
     header = json.loads(bytes(arrays["header"]).decode())
-    assert header["format"] == "dpap-deploy-ir/4"
+    assert header["format"] == "dpap-deploy-ir/4"  # this version writes /4; rewritten as /2 below
     if value is None:
         header["format"] = "dpap-deploy-ir/2"
     for e in header["nodes"]:
