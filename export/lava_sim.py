@@ -288,6 +288,8 @@ def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed", record_hidd
         chain.append((syn, lif))
         if record_hidden and i < len(ir.layers) - 1:
             hidden_sinks.append((port, shape))
+    if ir.layers[-1].kind == "conv":  # a conv output layer: its neurons in torch's (C, H, W) order, as the emulator
+        port = port.transpose([2, 1, 0]).flatten()
     sink, hidden_sinks = sinks(port, (ir.layers[-1].n_out,), steps, hidden_sinks, hidden_steps, record_dir)
     return source, chain, sink, hidden_sinks
 

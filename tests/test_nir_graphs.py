@@ -706,3 +706,23 @@ def test_bias_axon_synaptic_operations_by_hand():
     assert synops_per_sample(ir, [x, h]) == pytest.approx(15.0)
     plain = ir.with_layers([FCLayer("b", w1, w1 != 0, n, (3, 2)), ir.layers[1]])
     assert synops_per_sample(plain, [x, h]) == pytest.approx(7.0)
+
+
+def test_a_conv_output_layer_runs_in_lava_in_torch_order():
+    """norse_conv.nir ends with a conv population ((2, 1, 1) here; Lava's shape is (W, H, C)): Lava's output
+    reaches the sink in torch's (C, H, W) order, so its spikes equal the emulator's neuron for neuron."""
+    from dataclasses import replace
+
+    from dpap_deploy.export import lava_sim
+    from dpap_deploy.export.emulator import emulate
+    from dpap_deploy.export.quantize import quantize
+
+    T, N = 12, 6
+    q = quantize(replace(read_nir(_path("norse_conv")), time_steps=T))
+    assert q.layers[-1].kind == "conv" and q.layers[-1].out_shape == (2, 1, 1)
+    x = (np.random.default_rng(5).random((T, N, *q.input_shape)) < 0.4).astype(np.uint8)
+    counts, rasters = emulate(q, x, record=True)
+    lava_counts, info = lava_sim.run(q, x)
+    assert rasters[-1].sum() > 0, "the test needs output spikes"
+    np.testing.assert_array_equal(info["output_spikes"], rasters[-1].reshape(T, N, -1))
+    np.testing.assert_array_equal(lava_counts, counts)
