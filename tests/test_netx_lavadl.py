@@ -492,3 +492,28 @@ def test_sdnn_mixes_not_verified_are_refused_naming_the_layer(tmp_path):
     (tmp_path / "ok").mkdir()
     res = get_target("loihi-sim")(sd, str(tmp_path / "ok"), spikes=np.full((4, 2, 6), 64, np.int32))
     assert res.output_spikes.dtype == np.int32 and res.counts.shape == (2, 3)
+
+
+
+def test_verify_skips_the_emulator_for_sigma_delta_saying_why_and_netx_reference_is_graded(tmp_path):
+    """verify (dpap_deploy/stages.py) asks the emulator first: a sigma-delta network is skipped with the
+    emulator's refusal as the reason, a LIF one is not; the --from FILE reference (lava-dl netx) of a
+    sigma-delta file runs with graded input and equals loihi-sim."""
+    from types import SimpleNamespace
+
+    from dpap_deploy import foreign, stages
+    from dpap_deploy.export import lava_sim
+
+    path = nf.sdnn_net(str(tmp_path / "s.net"), sizes=(6, 4, 3), seed=1)
+    sd = _read(path, 6)
+    ctx = SimpleNamespace(exported=sd, agreement={})
+    assert not stages._emulator_models(ctx)
+    assert "target emulator" in ctx.agreement["emulator_skipped"] and "fc1 (fc, sdnn)" in ctx.agreement["emulator_skipped"]
+    lif = SimpleNamespace(exported=read_netx(nf.dense_net(str(tmp_path / "d.net"))), agreement={})
+    assert stages._emulator_models(lif) and lif.agreement == {}
+    x = np.random.default_rng(4).integers(0, 65, size=(6, 2, 6)).astype(np.int32)
+    counts, ref = foreign._run_netx(path, sd, x)
+    _, info = lava_sim.run(sd, x)
+    assert ref.dtype == np.int32 and np.count_nonzero(ref) > 0
+    np.testing.assert_array_equal(ref, info["output_spikes"])
+    np.testing.assert_array_equal(counts, ref.sum(axis=0))
