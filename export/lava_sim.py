@@ -564,8 +564,8 @@ def run(ir: NetworkIR, spikes: np.ndarray, progress: bool = False, chunk: int = 
     Every population leaves Lava through a :class:`~dpap_deploy.export.gate.FileSink` (a ``.npy``
     file per sink, read whole after the run), not through Lava's per-element ``get_var``.
 
-    A sigma-delta network (:func:`is_sigma_delta`) takes graded integer input (``64`` = 1.0 with netx's
-    ``spike_exp`` 6) and gives graded output spikes: ``output_spikes`` is int32 and ``counts`` their sum per
+    A sigma-delta network (:func:`is_sigma_delta`) takes graded integer input (4096 = 1.0: ``2**(spike_exp + state_exp)``,
+    netx's 6 + 6, the units of the layers' graded spikes) and gives graded output spikes: ``output_spikes`` is int32 and ``counts`` their sum per
     sample; its state is not reset between samples (as in lava-dl netx, whose ``SigmaDelta`` has no reset).
 
     Args:
