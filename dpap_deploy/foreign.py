@@ -92,7 +92,11 @@ class FileNetwork:
 
     @property
     def spiking(self) -> bool:
-        return self.ir.spiking
+        """True for a LIF network and for a sigma-delta one (event-driven over time steps: it takes spike
+        trains as graded input, ``export/lava_sim.py``)."""
+        from dpap_deploy.export.lava_sim import is_sigma_delta
+
+        return self.ir.spiking or is_sigma_delta(self.ir)
 
     @property
     def family(self) -> str:

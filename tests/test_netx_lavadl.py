@@ -517,3 +517,27 @@ def test_verify_skips_the_emulator_for_sigma_delta_saying_why_and_netx_reference
     assert ref.dtype == np.int32 and np.count_nonzero(ref) > 0
     np.testing.assert_array_equal(ref, info["output_spikes"])
     np.testing.assert_array_equal(counts, ref.sum(axis=0))
+
+
+def test_dpap_export_runs_a_sigma_delta_file_against_lava_dl_netx(tmp_path):
+    """``dpap-export --target loihi-sim --from s.net --data digits``: the whole pipeline on a sigma-delta file
+    from lava-dl's writer: lava-dl netx's graded output equals ours at every step, the emulator is skipped
+    saying why, and synaptic operations count graded events (not their values)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    path = nf.sdnn_net(str(tmp_path / "s.net"), sizes=(64, 16, 10), seed=3)
+    cli = os.path.join(os.path.dirname(sys.executable), "dpap-export")
+    r = subprocess.run([cli, "--target", "loihi-sim", "--from", path, "--data", "digits", "--time-steps", "8",
+                        "--out", str(tmp_path / "run"), "--max-test", "12", "--quiet"], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    ag = report["agreement"]
+    assert ag["compared"] == "lava_dl_netx vs lava" and ag["reference_spikes"] == 1.0 and ag["predictions"] == 1.0
+    assert "spikes" not in ag and "unsupported: fc1 (fc, sdnn), fc2 (fc, sdnn)" in ag["emulator_skipped"]
+    assert "emulator" not in report["accuracy"]
+    ops = report["energy"]["synops_per_sample"]["lava"]
+    assert 0 < ops <= 8 * (964 + 16 * 10)  # at most every synapse at every step: events, not graded values
