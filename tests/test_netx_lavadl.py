@@ -438,7 +438,7 @@ def test_sdnn_files_run_in_loihi_sim_as_in_lava_dl_netx(tmp_path, sizes, seed, T
 
     path = nf.sdnn_net(str(tmp_path / "s.net"), sizes=sizes, seed=seed)
     ir = _read(path, T)
-    x = np.random.default_rng(seed).integers(0, 65, size=(T, N, sizes[0])).astype(np.int32)  # graded (4096 = 1.0)
+    x = np.random.default_rng(seed).integers(-2048, 2049, size=(T, N, sizes[0])).astype(np.int32)  # graded, signed, 4096 = 1.0
     counts, info = lava_sim.run(ir, x)
     ref = run_netx(path, x, T, input_message_bits=lava_sim.SDNN_INPUT_MESSAGE_BITS)
     ours = info["output_spikes"]
