@@ -53,7 +53,8 @@ def synops_per_sample(ir: NetworkIR, presynaptic: Sequence[np.ndarray], dense: b
     Args:
         ir: the network (its surviving synapses).
         presynaptic: per layer the spikes arriving at it, ``(T, N, n_in)`` (or ``(T, N, C, H, W)``):
-            the input for the first layer, the previous population's spikes for the others. With
+            the input for the first layer, the previous population's spikes for the others; a non-zero
+            entry is one event (0/1 spikes, or a sigma-delta network's graded spikes and graded input). With
             current encoding the first layer's input is analog and ``W x`` is computed by the host
             (the population's bias): it costs no synaptic operation on the chip and is not counted.
         dense: count with :func:`dense_fan_out` (the same spikes on unpruned connectivity).
@@ -72,7 +73,8 @@ def synops_per_sample(ir: NetworkIR, presynaptic: Sequence[np.ndarray], dense: b
             n = np.asarray(s).shape[1]
             continue
         s = np.asarray(s)
-        counts = s.reshape(s.shape[0], s.shape[1], -1).sum(axis=0, dtype=np.float64)  # (N, n_in)
+        # events, not values: a sigma-delta layer's graded spike is one synaptic event per synapse, as a 0/1 spike
+        counts = (s.reshape(s.shape[0], s.shape[1], -1) != 0).sum(axis=0, dtype=np.float64)  # (N, n_in)
         if counts.shape[1] != len(f):
             raise ValueError(f"{counts.shape[1]} presynaptic neurons for a layer with {len(f)} inputs")
         total += float((counts @ f).sum())

@@ -45,7 +45,10 @@ class Reference:
 def _run_netx(path: str, ir: NetworkIR, x: np.ndarray):
     from dpap_deploy.export.netx import run_netx
 
-    spikes = run_netx(path, x, x.shape[0])  # reset every T steps, aligned like loihi-sim's output
+    from dpap_deploy.export.lava_sim import SDNN_INPUT_MESSAGE_BITS, is_sigma_delta
+
+    bits = SDNN_INPUT_MESSAGE_BITS if is_sigma_delta(ir) else 0  # sigma-delta: graded input and output, as loihi-sim
+    spikes = run_netx(path, x, x.shape[0], bits)  # reset every T steps, aligned like loihi-sim's output
     return spikes.sum(axis=0).astype(np.int64), spikes
 
 
@@ -89,7 +92,11 @@ class FileNetwork:
 
     @property
     def spiking(self) -> bool:
-        return self.ir.spiking
+        """True for a LIF network and for a sigma-delta one (event-driven over time steps: it takes spike
+        trains as graded input, ``export/lava_sim.py``)."""
+        from dpap_deploy.export.lava_sim import is_sigma_delta
+
+        return self.ir.spiking or is_sigma_delta(self.ir)
 
     @property
     def family(self) -> str:

@@ -48,7 +48,8 @@ READOUTS = ("spike_count", "logits", "membrane")
 INPUT_ENCODINGS = ("spikes", "current")
 _UNROLLED: dict = {}  # ConvLayer.unrolled's last results, by kernel contents and geometry
 #: "lif": a spiking population; relu/identity: ANN layers; "sdnn": lava-dl sigma-delta neurons (graded
-#: spikes, :class:`SigmaDeltaNeurons`), read from netx files for the resource count only
+#: spikes, :class:`SigmaDeltaNeurons`), read from netx files; the mapper counts them, ``loihi-sim`` runs
+#: fully connected sigma-delta networks (``export/lava_sim.py``), the emulator and the writers refuse them
 ACTIVATIONS = ("lif", "relu", "identity", "sdnn")
 #: optional per-layer features a consumer must take explicitly (:meth:`NetworkIR.require_features`)
 #: (lava-dl netx: membrane ``bias``, synaptic ``delay``, conv ``groups``/``dilation``; NIR: ``input_bias``,

@@ -10,7 +10,8 @@ Schema (every run writes at least these keys)::
      "accuracy": {"norse" (a network from a file: its own tool, "lava_dl_netx" | "norse_from_nir"),
                   <target>: "lava" | "nir_in_norse", "emulator"},
      "agreement": {"predictions", "compared", "spikes", "emulator_predictions",
-                   "reference_spikes" (a netx file: lava-dl's run against the target's)},
+                   "reference_spikes" (a netx file: lava-dl's run against the target's),
+                   "emulator_skipped" (why, when the emulator does not model the network: sigma-delta layers)},
      "resources": {"cores_used", "cores_available", "fits", "per_layer", "per_core", ...},
                   (a conv layer's per_layer entry adds "tile": {"rows", "cols", "channels"} and
                    "tiles", docs/deployment.md sec. 12)
@@ -168,6 +169,8 @@ def summary_text(report: dict) -> str:
     if ag.get("spikes") is not None:
         lines.append(f"emulator  output spikes equal to Lava's: {_pct(ag['spikes'])}, predictions "
                      f"{_pct(ag.get('emulator_predictions'))}")
+    if ag.get("emulator_skipped"):
+        lines.append(f"emulator  skipped: {ag['emulator_skipped']}")
     if ag.get("reference_spikes") is not None:
         lines.append(f"reference output spikes equal to Lava's ({ag.get('compared', '')}): {_pct(ag['reference_spikes'])}")
     return "\n".join(lines)

@@ -541,7 +541,7 @@ def verify(ctx) -> None:
                          compared=f"{framework} vs {sim_key}")
     if ref_spikes is not None and ctx.result.output_spikes is not None:  # a file's tool, spike for spike
         ctx.agreement["reference_spikes"] = float((ref_spikes == ctx.result.output_spikes).mean())
-    if ctx.exported.quantized and pred_sim is not None:  # the batched emulator: what training uses per epoch
+    if ctx.exported.quantized and pred_sim is not None and _emulator_models(ctx):  # what training uses per epoch
         from dpap_deploy.export.emulator import emulate
 
         t0 = time.perf_counter()
@@ -553,6 +553,20 @@ def verify(ctx) -> None:
         ctx.agreement["emulator_predictions"] = float((pred_emu == pred_sim).mean())
         if ctx.result.output_spikes is not None:
             ctx.agreement["spikes"] = float((rasters[-1] == ctx.result.output_spikes).mean())
+
+
+def _emulator_models(ctx) -> bool:
+    """Whether the emulator models ``ctx.exported``; if not (e.g. sigma-delta layers, which it refuses by
+    name), record why as ``agreement["emulator_skipped"]`` (the report prints it) and skip it."""
+    from dpap_deploy.errors import UnsupportedLayerError
+    from dpap_deploy.export.emulator import check_supported
+
+    try:
+        check_supported(ctx.exported)
+    except UnsupportedLayerError as exc:
+        ctx.agreement["emulator_skipped"] = str(exc)
+        return False
+    return True
 
 
 def _reference_scores(ctx):

@@ -340,6 +340,18 @@ def _inputs(ir: NetworkIR, x: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarr
 
 
 @torch.no_grad()
+def check_supported(ir: NetworkIR) -> None:
+    """Raise :class:`~dpap_deploy.errors.UnsupportedLayerError` naming every layer the emulator does not
+    model: it emulates LIF populations only, so sigma-delta (``"sdnn"``) layers are refused by name (they
+    run in ``loihi-sim``, ``export/lava_sim.py``), as is what Lava cannot run (conv delays, ...)."""
+    from dpap_deploy.export import check_layers
+    from dpap_deploy.export.lava_sim import check_delays_and_bias
+
+    # it emulates what Lava runs, so it refuses what Lava cannot run (and names the layer)
+    check_layers(ir, "emulator", ("fc", "conv", "flatten"), ("lif",), features=FEATURES)
+    check_delays_and_bias(ir, "emulator")
+
+
 def emulate(ir: NetworkIR, spikes: np.ndarray, batch_size: int = 512,
             record: bool = False, engine: str = "numba",
             progress: bool = False) -> Tuple[np.ndarray, Optional[List[np.ndarray]]]:
@@ -363,17 +375,13 @@ def emulate(ir: NetworkIR, spikes: np.ndarray, batch_size: int = 512,
         ExportValidationError: unquantised layers, input ``T``/``F`` unlike the network's, input
             values other than 0/1 (current encoding: analog input that changes over ``T``), or an
             unknown engine.
+        UnsupportedLayerError: a layer it does not model (:func:`check_supported`: sigma-delta layers,
+            conv delays, ...), named.
         QuantizationError: a current-encoded first layer whose threshold no bias reaches.
     """
     if engine not in ENGINES:
         raise ExportValidationError(f"unknown emulator engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    from dpap_deploy.export import check_layers
-
-    # it emulates what Lava runs, so it refuses what Lava cannot run (and names the layer)
-    check_layers(ir, "emulator", ("fc", "conv", "flatten"), ("lif",), features=FEATURES)
-    from dpap_deploy.export.lava_sim import check_delays_and_bias
-
-    check_delays_and_bias(ir, "emulator")
+    check_supported(ir)
     _require_fixed(ir)
     binary, bias = _inputs(ir, spikes)
     if engine == "numba":

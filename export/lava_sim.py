@@ -38,6 +38,12 @@ than with spike input. In general population ``i`` starts sample ``k`` at step
 ``k*T + i + first_step(ir)`` with :func:`first_step` 2 (spikes) or 1 (current), the output's step
 ``j`` of sample ``k`` is sink column ``k*T + delays(ir) + j`` with :func:`delays` = the number of
 ``Sparse``/``Conv`` layers (``L``, or ``L - 1``), and the run has ``N*T + delays(ir)`` steps.
+
+**Sigma-delta networks** (every layer ``activation == "sdnn"``, read from lava-dl netx files): each layer is
+a ``Sparse`` with ``num_message_bits`` (graded input: ``weights.dot(s_in)``, ``lava/proc/sparse/models.py``)
+followed by ``lava.proc.sdn.process.SigmaDelta`` (ReLU, ``spike_exp``/``state_exp`` 6, no reset), built as
+lava-dl's netx builds them (``lava/lib/dl/netx/hdf5.py``: ``get_neuron_params``, ``create_dense``); see
+:func:`_sigma_delta_population`. Input and output are graded integers, not 0/1 spikes.
 """
 from __future__ import annotations
 
@@ -65,13 +71,42 @@ FEATURES = ("bias", "delay", "groups", "dilation")
 def check_supported(ir: NetworkIR, target: str = "loihi-sim") -> None:
     """Raise :class:`UnsupportedLayerError` listing every layer this target cannot export
     (``loihi-sim`` realises timestep masks with :class:`~dpap_deploy.export.gate.GatedLIFReset`,
-    ``"hold"``, or :class:`~dpap_deploy.export.gate.SpikeGate`, ``"drop"``; sigma-delta layers, conv
-    delays and a bias on a current-encoded first layer it refuses by name)."""
+    ``"hold"``, or :class:`~dpap_deploy.export.gate.SpikeGate`, ``"drop"``; conv delays and a bias on a
+    current-encoded first layer it refuses by name). A network whose layers are all sigma-delta
+    (:func:`is_sigma_delta`) is checked by :func:`check_sigma_delta` instead (``loihi-sim`` only)."""
+    if target == "loihi-sim" and is_sigma_delta(ir):
+        check_sigma_delta(ir, target)
+        return
     # recurrent loops pass a SpikeGate (a CPU process model, _recurrent_loop): the simulator only
     # input biases: an always-on RingBuffer source (a host process) and timing checked in the simulator only
     extra = ("input_bias", "recurrent", "if") if target == "loihi-sim" else ("if",)
     check_layers(ir, target, SUPPORTED_KINDS, ("lif",), features=FEATURES + extra)
     check_delays_and_bias(ir, target)
+
+
+def is_sigma_delta(ir: NetworkIR) -> bool:
+    """True when every weight layer of ``ir`` is a sigma-delta layer (``activation == "sdnn"``)."""
+    return bool(ir.layers) and all(l.activation == "sdnn" for l in ir.layers)
+
+
+def check_sigma_delta(ir: NetworkIR, target: str) -> None:
+    """Refuse, naming the layer, what the sigma-delta build (:func:`_sigma_delta_population`) was not
+    verified against lava-dl netx for: anything but fully connected layers (conv, flatten), a bias, delays,
+    timestep masks, recurrence, an input bias, current encoding, and an activation other than ``"relu"``
+    (netx always builds ``SigmaDelta`` with its default ``ActivationMode.RELU``, whatever the file says)."""
+    from dpap_deploy.errors import UnsupportedLayerError
+
+    check_layers(ir, target, ("fc",), ("sdnn",), what="runs sigma-delta networks of fully connected layers only")
+    for l in ir.layers:
+        if l.sigma_delta.activation != "relu":
+            raise UnsupportedLayerError(f'target {target}: sigma-delta layer "{l.name}" has activation '
+                                        f"{l.sigma_delta.activation!r}; lava-dl netx runs ReLU only")
+        if l.bias is not None or l.delay is not None or l.time_mask is not None:
+            raise UnsupportedLayerError(f'target {target}: sigma-delta layer "{l.name}" has a bias, delays or a '
+                                        "timestep mask; this target runs plain sigma-delta layers only")
+    if ir.input_encoding == "current":
+        raise UnsupportedLayerError(f'target {target}: sigma-delta layer "{ir.layers[0].name}" with current '
+                                    "encoding; sigma-delta networks take graded input through their first Sparse")
 
 
 def check_delays_and_bias(ir: NetworkIR, target: str) -> None:
@@ -201,11 +236,12 @@ def input_schedule(spikes: np.ndarray, n_layers: int) -> np.ndarray:
     return data
 
 
-def output_spikes(raster: np.ndarray, T: int, N: int, n_layers: int) -> np.ndarray:
-    """Per-sample output spikes ``(T, N, C)`` uint8 from the sink's raster ``(C, N*T + L)``:
-    step ``j`` of sample ``k`` is raster column ``k*T + L + j``."""
+def output_spikes(raster: np.ndarray, T: int, N: int, n_layers: int, dtype=np.uint8) -> np.ndarray:
+    """Per-sample output spikes ``(T, N, C)`` (``dtype``: uint8 for 0/1 spikes, int32 for the graded
+    spikes of a sigma-delta network) from the sink's raster ``(C, N*T + L)``: step ``j`` of sample
+    ``k`` is raster column ``k*T + L + j``."""
     window = raster[:, n_layers : n_layers + N * T]
-    return np.ascontiguousarray(window.reshape(raster.shape[0], N, T).transpose(2, 1, 0)).astype(np.uint8)
+    return np.ascontiguousarray(window.reshape(raster.shape[0], N, T).transpose(2, 1, 0)).astype(dtype)
 
 
 def output_counts(raster: np.ndarray, T: int, N: int, n_layers: int) -> np.ndarray:
@@ -267,7 +303,11 @@ def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed", record_hidd
         layer, w = node, next(weights)
         gate_mask = lava_time_mask(layer, T)
         hold = gate_mask if holds(layer) and gate_mask is not None else None  # holds() checks every layer
-        if current and i == 0:
+        if layer.activation == "sdnn":
+            syn, lif, shape = _sigma_delta_population(ir, i, layer, w, precision)
+            port.connect(syn.s_in)
+            syn.a_out.connect(lif.a_in)
+        elif current and i == 0:
             syn, lif, shape = None, _bias_population(ir, layer, data, precision, hold), (layer.n_out,)
         else:
             syn, lif, shape = _population(ir, i, layer, w, precision, hold)
@@ -290,15 +330,60 @@ def build(ir: NetworkIR, data: np.ndarray, precision: str = "fixed", record_hidd
             hidden_sinks.append((port, shape))
     if ir.layers[-1].kind == "conv":  # a conv output layer: its neurons in torch's (C, H, W) order, as the emulator
         port = port.transpose([2, 1, 0]).flatten()
-    sink, hidden_sinks = sinks(port, (ir.layers[-1].n_out,), steps, hidden_sinks, hidden_steps, record_dir)
+    dtype = np.int32 if is_sigma_delta(ir) else np.int8  # graded spikes: up to message_bits bits
+    sink, hidden_sinks = sinks(port, (ir.layers[-1].n_out,), steps, hidden_sinks, hidden_steps, record_dir, dtype)
     return source, chain, sink, hidden_sinks
 
 
-def sinks(out_port, out_shape: tuple, steps: int, hidden: list, hidden_steps: int, record_dir: str):
+#: bits of a graded input value into a sigma-delta network's first ``Sparse`` (``num_message_bits``; lava-dl
+#: netx takes it as ``hdf5.Network(input_message_bits=...)``, default 0: 0/1 spikes)
+SDNN_INPUT_MESSAGE_BITS = 16
+
+
+def _sigma_delta_population(ir: NetworkIR, i: int, layer, w: sp.csr_matrix, precision: str):
+    """``Sparse`` + ``SigmaDelta`` of sigma-delta layer ``i`` as lava-dl netx builds them
+    (``lava/lib/dl/netx/hdf5.py``: ``get_neuron_params``, ``create_dense``; ``netx/blocks/process.py``: ``Dense``).
+
+    The ``Sparse`` has the layer's integer weights ``w`` ``(n_out, n_in)`` (weight_exp 0, 8 bits: netx's
+    ``optimize_weight_bits`` gives the same products for lava-dl's 8-bit weights) and ``num_message_bits`` =
+    the previous layer's ``message_bits`` (layer 0: :data:`SDNN_INPUT_MESSAGE_BITS`), so it sends
+    ``weights.dot(s_in)`` of graded input (``lava/proc/sparse/models.py``). ``SigmaDelta``
+    (``lava/proc/sdn/process.py``, ``models.py: PySigmaDeltaModelFixed``) gets ``vth = vThMant`` (the process
+    scales it by ``2**(spike_exp + state_exp)``), ``spike_exp``/``state_exp`` of the layer (netx: 6, 6),
+    ``ActivationMode.RELU``, no bias, ``cum_error`` False and no reset (netx ignores ``reset_interval`` for
+    SDNN: state carries from one sample to the next). Per step: ``sigma += a_in``, ``act = max(sigma, 0)``,
+    ``delta = act - act_prev + residue``, ``s = delta if |delta| >= vth << 12 else 0``, ``residue = delta - s``,
+    out ``s >> state_exp``.
+
+    Returns:
+        ``(synapses, neurons, (n_out,))``.
+
+    Raises:
+        UnsupportedLayerError: ``precision`` other than ``"fixed"`` (names the layer).
+    """
+    from lava.proc.sdn.process import ActivationMode, SigmaDelta
+    from lava.proc.sparse.process import Sparse
+
+    from dpap_deploy.errors import UnsupportedLayerError
+
+    if precision != "fixed":
+        raise UnsupportedLayerError(f'sigma-delta layer "{layer.name}": runs in fixed point only (as lava-dl netx)')
+    sd = layer.sigma_delta
+    bits = SDNN_INPUT_MESSAGE_BITS if i == 0 else ir.layers[i - 1].sigma_delta.message_bits
+    syn = Sparse(weights=w, weight_exp=int(layer.fixed.weight_exp), num_weight_bits=8, num_message_bits=int(bits),
+                 name=f"{layer.name}_synapses")
+    neurons = SigmaDelta(shape=(layer.n_out,), vth=int(sd.vth), act_mode=ActivationMode.RELU, cum_error=False,
+                         spike_exp=int(sd.spike_exp), state_exp=int(sd.state_exp), name=f"{layer.name}_neurons")
+    return syn, neurons, (layer.n_out,)
+
+
+def sinks(out_port, out_shape: tuple, steps: int, hidden: list, hidden_steps: int, record_dir: str,
+          dtype=np.int8):
     """Connect the output port and the ``hidden`` ``(port, shape)`` pairs to sinks that write ``.npy`` files
     in ``record_dir``: one :class:`~dpap_deploy.export.gate.FileSinks` process for all of them when
     they are at most ``MAX_PORTS`` (Lava's cost is per process and step), else one
-    :class:`~dpap_deploy.export.gate.FileSink` each.
+    :class:`~dpap_deploy.export.gate.FileSink` each; ``dtype`` of the files: ``int8`` for 0/1 spikes,
+    ``int32`` for graded ones.
 
     Returns:
         ``(sink, hidden_sinks)``: ``sink`` is a Lava process (``run``, ``stop``) whose ``read()`` gives the
@@ -311,13 +396,13 @@ def sinks(out_port, out_shape: tuple, steps: int, hidden: list, hidden_steps: in
     paths = [os.path.join(record_dir, f"{name}.npy") for *_, name in ports]
     if len(ports) <= MAX_PORTS:
         group = FileSinks(shapes=[sh for _, sh, _, _ in ports], steps=[n for _, _, n, _ in ports], paths=paths,
-                          name="sinks")
+                          dtype=dtype, name="sinks")
         for k, (p, *_) in enumerate(ports):
             p.connect(group.port(k))
         return group, [Recording(group, k) for k in range(1, len(ports))]
     one = []
     for (p, sh, n, name), path in zip(ports, paths):
-        one.append(FileSink(shape=sh, steps=n, path=path, name=f"{name}_sink"))
+        one.append(FileSink(shape=sh, steps=n, path=path, dtype=dtype, name=f"{name}_sink"))
         p.connect(one[-1].a_in)
     return one[0], one[1:]
 
@@ -479,10 +564,14 @@ def run(ir: NetworkIR, spikes: np.ndarray, progress: bool = False, chunk: int = 
     Every population leaves Lava through a :class:`~dpap_deploy.export.gate.FileSink` (a ``.npy``
     file per sink, read whole after the run), not through Lava's per-element ``get_var``.
 
+    A sigma-delta network (:func:`is_sigma_delta`) takes graded integer input (4096 = 1.0: ``2**(spike_exp + state_exp)``,
+    netx's 6 + 6, the units of the layers' graded spikes) and gives graded output spikes: ``output_spikes`` is int32 and ``counts`` their sum per
+    sample; its state is not reset between samples (as in lava-dl netx, whose ``SigmaDelta`` has no reset).
+
     Args:
         spikes: input spikes ``(T, N, F)`` 0/1 (``(T, N, C, H, W)`` for a network starting with a
-            convolution); with current encoding the analog samples, ``(T, N, F)`` with the same values
-            at every step (what the ``current`` encoding gives) or ``(N, F)``.
+            convolution), graded integers for a sigma-delta network; with current encoding the analog
+            samples, ``(T, N, F)`` with the same values at every step (what the ``current`` encoding gives) or ``(N, F)``.
         record_hidden: also record every hidden population.
         hidden_samples: record the hidden populations for the first this many samples only (None: all).
 
@@ -525,7 +614,7 @@ def run(ir: NetworkIR, spikes: np.ndarray, progress: bool = False, chunk: int = 
         raster = sink.read()
         hidden_rasters = [h.read() for h in hidden_sinks]
     t2 = time.perf_counter()
-    out = output_spikes(raster, T, N, delays(ir))
+    out = output_spikes(raster, T, N, delays(ir), np.int32 if is_sigma_delta(ir) else np.uint8)
     counts = out.sum(axis=0).astype(np.int64)
     info = {"steps": steps, "synapses_per_layer": synapses, "seconds": {"build": t1 - t0, "run": t2 - t1},
             "output_spikes": out}
@@ -565,7 +654,7 @@ def _run_steps(sink, steps: int, cfg, chunk: int, progress: bool) -> None:
 
 
 def hidden_spikes(ir: NetworkIR, rasters: List[np.ndarray], n: int) -> List[np.ndarray]:
-    """Per hidden layer the spikes ``(T, n, n_l)`` uint8 of the first ``n`` samples from the hidden
+    """Per hidden layer the spikes ``(T, n, n_l)`` uint8 (int32 graded spikes: sigma-delta) of the first ``n`` samples from the hidden
     sinks' rasters (``(n_l, steps)``, conv ``(W, H, C, steps)``; neurons returned in torch's
     ``(C, H, W)`` order): layer ``i``'s step ``j`` of sample ``k`` is column ``k*T + i + first_step(ir) - 1 + j``."""
     hidden = []
@@ -573,7 +662,7 @@ def hidden_spikes(ir: NetworkIR, rasters: List[np.ndarray], n: int) -> List[np.n
     for i, r in enumerate(rasters):
         if r.ndim == 4:  # (W, H, C, steps) -> (C*H*W, steps), torch order
             r = r.transpose(2, 1, 0, 3).reshape(-1, r.shape[-1])
-        hidden.append(output_spikes(r, ir.time_steps, n, i + lag))
+        hidden.append(output_spikes(r, ir.time_steps, n, i + lag, np.int32 if is_sigma_delta(ir) else np.uint8))
     return hidden
 
 

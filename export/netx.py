@@ -142,8 +142,9 @@ def _write_node(g, l) -> None:
         n.create_dataset(key, data=np.int64(value))
 
 
-def load_network(path: str, time_steps: int):
-    """``lava.lib.dl.netx.hdf5.Network`` for ``path`` with our reset schedule.
+def load_network(path: str, time_steps: int, input_message_bits: int = 0):
+    """``lava.lib.dl.netx.hdf5.Network`` for ``path`` with our reset schedule; ``input_message_bits`` > 0
+    makes the first synapses take graded input (a sigma-delta network's), 0 takes 0/1 spikes.
 
     Raises:
         IRError: the file is missing, truncated, or not a netx network (names the file).
@@ -151,19 +152,23 @@ def load_network(path: str, time_steps: int):
     from lava.lib.dl.netx import hdf5
 
     try:
-        return hdf5.Network(net_config=path, reset_interval=int(time_steps), reset_offset=1, sparse_fc_layer=True)
+        return hdf5.Network(net_config=path, reset_interval=int(time_steps), reset_offset=1, sparse_fc_layer=True,
+                            input_message_bits=int(input_message_bits))
     except Exception as exc:  # h5py OSError/KeyError from a truncated or foreign file
         raise IRError(f"{path}: lava-dl netx cannot load it ({type(exc).__name__}: {exc})") from None
 
 
-def run_netx(path: str, spikes: np.ndarray, time_steps: int) -> np.ndarray:
+def run_netx(path: str, spikes: np.ndarray, time_steps: int, input_message_bits: int = 0) -> np.ndarray:
     """Run input spikes ``(T, N, F)`` through the netx network in Lava's fixed-point simulator.
 
     The output leaves Lava through a :class:`~dpap_deploy.export.gate.FileSink` (one ``.npy`` file,
-    read whole after the run), not through Lava's per-element ``get_var``.
+    read whole after the run), not through Lava's per-element ``get_var``. With ``input_message_bits``
+    > 0 (a sigma-delta network: ``lava_sim.SDNN_INPUT_MESSAGE_BITS``) the input is graded integers and
+    the output graded spikes.
 
     Returns:
-        The output population's spikes ``(T, N, C)``, aligned like ``loihi-sim``'s.
+        The output population's spikes ``(T, N, C)``, aligned like ``loihi-sim``'s: uint8 0/1, or int32
+        graded values with ``input_message_bits`` > 0.
     """
     import tempfile
 
@@ -173,13 +178,15 @@ def run_netx(path: str, spikes: np.ndarray, time_steps: int) -> np.ndarray:
 
     from dpap_deploy.export.gate import FileSink
 
-    net = load_network(path, time_steps)
+    net = load_network(path, time_steps, input_message_bits)
+    graded = input_message_bits > 0
     L = len(net.layers)
     T, N = spikes.shape[:2]
     data = input_schedule(spikes, L)
     source = SpikeIn(data=data)
     with tempfile.TemporaryDirectory(prefix="dpap-netx-") as d:
-        sink = FileSink(shape=net.out.shape, steps=data.shape[-1], path=os.path.join(d, "output.npy"))
+        sink = FileSink(shape=net.out.shape, steps=data.shape[-1], path=os.path.join(d, "output.npy"),
+                        dtype=np.int32 if graded else np.int8)
         source.s_out.connect(net.inp)
         net.out.connect(sink.a_in)
         try:
@@ -187,7 +194,7 @@ def run_netx(path: str, spikes: np.ndarray, time_steps: int) -> np.ndarray:
         finally:
             sink.stop()
         raster = sink.read()
-    return output_spikes(raster, T, N, L)
+    return output_spikes(raster, T, N, L, np.int32 if graded else np.uint8)
 
 
 @register_target("netx")

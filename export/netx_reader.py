@@ -28,7 +28,8 @@ What this relies on about lava-dl 0.6.0's format (docs/deployment.md sec. 7): th
   there. A conv layer's ``delay`` netx ignores.
 * ``neuron``: ``CUBA``/``LOIHI`` (netx's LIF: ``du = iDecay - 1``, ``dv = vDecay``, ``vth = vThMant``;
   netx ignores ``refDelay`` and ``gradedSpike``, so values our LIF does not have are refused), or
-  ``SDNN`` (``vThMant``, ``activation``: Lava's ``SigmaDelta``), read as ``activation = "sdnn"``.
+  ``SDNN`` (``vThMant``, ``activation``: Lava's ``SigmaDelta``), read as ``activation = "sdnn"``
+  (``loihi-sim`` runs them as netx does: ``export/lava_sim.py``, ``_sigma_delta_population``).
 """
 from __future__ import annotations
 

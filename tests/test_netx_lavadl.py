@@ -101,7 +101,7 @@ def test_consumers_that_cannot_take_a_feature_name_the_layer(tmp_path):
     with pytest.raises(UnsupportedLayerError, match=r"target nir takes input_bias, recurrent, if, li; unsupported: fc1 \(bias, delay\)"):
         get_target("nir")(ir, str(tmp_path / "nir"))
     sd = read_netx(nf.sdnn_net(str(tmp_path / "s.net")))
-    for target in ("loihi-sim", "netx", "nir"):
+    for target in ("loihi2", "netx", "nir"):  # loihi-sim runs it (test_sdnn_files_run_in_loihi_sim_as_in_lava_dl_netx)
         with pytest.raises(UnsupportedLayerError, match=r"unsupported: fc1 \(fc, sdnn\), fc2 \(fc, sdnn\)"):
             get_target(target)(sd, str(tmp_path / target))
     with pytest.raises(UnsupportedLayerError, match=r"target emulator .*unsupported: fc1 \(fc, sdnn\)"):
@@ -425,3 +425,119 @@ def test_synaptic_operation_counts_take_groups(tmp_path):
     ir = read_netx(nf.conv_net(str(tmp_path / "c.net"), groups=2, dilation=2))
     assert set(dense_fan_out(ir)[0].tolist()) == {18}
     assert fan_out(ir)[0].sum() == ir.layers[0].unrolled(fixed=True).nnz
+
+
+# -- sigma-delta (SDNN) networks in loihi-sim, against lava-dl's own netx run --------------------------------
+
+@pytest.mark.parametrize("sizes,seed,T,N", [((6, 4, 3), 1, 10, 3), ((5, 6, 4, 2), 2, 16, 2)])
+def test_sdnn_files_run_in_loihi_sim_as_in_lava_dl_netx(tmp_path, sizes, seed, T, N):
+    """lava-dl's writer -> our IR -> Lava (Sparse + SigmaDelta) equals lava-dl netx's Network on the same
+    file, graded value for graded value, over the whole run (the state carries across samples in both)."""
+    from dpap_deploy.export import lava_sim
+    from dpap_deploy.export.netx import run_netx
+
+    path = nf.sdnn_net(str(tmp_path / "s.net"), sizes=sizes, seed=seed)
+    ir = _read(path, T)
+    x = np.random.default_rng(seed).integers(-2048, 2049, size=(T, N, sizes[0])).astype(np.int32)  # graded, signed, 4096 = 1.0
+    counts, info = lava_sim.run(ir, x)
+    ref = run_netx(path, x, T, input_message_bits=lava_sim.SDNN_INPUT_MESSAGE_BITS)
+    ours = info["output_spikes"]
+    assert ours.dtype == np.int32 and ours.shape == ref.shape == (T, N, sizes[-1])
+    assert np.count_nonzero(ref) >= 3 and len(np.unique(ref)) > 2  # graded, not 0/1 and not silent
+    np.testing.assert_array_equal(ours, ref)
+    np.testing.assert_array_equal(counts, ref.sum(axis=0))
+
+
+def _sdnn_ir(weight: int, vth: int, T: int):
+    from dpap_deploy.ir import FCLayer, FixedPoint, NetworkIR, SigmaDeltaNeurons
+
+    w = np.array([[weight]], np.int32)
+    fx = FixedPoint(weight=w, weight_exp=0, du=0, dv=0, vth=vth, scale=1.0)
+    layer = FCLayer("sd", w.astype(np.float64), np.ones((1, 1), bool), None, (1, 1), fixed=fx, activation="sdnn",
+                    sigma_delta=SigmaDeltaNeurons(vth=vth))
+    return NetworkIR("one", 1, T, 1e-3, [layer])
+
+
+def test_one_sigma_delta_neuron_by_hand():
+    """Lava's PySigmaDeltaModelFixed (lava/proc/sdn/models.py) with w = 64, vThMant 1 (threshold 1 << 12 = 4096):
+    a_in = 64 x; sigma += a_in; act = max(sigma, 0); delta = act - act_prev + residue; s = delta if
+    |delta| >= 4096 else 0; residue = delta - s; out = s >> 6.
+    x = 100: sigma 6400, delta 6400 -> out 100.      x = 0: delta 0 -> 0.
+    x = 50: sigma 9600, delta 3200 < 4096 -> 0, residue 3200.
+    x = 30: sigma 11520, delta 1920 + 3200 = 5120 -> out 80.
+    x = -200: sigma -1280, act 0, delta -11520 -> out -180 (arithmetic shift).   x = 0: 0."""
+    from dpap_deploy.export import lava_sim
+
+    x = np.array([100, 0, 50, 30, -200, 0], np.int32).reshape(6, 1, 1)
+    counts, info = lava_sim.run(_sdnn_ir(64, 1, 6), x)
+    assert info["output_spikes"][:, 0, 0].tolist() == [100, 0, 0, 80, -180, 0]
+    assert counts.tolist() == [[0]]
+
+
+def test_sdnn_mixes_not_verified_are_refused_naming_the_layer(tmp_path):
+    from dpap_deploy.export import get_target
+    from dpap_deploy.export.emulator import emulate
+
+    sd = _read(nf.sdnn_net(str(tmp_path / "s.net"), sizes=(6, 4, 3)), 4)
+    lif = read_netx(nf.dense_net(str(tmp_path / "d.net"), sizes=(6, 4, 3)))
+    mixed = sd.with_layers([sd.layers[0], lif.layers[1]])
+    with pytest.raises(UnsupportedLayerError, match=r"target loihi-sim .*unsupported: fc1 \(fc, sdnn\)"):
+        get_target("loihi-sim")(mixed, str(tmp_path / "m"))
+    unit = sd.with_layers([replace(sd.layers[0], sigma_delta=replace(sd.layers[0].sigma_delta, activation="unit")),
+                           sd.layers[1]])
+    with pytest.raises(UnsupportedLayerError, match='sigma-delta layer "fc1" has activation \'unit\'; lava-dl netx runs ReLU'):
+        get_target("loihi-sim")(unit, str(tmp_path / "u"))
+    with pytest.raises(UnsupportedLayerError, match=r"target emulator .*unsupported: fc1 \(fc, sdnn\)"):
+        emulate(sd, np.zeros((1, 1, 6), np.int32))
+    (tmp_path / "ok").mkdir()
+    res = get_target("loihi-sim")(sd, str(tmp_path / "ok"), spikes=np.full((4, 2, 6), 64, np.int32))
+    assert res.output_spikes.dtype == np.int32 and res.counts.shape == (2, 3)
+
+
+
+def test_verify_skips_the_emulator_for_sigma_delta_saying_why_and_netx_reference_is_graded(tmp_path):
+    """verify (dpap_deploy/stages.py) asks the emulator first: a sigma-delta network is skipped with the
+    emulator's refusal as the reason, a LIF one is not; the --from FILE reference (lava-dl netx) of a
+    sigma-delta file runs with graded input and equals loihi-sim."""
+    from types import SimpleNamespace
+
+    from dpap_deploy import foreign, stages
+    from dpap_deploy.export import lava_sim
+
+    path = nf.sdnn_net(str(tmp_path / "s.net"), sizes=(6, 4, 3), seed=1)
+    sd = _read(path, 6)
+    ctx = SimpleNamespace(exported=sd, agreement={})
+    assert not stages._emulator_models(ctx)
+    assert "target emulator" in ctx.agreement["emulator_skipped"] and "fc1 (fc, sdnn)" in ctx.agreement["emulator_skipped"]
+    lif = SimpleNamespace(exported=read_netx(nf.dense_net(str(tmp_path / "d.net"))), agreement={})
+    assert stages._emulator_models(lif) and lif.agreement == {}
+    x = np.random.default_rng(4).integers(0, 65, size=(6, 2, 6)).astype(np.int32)
+    counts, ref = foreign._run_netx(path, sd, x)
+    _, info = lava_sim.run(sd, x)
+    assert ref.dtype == np.int32 and np.count_nonzero(ref) > 0
+    np.testing.assert_array_equal(ref, info["output_spikes"])
+    np.testing.assert_array_equal(counts, ref.sum(axis=0))
+
+
+def test_dpap_export_runs_a_sigma_delta_file_against_lava_dl_netx(tmp_path):
+    """``dpap-export --target loihi-sim --from s.net --data digits``: the whole pipeline on a sigma-delta file
+    from lava-dl's writer: lava-dl netx's graded output equals ours at every step, the emulator is skipped
+    saying why, and synaptic operations count graded events (not their values)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    path = nf.sdnn_net(str(tmp_path / "s.net"), sizes=(64, 16, 10), seed=3)
+    cli = os.path.join(os.path.dirname(sys.executable), "dpap-export")
+    r = subprocess.run([cli, "--target", "loihi-sim", "--from", path, "--data", "digits", "--time-steps", "8",
+                        "--out", str(tmp_path / "run"), "--max-test", "12", "--quiet"], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    ag = report["agreement"]
+    assert ag["compared"] == "lava_dl_netx vs lava" and ag["reference_spikes"] == 1.0 and ag["predictions"] == 1.0
+    assert "spikes" not in ag and "unsupported: fc1 (fc, sdnn), fc2 (fc, sdnn)" in ag["emulator_skipped"]
+    assert "emulator" not in report["accuracy"]
+    ops = report["energy"]["synops_per_sample"]["lava"]
+    assert 0 < ops <= 8 * (964 + 16 * 10)  # at most every synapse at every step: events, not graded values
