@@ -29,8 +29,7 @@ class Reference:
     """How the file's own tool runs it.
 
     Attributes:
-        key: the accuracy key in ``report.json`` (``lava_dl_netx``, ``norse_from_nir``).
-        tool: what ran, for the report (``"lava-dl netx.hdf5.Network, Loihi2SimCfg fixed_pt"``).
+        key: the accuracy key in ``report.json`` (``lava_dl_netx``, ``norse_from_nir``), which names the tool.
         run: ``run(path, ir, x)`` -> ``(counts, spikes)``: output spike counts ``(N, C)`` int and, where
             the tool gives them aligned with our Lava run, the output spikes ``(T, N, C)`` (else None),
             for inputs ``x`` ``(T, N, ...)`` (time first, the test split as the target gets it); ``ir``
@@ -38,14 +37,12 @@ class Reference:
     """
 
     key: str
-    tool: str
     run: Callable[[str, NetworkIR, np.ndarray], Tuple[np.ndarray, Optional[np.ndarray]]]
 
 
 def _run_netx(path: str, ir: NetworkIR, x: np.ndarray):
-    from dpap_deploy.export.netx import run_netx
-
     from dpap_deploy.export.lava_sim import SDNN_INPUT_MESSAGE_BITS, is_sigma_delta
+    from dpap_deploy.export.netx import run_netx
 
     bits = SDNN_INPUT_MESSAGE_BITS if is_sigma_delta(ir) else 0  # sigma-delta: graded input and output, as loihi-sim
     spikes = run_netx(path, x, x.shape[0], bits)  # reset every T steps, aligned like loihi-sim's output
@@ -61,10 +58,9 @@ def _run_nir(path: str, ir: NetworkIR, x: np.ndarray):
 
 
 def _load_builtin() -> None:
-    REFERENCES.register(".net", Reference("lava_dl_netx", "lava-dl netx.hdf5.Network, Loihi2SimCfg fixed_pt",
-                                          _run_netx), help="lava-dl's netx.hdf5.Network in Lava (fixed point)")
-    REFERENCES.register(".nir", Reference("norse_from_nir", "norse.torch.from_nir (float)", _run_nir),
-                        help="Norse's from_nir (float)")
+    REFERENCES.register(".net", Reference("lava_dl_netx", _run_netx),
+                        help="lava-dl's netx.hdf5.Network in Lava's Loihi2SimCfg, fixed point")
+    REFERENCES.register(".nir", Reference("norse_from_nir", _run_nir), help="Norse's norse.torch.from_nir (float)")
 
 
 #: the reference run of each network-file type, by suffix (a type without one is compared with the emulator only)

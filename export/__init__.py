@@ -92,8 +92,7 @@ def check_layers(ir, target: str, kinds, activations, what: Optional[str] = None
     if bad:
         what = what or f"supports layer kinds {tuple(kinds)} with activations {tuple(activations)}"
         raise UnsupportedLayerError(f"target {target} {what}; unsupported: {', '.join(bad)}{hint}")
-    if hasattr(ir, "require_features"):
-        ir.require_features(tuple(features), f"target {target}")
+    ir.require_features(tuple(features), f"target {target}")
     check_time_masks(ir, target)
     check_input_encoding(ir, target)
 
