@@ -52,8 +52,16 @@ def variant_options(variant: str) -> dict:
     """``deploy()`` options of a pruner variant (module docstring). Every DPAP variant names its
     preset (``mnist-snn``, the authors' MNIST SNN constants), normalisation, schedule and
     percentiles explicitly, so a row means the same whatever the defaults are."""
+    if "+sp" in variant:  # VARIANT+spLAMBDA: the same with the synaptic-operation penalty LAMBDA
+        base_name, lam = variant.rsplit("+sp", 1)
+        return {**variant_options(base_name), "synops_penalty": float(lam)}
     if variant.startswith("magnitude@"):  # from epoch 5 (mnist-snn's e0, fixed) to the tail
         return {"pruner": "magnitude", "target_sparsity": float(variant.split("@", 1)[1]), "dpap_schedule": "fixed"}
+    if variant.startswith("dpapmag@"):  # DPAP's neuron rule + global magnitude synapses to S of the dense count
+        spec, _, hi = variant.split("@", 1)[1].partition("-p")  # dpapmag@S-pHI: unit() over [P0, P_HI]
+        return {"pruner": "dpap-magnitude", "target_sparsity": float(spec),
+                "dpap_preset": "mnist-snn", "dpap_percentiles": f"0,{hi or 75}", "dpap_normalise": "all",
+                "dpap_schedule": "run-length"}
     if variant == "default":  # whatever dpap-export does with no pruning option
         return {}
     base = {"pruner": "dpap", "dpap_preset": "mnist-snn", "dpap_percentiles": "0,75", "dpap_synapse_score": "bcm"}

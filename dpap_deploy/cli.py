@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--dpap-synapse-score", default=None, choices=("bcm", "bcm-weight", "weight"), help="what ranks synapses: bcm (the "
       "paper's BCM matrix), bcm-weight (ours: unit(M) * |w|) or weight (ours: |w|), docs/dpap.md sec. 6.7; "
       "default: the preset's")
+    a("--synops-penalty", type=float, default=0.0, metavar="LAMBDA", help="SNNs: add LAMBDA * (synaptic operations "
+      "per sample) / (dense synapses) to the loss, so training reaches its accuracy with fewer spikes into the surviving "
+      "synapses (ours, beyond the paper; docs/dpap.md sec. 6.8); default 0 (off)")
     a("--device", default="cpu", help="training and the torch emulator engine: cpu (default), cuda, cuda:N or auto")
     a("--max-test", type=int, default=None, help="simulate only the first N test samples")
     a("--require-fit", action="store_true", help="exit with 3 when the network does not fit the profile")

@@ -74,6 +74,7 @@ class RunConfig:
     dpap_normalise: Optional[str] = None
     dpap_percentiles: Optional[str] = None
     dpap_synapse_score: Optional[str] = None
+    synops_penalty: float = 0.0
     device: str = "cpu"
     profile: str = "loihi2"
     chips: Optional[int] = None

@@ -102,6 +102,8 @@ def prepare(ctx) -> None:
         cfg.pruner = "dense"
     if not 0.0 <= cfg.target_sparsity < 1.0:
         raise DpapError(f"--target-sparsity must be in [0, 1), got {cfg.target_sparsity}")
+    if not cfg.synops_penalty >= 0.0:
+        raise DpapError(f"--synops-penalty must be >= 0, got {cfg.synops_penalty}")
     ctx.exporter = get_target(cfg.target)
     ctx.profile = load_profile(cfg.profile)
     if cfg.chips is not None:
@@ -257,6 +259,9 @@ def model(ctx) -> None:
     if cfg.encoding == "current" and (ds.kind != "static" or not spiking):
         raise DpapError(f"--encoding current drives a spiking network with static features; data {ds.name!r} is "
                         f"{ds.kind}{'' if spiking else ' and the network is an ANN'}")
+    if cfg.synops_penalty and not spiking:
+        raise DpapError(f"--synops-penalty {cfg.synops_penalty}: the synaptic-operation penalty counts spikes; "
+                        "the network is an ANN")
     ctx.dpap_cfg = _dpap_config(ctx, spiking) if ctx.file_network is None else None
     if ctx.budget is not None:
         if any(s.kind != "fc" for s in ctx.model.specs()) or not spiking:
@@ -443,7 +448,7 @@ def train_config(ctx):
     cfg = ctx.cfg
     return TrainConfig(hidden=sizes("hidden", cfg.hidden) or (), epochs=cfg.epochs, batch_size=cfg.batch_size,
                        lr=cfg.lr, time_steps=ctx.encoder.time_steps, seed=cfg.seed, prune=cfg.pruner != "dense",
-                       encoding=cfg.encoding, device=ctx.device)
+                       encoding=cfg.encoding, device=ctx.device, synops_penalty=cfg.synops_penalty)
 
 
 def _train(ctx) -> None:

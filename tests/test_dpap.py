@@ -313,3 +313,37 @@ def test_magnitude_schedule_reaches_its_target_before_the_recovery_tail():
     assert pruned == expect  # e.g. after epoch 1: 0.8 * (1 - 0.8^3) = 39.04 % of 1,000
     assert int((~model.masks[1]).sum()) == 0
     assert float(w0[model.masks[0]].min()) >= float(w0[~model.masks[0]].max())  # the smallest |w| went
+
+
+def test_magnitude_step_counts_against_the_dense_network():
+    """With ``dense_total``, the schedule's fraction is of the dense count: a layer that already
+    lost units to another rule is pruned only down to ``(1 - s) * dense_total``."""
+    from dpap_deploy.train.models import SpikingMLP
+    from dpap_deploy.train.pruners import magnitude_step
+
+    torch.manual_seed(0)
+    model = SpikingMLP([20, 30, 4])  # 600 hidden weights now; the dense network had 1,000
+    magnitude_step(model, [0], 0.8, 1, 1, 8, dense_total=1000)  # s = 0.8 * (1 - 0.8**3) = 0.3904
+    assert int(model.masks[0].sum()) == 600  # 610 may stay > the 600 there are: nothing pruned yet
+    magnitude_step(model, [0], 0.8, 3, 1, 8, dense_total=1000)  # s = 0.8 * (1 - 0.4**3) = 0.7488
+    assert int(model.masks[0].sum()) == round(1000 * (1 - 0.7488))
+
+
+def test_dpap_magnitude_prunes_neurons_by_activity_and_synapses_by_magnitude(digits):
+    """--pruner dpap-magnitude on digits: DPAP's neuron rule removes hidden neurons, the synapse
+    rule stays off (DPAP's synapse masks stay whole), and the hidden synapses end at (or, with the
+    removed neurons' synapses, below) 1 - S of the dense count; the smallest surviving |w| of the
+    last pruning epoch is no smaller than any pruned one's."""
+    from dpap_deploy.train.loop import TrainConfig, train
+
+    cfg = DPAPConfig(e0=1, r_init=2.0, fc_neuron=RuleConstants(0.6, 2.0, 13.0))
+    target = 0.7
+    res = train(digits, TrainConfig(epochs=8, hidden=(48, 24), time_steps=8, lr=1e-2, seed=0, fixed_point_eval=False),
+                cfg, progress=False, method="dpap-magnitude", target_sparsity=target)
+    assert res.model.sizes[1] + res.model.sizes[2] < 48 + 24  # neurons went (DPAP's rule; magnitude keeps rows)
+    assert all(bool(a.all()) for a in res.state.synapse_alive.values())  # DPAP's own synapse rule is off
+    dense_hidden = 64 * 48 + 48 * 24
+    hidden = sum(int(m.sum()) for m in res.model.masks[:-1])
+    assert hidden <= round((1 - target) * dense_hidden)
+    assert hidden >= 0.5 * (1 - target) * dense_hidden  # not emptied
+    assert res.history[-1]["test_accuracy"] > 0.7  # dense: about 0.8 after 8 epochs of T = 8

@@ -27,6 +27,7 @@ from dpap_deploy.train.compact import compact, input_columns
 from dpap_deploy.train.dpap import PRESETS, DPAPConfig, DPAPState
 from dpap_deploy.train.models import LIFConfig, MaskedNet, SpikingMLP
 from dpap_deploy.train.pruners import Pruner, make_pruner
+from dpap_deploy.train.synops import dense_synapses, synops_per_sample
 
 
 @dataclass
@@ -49,6 +50,10 @@ class TrainConfig:
         lif: neuron parameters of the default MLP.
         encoding: how static features enter a spiking network (``rate`` or ``current``).
         device: torch device for training (``cpu``, ``cuda``, ``cuda:1``).
+        synops_penalty: ``lambda`` of the synaptic-operation loss term (SNNs; ours, beyond the
+            paper, docs/dpap.md sec. 6.8): the loss is ``cross_entropy + lambda * S / N_dense``, ``S``
+            the batch's mean synaptic operations per sample (each spike times the surviving synapses it
+            reaches, ``train/synops.py``) and ``N_dense`` the dense network's synapses. 0 (default) is off.
     """
 
     hidden: Sequence[int] = (256, 128)
@@ -64,6 +69,7 @@ class TrainConfig:
     lif: LIFConfig = field(default_factory=LIFConfig)
     encoding: str = "rate"
     device: str = "cpu"
+    synops_penalty: float = 0.0
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -219,6 +225,7 @@ class _Training:
             self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
             pruner.start(self.model)
         self.net = dist.wrap(self.model)  # what the forward pass runs: the model itself, or the model in DDP
+        self.synops_norm = self._synops_norm()
         self.encoder = encoder or encoder_for(ds, self.model, cfg)
         self.x_test = test_inputs(ds, self.encoder, cfg.seed)
 
@@ -246,6 +253,20 @@ class _Training:
         if "torch_rng" in ckpt:
             torch.set_rng_state(ckpt["torch_rng"])
 
+    def _synops_norm(self) -> int:
+        """``N_dense`` of the synaptic-operation penalty (0: off).
+
+        Raises:
+            ValueError: a penalty on a network that does not spike."""
+        self.synops_sum = 0.0
+        if not self.cfg.synops_penalty:
+            return 0
+        if self.cfg.synops_penalty < 0:
+            raise ValueError(f"synops_penalty must be >= 0, got {self.cfg.synops_penalty}")
+        if not self.model.spiking:
+            raise ValueError("synops_penalty: the synaptic-operation penalty counts spikes; this network is an ANN")
+        return dense_synapses(self.model)
+
     def snapshot(self, path: str, epoch: int, batch: int, gen_state, loss_sum: float, correct: int, t0: float) -> None:
         from dpap_deploy.train.checkpoint import save_checkpoint
 
@@ -269,8 +290,13 @@ class _Training:
         scores, records = self.net(x)
         logits = cfg.count_scale * scores if self.model.spiking else scores
         loss = torch.nn.functional.cross_entropy(logits, y) if len(y) else logits.sum()  # empty shard: 0
+        objective = loss
+        if self.synops_norm and len(y):
+            s = synops_per_sample(self.model, records)
+            objective = loss + cfg.synops_penalty * s / self.synops_norm
+            self.synops_sum += float(s) * len(y)
         self.opt.zero_grad()
-        (loss * w).backward()
+        (objective * w).backward()
         self.opt.step()
         self.model.apply_masks()
         self.pruner.observe(records, self.dist.reduce_stats if self.dist.distributed else None)
@@ -299,6 +325,9 @@ class _Training:
         rec["layers"] = {nm: {"neurons": int(w), "synapses": int(m.sum())}
                          for nm, w, m in zip(self.model.layer_names(), self.model.widths(), self.model.masks)}
         rec["synapses"] = int(sum(int(m.sum()) for m in self.model.masks))
+        if self.synops_norm:  # the penalised count, mean over this epoch's training batches (since a resume)
+            rec["train_synops_per_sample"] = self.dist.sum_scalars(self.synops_sum, 0)[0] / n
+            self.synops_sum = 0.0
         rec["seconds"] = time.perf_counter() - t0
         self.history.append(rec)
         return rec

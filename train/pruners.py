@@ -99,18 +99,47 @@ class MagnitudePruner(Pruner):
         magnitude_step(model, list(range(len(model.layers) - 1)), self.target_sparsity, epoch, self.dpap.e0, epochs)
 
 
+@PRUNERS.register("dpap-magnitude", help="ours: DPAP's neuron/channel rule (activity) with gradual global magnitude "
+                  "pruning of synapses to --target-sparsity of the dense count")
+class DPAPMagnitudePruner(DPAPPruner):
+    """DPAP removes neurons and conv channels by their spine value and spiking trace (paper sec.
+    3.3, eq. 7; docs/dpap.md sec. 6.1, 6.3); the synapses are pruned by global magnitude
+    (:func:`magnitude_step`, the same cubic schedule and recovery tail as ``magnitude``) to
+    ``target_sparsity`` of the *dense* network's synapses, so the neurons DPAP removes count toward
+    the target. Beyond the paper (docs/dpap.md sec. 6.9): DPAP's synapse rule ranks synapses by
+    co-activity (BCM), which keeps the synapses that carry the most spikes; magnitude ranking keeps
+    the strong ones, and DPAP's neuron rule removes the quiet neurons magnitude pruning keeps."""
+
+    name = "dpap-magnitude"
+
+    def start(self, model, resume: Optional[dict] = None) -> None:
+        from dataclasses import replace
+
+        self.dpap = replace(self.dpap, prune_synapses=False, conv_synapses=False)
+        super().start(model, resume)
+
+    def end_epoch(self, epoch: int, model, optimizer, epochs: int) -> None:
+        super().end_epoch(epoch, model, optimizer, epochs)
+        hidden = list(range(len(model.layers) - 1))
+        dense = model.resized(model.dense_widths) if list(model.widths()) != list(model.dense_widths) else model
+        magnitude_step(model, hidden, self.target_sparsity, epoch, self.dpap.e0, epochs,
+                       dense_total=sum(dense.masks[l].numel() for l in hidden))
+
+
 #: fraction of a run's epochs, at its end, in which magnitude pruning removes nothing (the same
 #: recovery tail as DPAP's run-length schedule, ``train/dpap.py: for_run_length``)
 MAGNITUDE_TAIL = 0.25
 
 
 def magnitude_step(model, layers: List[int], target: float, epoch: int, e0: int, epochs: int,
-                   tail: float = MAGNITUDE_TAIL) -> None:
+                   tail: float = MAGNITUDE_TAIL, dense_total: Optional[int] = None) -> None:
     """Gradual global L1 magnitude pruning of ``layers`` toward ``target`` sparsity after epoch
     ``epoch`` (0-based) of ``epochs``: Zhu & Gupta's cubic schedule
     ``s(e) = target * (1 - (1 - (e - e0 + 1) / span)^3)`` reaching ``target`` after epoch
     ``e0 + span - 1``, where ``span = epochs - ceil(tail * epochs) - e0`` (at least 1), so the
-    last ``ceil(tail * epochs)`` epochs train the final structure."""
+    last ``ceil(tail * epochs)`` epochs train the final structure. ``s`` is a fraction of the
+    layers' present weights, or with ``dense_total`` of that many (the dense network's synapses:
+    units removed by another rule then count as pruned)."""
     import math
 
     import torch.nn.utils.prune as prune
@@ -120,7 +149,7 @@ def magnitude_step(model, layers: List[int], target: float, epoch: int, e0: int,
     span = max(1, epochs - int(math.ceil(tail * epochs)) - e0)
     frac = target * (1.0 - (1.0 - min(1.0, (epoch - e0 + 1) / span)) ** 3)
     total = sum(model.masks[l].numel() for l in layers)
-    amount = int(round(frac * total))
+    amount = int(round(frac * total)) if dense_total is None else total - int(round((1.0 - frac) * dense_total))
     if amount <= 0:
         return
     params = [(model.layers[l], "weight") for l in layers]
