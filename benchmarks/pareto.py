@@ -16,7 +16,10 @@ Variants (``--variants``): ``dense``; ``default`` (``dpap-export``'s defaults: p
 normalisation); ``dpap-rl`` (``--dpap-schedule run-length``); ``dpap-all-rl`` (both); ``dpap-w``
 and ``dpap-w-all-rl`` (synapses ranked by ``unit(M) * |w|``, ``--dpap-synapse-score bcm-weight``);
 ``magnitude@S`` (gradual global magnitude pruning to sparsity ``S``, e.g. ``magnitude@0.8``, with the
-same recovery tail). A run-length variant with ``-pHI`` appended (``dpap-all-rl-p97``) scales
+same recovery tail); ``dpapmag@S`` (``--pruner dpap-magnitude``: DPAP's neuron rule of ``mnist-snn`` with
+the authors' normalisation and the run-length schedule, synapses by global magnitude to ``S`` of the
+dense count; ``dpapmag@S-pHI`` over ``[P0, P_HI]``); any variant with ``+spLAMBDA`` appended trains
+with ``--synops-penalty LAMBDA``. A run-length variant with ``-pHI`` appended (``dpap-all-rl-p97``) scales
 ``unit()`` over ``[P0, P_HI]`` (``--dpap-percentiles 0,HI``) instead of the preset's ``[P0, P75]``.
 
 One JSON line per run is appended to ``benchmarks/pareto_results.jsonl``; ``--table`` prints the

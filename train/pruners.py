@@ -3,7 +3,8 @@
 * ``dpap``: developmental plasticity-inspired adaptive pruning (``train/dpap.py``, ``docs/dpap.md``):
   scores gathered after every batch, the survival rule after every epoch from ``e0``.
 * ``magnitude``: gradual global magnitude pruning (``torch.nn.utils.prune.global_unstructured``,
-  L1) of the hidden layers to a final sparsity, Zhu & Gupta's cubic schedule from ``e0`` to the start
+  L1) of the hidden layers to a final sparsity of their dense synapses, Zhu & Gupta's cubic
+  schedule from ``e0`` to the start
   of a recovery tail (the last quarter of the epochs, as DPAP's run-length schedule; Zhu & Gupta
   also stop pruning before training ends: "To prune, or not to prune", arXiv 1710.01878, sec. 3):
   the peer a user would pick.
@@ -96,7 +97,9 @@ class MagnitudePruner(Pruner):
     compacts = True
 
     def end_epoch(self, epoch: int, model, optimizer, epochs: int) -> None:
-        magnitude_step(model, list(range(len(model.layers) - 1)), self.target_sparsity, epoch, self.dpap.e0, epochs)
+        hidden = list(range(len(model.layers) - 1))
+        magnitude_step(model, hidden, self.target_sparsity, epoch, self.dpap.e0, epochs,
+                       dense_total=dense_count(model, hidden))
 
 
 @PRUNERS.register("dpap-magnitude", help="ours: DPAP's neuron/channel rule (activity) with gradual global magnitude "
@@ -121,9 +124,16 @@ class DPAPMagnitudePruner(DPAPPruner):
     def end_epoch(self, epoch: int, model, optimizer, epochs: int) -> None:
         super().end_epoch(epoch, model, optimizer, epochs)
         hidden = list(range(len(model.layers) - 1))
-        dense = model.resized(model.dense_widths) if list(model.widths()) != list(model.dense_widths) else model
         magnitude_step(model, hidden, self.target_sparsity, epoch, self.dpap.e0, epochs,
-                       dense_total=sum(dense.masks[l].numel() for l in hidden))
+                       dense_total=dense_count(model, hidden))
+
+
+def dense_count(model, layers: List[int]) -> int:
+    """Weights of ``layers`` in ``model`` at its dense widths (``model.dense_widths``, before any
+    unit was removed): what ``--target-sparsity`` is a fraction of. Counting the present (compacted)
+    layers instead would prune past the target once compaction removed rows."""
+    dense = model.resized(model.dense_widths) if list(model.widths()) != list(model.dense_widths) else model
+    return int(sum(dense.masks[l].numel() for l in layers))
 
 
 #: fraction of a run's epochs, at its end, in which magnitude pruning removes nothing (the same
