@@ -99,11 +99,13 @@ def run_one(network: str, variant: str, seed: int, args) -> dict:
     opts = {**NETWORKS[network], **variant_options(variant)}
     if args.epochs:
         opts["epochs"] = args.epochs
+    if args.lr:
+        opts["lr"] = args.lr
     out = os.path.join(args.out, f"{network}-{variant}-{seed}")
     t0 = time.perf_counter()
     rep = dpap_deploy.deploy(target="loihi-sim", profile="loihi2", out=out, force=True, seed=seed, **opts)
     acc, res, model = rep["accuracy"], rep["resources"], rep["model"]
-    return {"network": network, "variant": variant, "seed": seed, "epochs": opts["epochs"],
+    return {"network": network, "variant": variant, "seed": seed, "epochs": opts["epochs"], "lr": opts.get("lr", 2e-3),
             "norse": acc.get("norse"), "lava": acc.get("lava"), "spikes_equal": rep["agreement"].get("spikes"),
             "cores": res["cores_used"], "cores_lower_bound": res["cores_lower_bound"],
             "synapses": model["synapses"], "neurons": model["neurons"], "sparsity": model["sparsity"],
@@ -186,6 +188,7 @@ def main(argv=None) -> int:
     p.add_argument("--variants", default="dense,dpap,dpap-all-rl,magnitude@0.5,magnitude@0.8,magnitude@0.9")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--epochs", type=int, default=None, help="override the network's epochs")
+    p.add_argument("--lr", type=float, default=None, help="override the network's learning rate")
     p.add_argument("--out", default="runs/bench-pareto")
     p.add_argument("--table", action="store_true", help="only print the table of the results file")
     p.add_argument("--plot", default=None, metavar="FILE.png")

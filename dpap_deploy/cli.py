@@ -92,10 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
       "prune (neuron, time step) pairs with decay value EPSILON and decay rate ETA (e.g. 1.5,13)")
     a("--batch-size", type=int, default=32)
     a("--lr", type=float, default=2e-3)
-    a("--pruner", default="dpap", choices=PRUNERS.names(), help="dpap (default), magnitude (gradual global L1 to "
-      "--target-sparsity) or dense")
+    a("--pruner", default="dpap", choices=PRUNERS.names(), help="dpap (default), dpap-magnitude (DPAP's neuron rule, "
+      "synapses by global magnitude to --target-sparsity of the dense count; docs/dpap.md sec. 6.9), magnitude "
+      "(gradual global L1 to --target-sparsity) or dense")
     a("--no-prune", action="store_true", help="train dense (baseline): --pruner dense")
-    a("--target-sparsity", type=float, default=0.8, help="final sparsity of --pruner magnitude (default 0.8)")
+    a("--target-sparsity", type=float, default=0.8, help="final sparsity of the hidden synapses, a fraction of the "
+      "dense count, for --pruner magnitude and dpap-magnitude (default 0.8)")
     a("--dpap-preset", default=None, help="DPAP constants: mnist-snn (default for SNNs: the authors' MNIST SNN "
       "script's), deploy-snn (ours: mnist-snn with unit() over [P0, P97]), mnist-ann (ANNs), cifar-snn (the "
       "BrainCog CIFAR-10 constants), nmnist-snn or dvs-snn (the authors' event-data scripts)")
