@@ -64,7 +64,7 @@ class RunConfig:
     seed: int = 0
     time_steps: Optional[int] = None
     batch_size: int = 32
-    lr: float = 2e-3
+    lr: float = 5e-3
     pruner: str = "dpap"
     no_prune: bool = False
     target_sparsity: float = 0.8

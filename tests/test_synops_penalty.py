@@ -8,7 +8,8 @@ import torch
 from dpap_deploy.data import rate_encode
 from dpap_deploy.train.models import (ANNMLP, SequentialNet, SpikingMLP, conv_def, flatten_def, lif_def,
                                       linear_def)
-from dpap_deploy.train.synops import dense_synapses, fan_out, synops_per_sample
+from dpap_deploy.train.pruners import dense_count
+from dpap_deploy.train.synops import fan_out, synops_per_sample
 
 
 def _random_masks(model, keep: float, seed: int) -> None:
@@ -67,13 +68,13 @@ def test_penalty_is_differentiable_in_hidden_spikes_only(digits):
     assert model.layers[1].weight.grad is None or float(model.layers[1].weight.grad.abs().sum()) == 0
 
 
-def test_dense_synapses_is_the_unpruned_count():
+def test_the_penaltys_normaliser_is_the_unpruned_count():
     model = SpikingMLP([64, 32, 10])
-    assert dense_synapses(model) == 64 * 32 + 32 * 10
-    model.dense_widths = [48, 10]
-    small = model.resized([20, 10])
+    assert dense_count(model, [0, 1]) == 64 * 32 + 32 * 10
+    small = model.resized([20, 10])  # 12 hidden neurons removed
     small.dense_widths = [32, 10]
-    assert dense_synapses(small) == 64 * 32 + 32 * 10
+    assert dense_count(small, [0, 1]) == 64 * 32 + 32 * 10
+    assert dense_count(small, [0]) == 64 * 32
 
 
 def test_ann_is_refused():

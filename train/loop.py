@@ -26,8 +26,8 @@ from dpap_deploy.data.encoding import InputEncoder
 from dpap_deploy.train.compact import compact, input_columns
 from dpap_deploy.train.dpap import PRESETS, DPAPConfig, DPAPState
 from dpap_deploy.train.models import LIFConfig, MaskedNet, SpikingMLP
-from dpap_deploy.train.pruners import Pruner, make_pruner
-from dpap_deploy.train.synops import dense_synapses, synops_per_sample
+from dpap_deploy.train.pruners import Pruner, dense_count, make_pruner
+from dpap_deploy.train.synops import synops_per_sample
 
 
 @dataclass
@@ -59,7 +59,7 @@ class TrainConfig:
     hidden: Sequence[int] = (256, 128)
     epochs: int = 40
     batch_size: int = 32
-    lr: float = 2e-3
+    lr: float = 5e-3
     time_steps: int = 32
     seed: int = 0
     prune: bool = True
@@ -225,7 +225,7 @@ class _Training:
             self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
             pruner.start(self.model)
         self.net = dist.wrap(self.model)  # what the forward pass runs: the model itself, or the model in DDP
-        self.synops_norm = self._synops_norm()
+        self.synops_sum, self.synops_norm = 0.0, self._synops_norm()
         self.encoder = encoder or encoder_for(ds, self.model, cfg)
         self.x_test = test_inputs(ds, self.encoder, cfg.seed)
 
@@ -258,14 +258,13 @@ class _Training:
 
         Raises:
             ValueError: a penalty on a network that does not spike."""
-        self.synops_sum = 0.0
         if not self.cfg.synops_penalty:
             return 0
         if self.cfg.synops_penalty < 0:
             raise ValueError(f"synops_penalty must be >= 0, got {self.cfg.synops_penalty}")
         if not self.model.spiking:
             raise ValueError("synops_penalty: the synaptic-operation penalty counts spikes; this network is an ANN")
-        return dense_synapses(self.model)
+        return dense_count(self.model, list(range(len(self.model.layers))))
 
     def snapshot(self, path: str, epoch: int, batch: int, gen_state, loss_sum: float, correct: int, t0: float) -> None:
         from dpap_deploy.train.checkpoint import save_checkpoint

@@ -5,9 +5,9 @@ it reaches (``dpap_deploy/energy.py`` counts them from the spikes of a finished 
 training the same count over a batch, with the hidden populations' spikes from the surrogate
 gradient, is differentiable in those spikes, so adding ``lambda * synops / dense synapses`` to the
 loss trains the network to reach its accuracy with fewer spikes into its surviving synapses.
-This is the synaptic-operation loss of sinabs (``sinabs.SNNAnalyzer`` / ``SynOpCounter``, its
-"training with a synops loss" tutorial), counted on our masks; it is not part of DPAP (the paper
-prunes by activity but trains with cross-entropy only), see docs/dpap.md sec. 6.8.
+sinabs counts the same quantity (``sinabs.SNNAnalyzer``) for its users to put into their loss; here
+it is counted on our masks. It is not part of DPAP (the paper prunes by activity but trains with
+cross-entropy only), see docs/dpap.md sec. 6.8.
 
 Pruning interacts with it twice: the count uses each layer's *surviving* fan-out, so a
 presynaptic neuron whose synapses were pruned costs less; and a neuron pushed to silence by the
@@ -67,11 +67,3 @@ def synops_per_sample(model, records: Sequence[Tuple[torch.Tensor, torch.Tensor]
         term = (counts * fo.to(counts.device)).sum() / max(1, counts.shape[0])
         total = term if total is None else total + term
     return total if total is not None else torch.zeros(())
-
-
-def dense_synapses(model) -> int:
-    """Synapses of ``model`` at its dense (unpruned) widths: every weight of
-    ``model.resized(model.dense_widths)``, conv kernels counted whole. The penalty's normaliser, fixed
-    for the whole run so that pruning does not rescale it."""
-    full = model.resized(model.dense_widths) if list(model.widths()) != list(model.dense_widths) else model
-    return int(sum(m.numel() for m in full.masks))
