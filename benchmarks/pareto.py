@@ -105,12 +105,20 @@ def run_one(network: str, variant: str, seed: int, args) -> dict:
     t0 = time.perf_counter()
     rep = dpap_deploy.deploy(target="loihi-sim", profile="loihi2", out=out, force=True, seed=seed, **opts)
     acc, res, model = rep["accuracy"], rep["resources"], rep["model"]
-    return {"network": network, "variant": variant, "seed": seed, "epochs": opts["epochs"], "lr": opts.get("lr", 2e-3),
+    return {"network": network, "variant": variant, "seed": seed, "epochs": opts["epochs"], "lr": opts.get("lr", 5e-3),
             "norse": acc.get("norse"), "lava": acc.get("lava"), "spikes_equal": rep["agreement"].get("spikes"),
             "cores": res["cores_used"], "cores_lower_bound": res["cores_lower_bound"],
             "synapses": model["synapses"], "neurons": model["neurons"], "sparsity": model["sparsity"],
             "synops_per_sample": (rep.get("energy") or {}).get("synops_per_sample", {}).get("norse"),
-            "curve": _curve(out), "seconds": round(time.perf_counter() - t0, 1)}
+            **hidden_removed(model["layers"]), "curve": _curve(out), "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def hidden_removed(layers: list) -> dict:
+    """The issue's measure: fractions of the hidden layers' (every weight layer but the output)
+    synapses and neurons removed, against the dense counts, from ``report.json``'s ``model.layers``."""
+    hidden = layers[:-1]
+    return {"hidden_synapses_removed": 1 - sum(l["synapses"] for l in hidden) / sum(l["synapses_dense"] for l in hidden),
+            "hidden_neurons_removed": 1 - sum(l["n_out"] for l in hidden) / sum(l["neurons_dense"] for l in hidden)}
 
 
 def epochs_to_dense_best(row: dict, rows: list) -> object:
@@ -141,7 +149,8 @@ def _norse(row: dict) -> float:
 def table(rows: list) -> str:
     """Mean ± standard deviation over seeds per (network, variant), best accuracy first."""
     out = ["| network | variant | Norse accuracy % (test split) | Lava accuracy % (simulated samples) | cores used (lower bound) | synapses | "
-           "neurons | synops per sample | epochs to dense best | seeds |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "neurons | hidden synapses / neurons removed % | synops per sample | epochs to dense best | seeds |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     keys = sorted({(r["network"], r["variant"]) for r in rows})
     for net, var in keys:
         rs = [r for r in rows if r["network"] == net and r["variant"] == var]
@@ -149,9 +158,18 @@ def table(rows: list) -> str:
         out.append(f"| {net} | {var} | {_ms([_norse(r) for r in rs], 100)} | {_ms([r['lava'] for r in rs], 100)} | "
                    f"{_ms([r['cores'] for r in rs], fmt='{:.1f}')} ({_ms([r['cores_lower_bound'] for r in rs], fmt='{:.1f}')}) | "
                    f"{_ms([r['synapses'] for r in rs], fmt='{:,.0f}')} | {_ms([r['neurons'] for r in rs], fmt='{:,.0f}')} | "
+                   f"{_removed(rs)} | "
                    f"{_ms([r['synops_per_sample'] for r in rs], fmt='{:,.0f}')} | "
                    f"{_ms(e2b, fmt='{:.1f}')} ({sum(e is None for e in e2b)} not reached) | {len(rs)} |")
     return "\n".join(out)
+
+
+def _removed(rs: list) -> str:
+    """``hidden synapses / neurons removed`` (means over seeds), or - for rows from before the field."""
+    if any("hidden_synapses_removed" not in r for r in rs):
+        return "-"
+    return (f"{100 * statistics.mean(r['hidden_synapses_removed'] for r in rs):.1f} / "
+            f"{100 * statistics.mean(r['hidden_neurons_removed'] for r in rs):.1f}")
 
 
 def plot(rows: list, path: str) -> None:
