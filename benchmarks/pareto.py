@@ -95,6 +95,7 @@ def _curve(out: str) -> list:
 
 def run_one(network: str, variant: str, seed: int, args) -> dict:
     import dpap_deploy
+    from dpap_deploy.pipeline import RunConfig
 
     opts = {**NETWORKS[network], **variant_options(variant)}
     if args.epochs:
@@ -105,7 +106,7 @@ def run_one(network: str, variant: str, seed: int, args) -> dict:
     t0 = time.perf_counter()
     rep = dpap_deploy.deploy(target="loihi-sim", profile="loihi2", out=out, force=True, seed=seed, **opts)
     acc, res, model = rep["accuracy"], rep["resources"], rep["model"]
-    return {"network": network, "variant": variant, "seed": seed, "epochs": opts["epochs"], "lr": opts.get("lr", 5e-3),
+    return {"network": network, "variant": variant, "seed": seed, "epochs": opts["epochs"], "lr": opts.get("lr", RunConfig.lr),
             "norse": acc.get("norse"), "lava": acc.get("lava"), "spikes_equal": rep["agreement"].get("spikes"),
             "cores": res["cores_used"], "cores_lower_bound": res["cores_lower_bound"],
             "synapses": model["synapses"], "neurons": model["neurons"], "sparsity": model["sparsity"],

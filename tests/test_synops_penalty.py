@@ -1,7 +1,6 @@
 """The synaptic-operation penalty (train/synops.py, --synops-penalty): the count it trains on
 equals the count the report measures, it is differentiable in the hidden spikes, and it trains
 networks that spike less."""
-import numpy as np
 import pytest
 import torch
 

@@ -147,9 +147,9 @@ def magnitude_step(model, layers: List[int], target: float, epoch: int, e0: int,
     ``epoch`` (0-based) of ``epochs``: Zhu & Gupta's cubic schedule
     ``s(e) = target * (1 - (1 - (e - e0 + 1) / span)^3)`` reaching ``target`` after epoch
     ``e0 + span - 1``, where ``span = epochs - ceil(tail * epochs) - e0`` (at least 1), so the
-    last ``ceil(tail * epochs)`` epochs train the final structure. ``s`` is a fraction of the
-    layers' present weights, or with ``dense_total`` of that many (the dense network's synapses:
-    units removed by another rule then count as pruned)."""
+    last ``ceil(tail * epochs)`` epochs train the final structure. ``s`` is a fraction of
+    ``dense_total`` (the dense network's synapses, :func:`dense_count`: units removed by compaction or
+    another rule count as pruned); None means the layers' present weights (a model never compacted)."""
     import math
 
     import torch.nn.utils.prune as prune
@@ -159,7 +159,7 @@ def magnitude_step(model, layers: List[int], target: float, epoch: int, e0: int,
     span = max(1, epochs - int(math.ceil(tail * epochs)) - e0)
     frac = target * (1.0 - (1.0 - min(1.0, (epoch - e0 + 1) / span)) ** 3)
     total = sum(model.masks[l].numel() for l in layers)
-    amount = int(round(frac * total)) if dense_total is None else total - int(round((1.0 - frac) * dense_total))
+    amount = total - int(round((1.0 - frac) * (total if dense_total is None else dense_total)))
     if amount <= 0:
         return
     params = [(model.layers[l], "weight") for l in layers]
