@@ -94,11 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     a("--lr", type=float, default=5e-3, help="Adam learning rate at the start, cosine-annealed to 0 (default 5e-3: "
       "the digits MLP, dense and pruned, is 0.3-0.8 points more accurate than at 2e-3, benchmarks/README.md)")
     a("--pruner", default="dpap", choices=PRUNERS.names(), help="dpap (default), dpap-magnitude (DPAP's neuron rule, "
-      "synapses by global magnitude to --target-sparsity of the dense count; docs/dpap.md sec. 6.9), magnitude "
+      "synapses by global magnitude to --target-sparsity of the dense count; docs/dpap.md sec. 6.9), dpap-synops (the "
+      "same, synapses ranked by |w| over the square root of their layer's synaptic operations per synapse; sec. "
+      "6.10), magnitude "
       "(gradual global L1 to --target-sparsity) or dense")
     a("--no-prune", action="store_true", help="train dense (baseline): --pruner dense")
     a("--target-sparsity", type=float, default=0.8, help="final sparsity of the hidden synapses, a fraction of the "
-      "dense count, for --pruner magnitude and dpap-magnitude (default 0.8)")
+      "dense count, for --pruner magnitude, dpap-magnitude and dpap-synops (default 0.8)")
     a("--dpap-preset", default=None, help="DPAP constants: mnist-snn (default for SNNs: the authors' MNIST SNN "
       "script's), deploy-snn (ours: mnist-snn with unit() over [P0, P97]), mnist-ann (ANNs), cifar-snn (the "
       "BrainCog CIFAR-10 constants), nmnist-snn or dvs-snn (the authors' event-data scripts)")

@@ -41,7 +41,7 @@ def test_config_file_sets_options_and_flags_override(tmp_path):
     ("epochs = 'ten'\n", "epochs must be an integer, got 'ten'"),
     ("epochs = true\n", "epochs must be an integer, got True"),
     ("lr = 'fast'\n", "lr must be a number"),
-    ("pruner = 'lottery'\n", "pruner = 'lottery' is not one of dense, dpap, dpap-magnitude, magnitude"),
+    ("pruner = 'lottery'\n", "pruner = 'lottery' is not one of dense, dpap, dpap-magnitude, dpap-synops, magnitude"),
     ("encoding = 'phase'\n", "encoding = 'phase' is not one of current, rate"),
     ("no-prune = 1\n", "no-prune must be true or false"),
     ("epochz = 3\n", "unknown key 'epochz'; known keys: "),

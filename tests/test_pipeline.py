@@ -39,13 +39,13 @@ def test_every_unit_kind_is_registered_by_name():
     assert {"digits", "wine", "event-digits", "npz", "nmnist"} <= set(SOURCES.names())
     assert ENCODINGS.names() == ["current", "rate"]
     assert FAMILIES.names() == ["ann-mlp", "snn-2c2f", "snn-cnn", "snn-mlp"]
-    assert PRUNERS.names() == ["dense", "dpap", "dpap-magnitude", "magnitude"]
+    assert PRUNERS.names() == ["dense", "dpap", "dpap-magnitude", "dpap-synops", "magnitude"]
     assert TARGETS.names() == ["loihi-sim", "loihi2", "netx", "nir", "onnx"]
     assert READERS.names() == [".net", ".nir", ".npz"]
     from dpap_deploy.cli import build_parser
 
     helps = build_parser().format_help()
-    for name in FAMILIES.names() + ["breast-cancer", "current", "magnitude", "dpap-magnitude"]:
+    for name in FAMILIES.names() + ["breast-cancer", "current", "magnitude", "dpap-magnitude", "dpap-synops"]:
         assert name in helps  # the CLI's choices come from the registries
 
 
