@@ -83,3 +83,29 @@ def test_dpap_synops_run_on_digits(digits):
     hidden = sum(int(m.sum()) for m in res.model.masks[:-1])
     assert 0.5 * 0.3 * dense_hidden <= hidden <= round(0.3 * dense_hidden)
     assert res.history[-1]["test_accuracy"] > 0.7
+
+
+def test_events_are_summed_over_ranks_before_they_rank():
+    """Data-parallel training: the epoch's presynaptic events and sample count go through the same
+    ``reduce`` as DPAP's statistics (here two identical ranks: everything doubles), so the events per
+    sample, and with them the ranking, are those of the global batch on every rank."""
+    from dpap_deploy.train.pruners import make_pruner
+
+    torch.manual_seed(0)
+    model = SpikingMLP([6, 5, 3])
+    p = make_pruner("dpap-synops", DPAPConfig(e0=0), 0.5)
+    p.start(model)
+    x = (torch.rand(4, 2, 6) < 0.5).float()  # (T, B, F)
+    h = (torch.rand(4, 2, 5) < 0.5).float()
+    records = [(x, h), (h, torch.zeros(4, 2, 3))]
+    calls = []
+
+    def reduce(tensors):
+        calls.append(len(tensors))
+        return [2 * t for t in tensors]
+
+    p.observe(records, reduce)
+    assert p._samples == 4.0
+    torch.testing.assert_close(p._events[0], 2 * x.sum(dim=(0, 1)).double())
+    torch.testing.assert_close(p._events[1], 2 * h.sum(dim=(0, 1)).double())
+    assert len(calls) == 2  # DPAP's statistics, then the events with the sample count
