@@ -20,7 +20,7 @@ same recovery tail); ``dpapmag@S`` (``--pruner dpap-magnitude``: DPAP's neuron r
 the authors' normalisation and the run-length schedule, synapses by global magnitude to ``S`` of the
 dense count; ``dpapmag@S-pHI`` over ``[P0, P_HI]``); ``dpapsyn@S[-pHI]`` the same with
 ``--pruner dpap-synops`` (synapses ranked by ``|w| / sqrt(c_l)``, ``c_l`` their layer's operations per synapse; ``-cP`` appended: ``|w| / c_l ** P``); any variant with ``+spLAMBDA`` appended trains
-with ``--synops-penalty LAMBDA``. A run-length variant with ``-pHI`` appended (``dpap-all-rl-p97``) scales
+with ``--synops-penalty LAMBDA``, with ``+tsEPSILON_ETA`` appended with ``--timestep-pruning EPSILON,ETA``. A run-length variant with ``-pHI`` appended (``dpap-all-rl-p97``) scales
 ``unit()`` over ``[P0, P_HI]`` (``--dpap-percentiles 0,HI``) instead of the preset's ``[P0, P75]``.
 
 One JSON line per run is appended to ``benchmarks/pareto_results.jsonl``; ``--table`` prints the
@@ -57,6 +57,9 @@ def variant_options(variant: str) -> dict:
     """``deploy()`` options of a pruner variant (module docstring). Every DPAP variant names its
     preset (``mnist-snn``, the authors' MNIST SNN constants), normalisation, schedule and
     percentiles explicitly, so a row means the same whatever the defaults are."""
+    if "+ts" in variant:  # VARIANT+tsEPSILON_ETA: the same with timestep pruning (--timestep-pruning EPSILON,ETA)
+        base_name, rule = variant.rsplit("+ts", 1)
+        return {**variant_options(base_name), "timestep_pruning": rule.replace("_", ",")}
     if "+sp" in variant:  # VARIANT+spLAMBDA: the same with the synaptic-operation penalty LAMBDA
         base_name, lam = variant.rsplit("+sp", 1)
         return {**variant_options(base_name), "synops_penalty": float(lam)}
@@ -121,6 +124,7 @@ def run_one(network: str, variant: str, seed: int, args) -> dict:
             "cores": res["cores_used"], "cores_lower_bound": res["cores_lower_bound"],
             "synapses": model["synapses"], "neurons": model["neurons"], "sparsity": model["sparsity"],
             "synops_per_sample": (rep.get("energy") or {}).get("synops_per_sample", {}).get("norse"),
+            "rho_t": (rep.get("energy") or {}).get("rho_t"), "relative_energy": (rep.get("energy") or {}).get("relative_energy"),
             **hidden_removed(model["layers"]), "curve": _curve(out), "seconds": round(time.perf_counter() - t0, 1)}
 
 
