@@ -19,7 +19,7 @@ and ``dpap-w-all-rl`` (synapses ranked by ``unit(M) * |w|``, ``--dpap-synapse-sc
 same recovery tail); ``dpapmag@S`` (``--pruner dpap-magnitude``: DPAP's neuron rule of ``mnist-snn`` with
 the authors' normalisation and the run-length schedule, synapses by global magnitude to ``S`` of the
 dense count; ``dpapmag@S-pHI`` over ``[P0, P_HI]``); ``dpapsyn@S[-pHI]`` the same with
-``--pruner dpap-synops`` (synapses ranked by ``|w| / sqrt(c_l)``, ``c_l`` their layer's operations per synapse; ``-cP`` appended: ``|w| / c_l ** P``); any variant with ``+spLAMBDA`` appended trains
+``--pruner dpap-synops`` (synapses ranked by ``|w| / c_l ** 0.25``, ``c_l`` their layer's operations per synapse; ``-cP`` appended: ``|w| / c_l ** P``); any variant with ``+spLAMBDA`` appended trains
 with ``--synops-penalty LAMBDA``, with ``+tsEPSILON_ETA`` appended with ``--timestep-pruning EPSILON,ETA``. A run-length variant with ``-pHI`` appended (``dpap-all-rl-p97``) scales
 ``unit()`` over ``[P0, P_HI]`` (``--dpap-percentiles 0,HI``) instead of the preset's ``[P0, P75]``.
 
@@ -200,9 +200,11 @@ def plot(rows: list, path: str) -> None:
         for j, (key, label) in enumerate((("cores", "cores used on loihi2"), ("synapses", "synapses"),
                                           ("synops_per_sample", "synaptic operations per sample"))):
             ax = axes[i][j]
-            for var in sorted({r["variant"] for r in rows if r["network"] == net}):
+            for k, var in enumerate(sorted({r["variant"] for r in rows if r["network"] == net})):
                 rs = [r for r in rows if r["network"] == net and r["variant"] == var and r.get(key) is not None]
-                ax.scatter([r[key] for r in rs], [100 * _norse(r) for r in rs], label=var, s=18)
+                # past ten variants the colours repeat: a marker per group of ten tells them apart
+                ax.scatter([r[key] for r in rs], [100 * _norse(r) for r in rs], label=var, s=22,
+                           color=f"C{k % 10}", marker="osD^v"[(k // 10) % 5])
             ax.set_xlabel(label)
             ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
             ax.set_ylabel(f"{net}: Norse accuracy %")
