@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
       "the digits MLP, dense and pruned, is 0.3-0.8 points more accurate than at 2e-3, benchmarks/README.md)")
     a("--pruner", default="dpap", choices=PRUNERS.names(), help="dpap (default), dpap-magnitude (DPAP's neuron rule, "
       "synapses by global magnitude to --target-sparsity of the dense count; docs/dpap.md sec. 6.9), dpap-synops (the "
-      "same, synapses ranked by |w| over the square root of their layer's synaptic operations per synapse; sec. "
+      "same, synapses ranked by |w| over the fourth root of their layer's synaptic operations per synapse; sec. "
       "6.10), magnitude "
       "(gradual global L1 to --target-sparsity) or dense")
     a("--no-prune", action="store_true", help="train dense (baseline): --pruner dense")

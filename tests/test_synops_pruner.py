@@ -1,5 +1,5 @@
 """--pruner dpap-synops (train/pruners.py: DPAPSynopsPruner): synapses ranked by importance per
-synaptic operation, |w| / sqrt(c_l), c_l the layer's operations per synapse, docs/dpap.md sec. 6.10."""
+synaptic operation, |w| / c_l ** p, c_l the layer's operations per synapse, docs/dpap.md sec. 6.10."""
 import torch
 
 from dpap_deploy.train.dpap import DPAPConfig, RuleConstants
@@ -23,8 +23,9 @@ def test_per_operation_scores_by_hand():
         model.masks[0][1, 0] = False  # pruned: scores 0
     events = [torch.tensor([4.0, 1.0, 0.0], dtype=torch.float64), torch.tensor([9.0, 1.0], dtype=torch.float64)]
     s = per_operation_scores(model, [0], events)[(model.layers[0], "weight")]
-    # fan-out (mask column sums) [1, 2, 2]: ops 4*1 + 1*2 + 0*2 = 6 over 5 synapses, c = 1.2: |w| / sqrt(1.2)
-    torch.testing.assert_close(s[:, :2], torch.tensor([[1.0, 2.0], [0.0, 4.0]]) / 1.2 ** 0.5)
+    # fan-out (mask column sums) [1, 2, 2]: ops 4*1 + 1*2 + 0*2 = 6 over 5 synapses, c = 1.2: the shipped
+    # p = 0.25 gives |w| / 1.2 ** 0.25
+    torch.testing.assert_close(s[:, :2], torch.tensor([[1.0, 2.0], [0.0, 4.0]]) / 1.2 ** 0.25)
     assert s[1, 0].item() == 0.0
     # input 2 never spiked: the floor, below every weight whose input spiked
     assert 0.0 < s[0, 2].item() < 1e-20 and 0.0 < s[1, 2].item() < 1e-20
@@ -32,8 +33,8 @@ def test_per_operation_scores_by_hand():
     s1 = per_operation_scores(model, [0], events, power=1.0)[(model.layers[0], "weight")]
     torch.testing.assert_close(s1[0, :2], torch.tensor([1.0, 2.0]) / 1.2)
     # analog current input (skip_first): layer 0 costs the other layers' mean, layer 1's
-    # (9*2 + 1*2) / 4 = 5, and its every input counts as spiking: |w| / sqrt(5)
-    s0 = per_operation_scores(model, [0, 1], events, skip_first=True)[(model.layers[0], "weight")]
+    # (9*2 + 1*2) / 4 = 5, and its every input counts as spiking: |w| / 5 ** 0.5 at p = 0.5
+    s0 = per_operation_scores(model, [0, 1], events, skip_first=True, power=0.5)[(model.layers[0], "weight")]
     torch.testing.assert_close(s0[0], torch.tensor([1.0, 2.0, 3.0]) / 5 ** 0.5)
     # a conv of stride 2: 3 x 2 x 3 x 3 = 54 synapses, fan-out 3 * 9 / 4 per channel, ops
     # (16 + 4) * 6.75 = 135 per sample: c = 2.5, each weight used n / 4 times on average
@@ -42,12 +43,12 @@ def test_per_operation_scores_by_hand():
     with torch.no_grad():
         cnn.layers[0].weight.fill_(0.5)
     sc = per_operation_scores(cnn, [0], [torch.tensor([16.0, 4.0], dtype=torch.float64)])[(cnn.layers[0], "weight")]
-    torch.testing.assert_close(sc, torch.full_like(sc, 0.5 / 2.5 ** 0.5))
+    torch.testing.assert_close(sc, torch.full_like(sc, 0.5 / 2.5 ** 0.25))
 
 
 def test_scores_move_pruning_to_the_layer_whose_inputs_spike_most():
     """Equal |w| in two layers: magnitude would prune both alike; per operation, the layer whose
-    presynaptic units spike 9 times as often (c = 9 against 1: 3x per |w|) loses its synapses first,
+    presynaptic units spike 9 times as often (c = 9 against 1: at p = 0.5, 3x per |w|) loses its synapses first,
     and within each layer the smallest |w| go."""
     torch.manual_seed(0)
     model = SpikingMLP([10, 10, 10, 2])
@@ -57,7 +58,7 @@ def test_scores_move_pruning_to_the_layer_whose_inputs_spike_most():
         model.layers[1].weight.copy_(w.flip(0))
     events = [torch.full((10,), 9.0, dtype=torch.float64), torch.full((10,), 1.0, dtype=torch.float64),
               torch.ones(10, dtype=torch.float64)]
-    scores = per_operation_scores(model, [0, 1], events)
+    scores = per_operation_scores(model, [0, 1], events, power=0.5)
     magnitude_step(model, [0, 1], 0.5, 0, 0, 1, tail=0.0, scores=scores)  # one step to 50 % of 200
     kept0, kept1 = int(model.masks[0].sum()), int(model.masks[1].sum())
     assert kept0 + kept1 == 100

@@ -10,7 +10,7 @@
   the peer a user would pick.
 * ``dpap-magnitude``: DPAP's neuron/channel rule with synapses by gradual global magnitude pruning
   to a sparsity of the dense count (ours, docs/dpap.md sec. 6.9).
-* ``dpap-synops``: the same with synapses ranked by ``|w|`` over the square root of their layer's
+* ``dpap-synops``: the same with synapses ranked by ``|w|`` over the fourth root of their layer's
   synaptic operations per synapse (ours, docs/dpap.md sec. 6.10).
 * ``dense``: no pruning (the baseline).
 
@@ -132,11 +132,11 @@ class DPAPMagnitudePruner(DPAPPruner):
                        dense_total=dense_count(model, hidden))
 
 
-@PRUNERS.register("dpap-synops", help="ours: DPAP's neuron/channel rule with synapses ranked by |w| over the square "
+@PRUNERS.register("dpap-synops", help="ours: DPAP's neuron/channel rule with synapses ranked by |w| over the fourth "
                   "root of their layer's synaptic operations per synapse, to --target-sparsity of the dense count")
 class DPAPSynopsPruner(DPAPMagnitudePruner):
     """:class:`DPAPMagnitudePruner` with a cost-aware synapse ranking (docs/dpap.md sec. 6.10):
-    each synapse of layer ``l`` is scored ``|w| / sqrt(c_l)``, ``c_l`` the synaptic operations one
+    each synapse of layer ``l`` is scored ``|w| / c_l ** 0.25``, ``c_l`` the synaptic operations one
     surviving synapse of the layer costs per sample (its presynaptic spikes over the epoch, weighted
     by fan-out: :func:`per_operation_scores`). Magnitude ranking spends the synapse budget where
     weights are large, mostly on the input layer, whose units spike most; this ranking moves it to
@@ -181,8 +181,9 @@ def presynaptic_events(pre: torch.Tensor) -> torch.Tensor:
     return nz.sum(dim=dims).cpu()
 
 
-#: exponent ``p`` of the layer's cost in :func:`per_operation_scores` (``|w| / c_l ** p``)
-COST_POWER = 0.5
+#: exponent ``p`` of the layer's cost in :func:`per_operation_scores` (``|w| / c_l ** p``): 0.25 keeps the
+#: 2C2F within a test sample of magnitude pruning, 0.5 loses about a point (benchmarks/README.md, third round)
+COST_POWER = 0.25
 
 
 def per_operation_scores(model, layers: List[int], events: List[torch.Tensor],
