@@ -19,7 +19,7 @@ and ``dpap-w-all-rl`` (synapses ranked by ``unit(M) * |w|``, ``--dpap-synapse-sc
 same recovery tail); ``dpapmag@S`` (``--pruner dpap-magnitude``: DPAP's neuron rule of ``mnist-snn`` with
 the authors' normalisation and the run-length schedule, synapses by global magnitude to ``S`` of the
 dense count; ``dpapmag@S-pHI`` over ``[P0, P_HI]``); ``dpapsyn@S[-pHI]`` the same with
-``--pruner dpap-synops`` (synapses ranked by ``|w| / c_l ** 0.25``, ``c_l`` their layer's operations per synapse; ``-cP`` appended: ``|w| / c_l ** P``); any variant with ``+spLAMBDA`` appended trains
+``--pruner dpap-synops`` (synapses ranked by ``|w| / c_l ** 0.25``, ``c_l`` their layer's operations per synapse; ``-cP`` appended: ``--synops-cost-power P``, ``|w| / c_l ** P``); any variant with ``+spLAMBDA`` appended trains
 with ``--synops-penalty LAMBDA``, with ``+tsEPSILON_ETA`` appended with ``--timestep-pruning EPSILON,ETA``. A run-length variant with ``-pHI`` appended (``dpap-all-rl-p97``) scales
 ``unit()`` over ``[P0, P_HI]`` (``--dpap-percentiles 0,HI``) instead of the preset's ``[P0, P75]``.
 
@@ -44,7 +44,6 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "pareto_results.jsonl")
-_SHIPPED: dict = {}  #: ``train/pruners.py: COST_POWER`` as shipped, restored between runs
 #: per network: deploy() options (the README's runs: the demo MLP and the paper's 2C2F)
 NETWORKS = {
     "snn-mlp": {"model": "snn-mlp", "data": "digits", "epochs": 40},
@@ -67,7 +66,7 @@ def variant_options(variant: str) -> dict:
         return {"pruner": "magnitude", "target_sparsity": float(variant.split("@", 1)[1]), "dpap_schedule": "fixed"}
     if "-c" in variant and variant.startswith("dpapsyn@"):  # dpapsyn@S[-pHI]-cP: |w| / c_l ** P
         base_name, power = variant.rsplit("-c", 1)
-        return {**variant_options(base_name), "_cost_power": float(power)}
+        return {**variant_options(base_name), "synops_cost_power": float(power)}
     if variant.startswith(("dpapmag@", "dpapsyn@")):  # DPAP's neuron rule + global synapse ranking to S of dense
         spec, _, hi = variant.split("@", 1)[1].partition("-p")  # dpapmag@S-pHI: unit() over [P0, P_HI]
         pruner = "dpap-magnitude" if variant.startswith("dpapmag@") else "dpap-synops"
@@ -106,11 +105,7 @@ def run_one(network: str, variant: str, seed: int, args) -> dict:
     import dpap_deploy
     from dpap_deploy.pipeline import RunConfig
 
-    from dpap_deploy.train import pruners
-
     opts = {**NETWORKS[network], **variant_options(variant)}
-    shipped = _SHIPPED.setdefault("cost_power", pruners.COST_POWER)
-    pruners.COST_POWER = opts.pop("_cost_power", shipped)  # dpap-synops's exponent (the shipped one otherwise)
     if args.epochs:
         opts["epochs"] = args.epochs
     if args.lr:

@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--synops-penalty", type=float, default=0.0, metavar="LAMBDA", help="SNNs: add LAMBDA * (synaptic operations "
       "per sample) / (dense synapses) to the loss, so training reaches its accuracy with fewer spikes into the surviving "
       "synapses (ours, beyond the paper; docs/dpap.md sec. 6.8); default 0 (off)")
+    a("--synops-cost-power", type=float, default=None, metavar="P", help="--pruner dpap-synops: rank synapses by "
+      "|w| / c ** P, c their layer's synaptic operations per synapse; 0 is magnitude ranking, larger P moves more "
+      "of the synapse budget off the busiest layers (docs/dpap.md sec. 6.10; default 0.25)")
     a("--device", default="cpu", help="training and the torch emulator engine: cpu (default), cuda, cuda:N or auto")
     a("--max-test", type=int, default=None, help="simulate only the first N test samples")
     a("--require-fit", action="store_true", help="exit with 3 when the network does not fit the profile")

@@ -75,6 +75,7 @@ class RunConfig:
     dpap_percentiles: Optional[str] = None
     dpap_synapse_score: Optional[str] = None
     synops_penalty: float = 0.0
+    synops_cost_power: Optional[float] = None
     device: str = "cpu"
     profile: str = "loihi2"
     chips: Optional[int] = None

@@ -356,6 +356,14 @@ def _dpap_config(ctx, spiking: bool):
                 dpap = replace(dpap, **{name: getattr(cfg, option)})
             except ValueError as exc:
                 raise DpapError(f"--{option.replace('_', '-')}: {exc}") from None
+    if cfg.synops_cost_power is not None:
+        if cfg.pruner != "dpap-synops":
+            raise DpapError(f"--synops-cost-power {cfg.synops_cost_power}: it sets the synapse ranking of "
+                            f"--pruner dpap-synops; this run's pruner is {cfg.pruner!r}")
+        try:
+            dpap = replace(dpap, synops_cost_power=cfg.synops_cost_power)
+        except ValueError as exc:
+            raise DpapError(f"--synops-cost-power: {exc}") from None
     if cfg.dpap_percentiles:
         try:
             lo, hi = (float(v) for v in cfg.dpap_percentiles.split(","))

@@ -22,7 +22,9 @@ def test_per_operation_scores_by_hand():
         model.layers[0].weight.copy_(torch.tensor([[1.0, 2.0, 3.0], [4.0, -4.0, 1.0]]))
         model.masks[0][1, 0] = False  # pruned: scores 0
     events = [torch.tensor([4.0, 1.0, 0.0], dtype=torch.float64), torch.tensor([9.0, 1.0], dtype=torch.float64)]
-    s = per_operation_scores(model, [0], events)[(model.layers[0], "weight")]
+    shipped = DPAPConfig().synops_cost_power
+    assert shipped == 0.25
+    s = per_operation_scores(model, [0], events, shipped)[(model.layers[0], "weight")]
     # fan-out (mask column sums) [1, 2, 2]: ops 4*1 + 1*2 + 0*2 = 6 over 5 synapses, c = 1.2: the shipped
     # p = 0.25 gives |w| / 1.2 ** 0.25
     torch.testing.assert_close(s[:, :2], torch.tensor([[1.0, 2.0], [0.0, 4.0]]) / 1.2 ** 0.25)
@@ -30,11 +32,11 @@ def test_per_operation_scores_by_hand():
     # input 2 never spiked: the floor, below every weight whose input spiked
     assert 0.0 < s[0, 2].item() < 1e-20 and 0.0 < s[1, 2].item() < 1e-20
     # the power: |w| / c
-    s1 = per_operation_scores(model, [0], events, power=1.0)[(model.layers[0], "weight")]
+    s1 = per_operation_scores(model, [0], events, 1.0)[(model.layers[0], "weight")]
     torch.testing.assert_close(s1[0, :2], torch.tensor([1.0, 2.0]) / 1.2)
     # analog current input (skip_first): layer 0 costs the other layers' mean, layer 1's
     # (9*2 + 1*2) / 4 = 5, and its every input counts as spiking: |w| / 5 ** 0.5 at p = 0.5
-    s0 = per_operation_scores(model, [0, 1], events, skip_first=True, power=0.5)[(model.layers[0], "weight")]
+    s0 = per_operation_scores(model, [0, 1], events, 0.5, skip_first=True)[(model.layers[0], "weight")]
     torch.testing.assert_close(s0[0], torch.tensor([1.0, 2.0, 3.0]) / 5 ** 0.5)
     # a conv of stride 2: 3 x 2 x 3 x 3 = 54 synapses, fan-out 3 * 9 / 4 per channel, ops
     # (16 + 4) * 6.75 = 135 per sample: c = 2.5, each weight used n / 4 times on average
@@ -42,7 +44,7 @@ def test_per_operation_scores_by_hand():
                                     lif_def()])
     with torch.no_grad():
         cnn.layers[0].weight.fill_(0.5)
-    sc = per_operation_scores(cnn, [0], [torch.tensor([16.0, 4.0], dtype=torch.float64)])[(cnn.layers[0], "weight")]
+    sc = per_operation_scores(cnn, [0], [torch.tensor([16.0, 4.0], dtype=torch.float64)], shipped)[(cnn.layers[0], "weight")]
     torch.testing.assert_close(sc, torch.full_like(sc, 0.5 / 2.5 ** 0.25))
 
 
@@ -58,7 +60,7 @@ def test_scores_move_pruning_to_the_layer_whose_inputs_spike_most():
         model.layers[1].weight.copy_(w.flip(0))
     events = [torch.full((10,), 9.0, dtype=torch.float64), torch.full((10,), 1.0, dtype=torch.float64),
               torch.ones(10, dtype=torch.float64)]
-    scores = per_operation_scores(model, [0, 1], events, power=0.5)
+    scores = per_operation_scores(model, [0, 1], events, 0.5)
     magnitude_step(model, [0, 1], 0.5, 0, 0, 1, tail=0.0, scores=scores)  # one step to 50 % of 200
     kept0, kept1 = int(model.masks[0].sum()), int(model.masks[1].sum())
     assert kept0 + kept1 == 100
@@ -110,3 +112,23 @@ def test_events_are_summed_over_ranks_before_they_rank():
     torch.testing.assert_close(p._events[0], 2 * x.sum(dim=(0, 1)).double())
     torch.testing.assert_close(p._events[1], 2 * h.sum(dim=(0, 1)).double())
     assert len(calls) == 2  # DPAP's statistics, then the events with the sample count
+
+
+def test_synops_cost_power_option_is_checked_and_reaches_the_pruner(tmp_path):
+    """--synops-cost-power: refused with another pruner or out of range (naming the option), and with
+    --pruner dpap-synops it is the exponent the run's DPAP configuration carries."""
+    import pytest
+
+    from dpap_deploy.errors import DpapError
+    from dpap_deploy.pipeline import RunConfig, run_pipeline
+
+    base = dict(target="loihi-sim", epochs=2, time_steps=4, max_test=4, force=True)
+    with pytest.raises(DpapError, match="--synops-cost-power 0.5: it sets the synapse ranking of --pruner "
+                                        "dpap-synops; this run's pruner is 'dpap'"):
+        run_pipeline(RunConfig(out=str(tmp_path / "a"), synops_cost_power=0.5, **base), stop_after="model")
+    with pytest.raises(DpapError, match=r"--synops-cost-power: DPAPConfig.synops_cost_power must be in \[0, 4\], got -1"):
+        run_pipeline(RunConfig(out=str(tmp_path / "b"), pruner="dpap-synops", synops_cost_power=-1.0, **base),
+                     stop_after="model")
+    ctx = run_pipeline(RunConfig(out=str(tmp_path / "c"), pruner="dpap-synops", synops_cost_power=0.5, **base),
+                       stop_after="model")
+    assert ctx.dpap_cfg.synops_cost_power == 0.5

@@ -84,6 +84,10 @@ class DPAPConfig:
             ``"bcm-weight"`` (ours, docs/dpap.md sec. 6.7: ``unit(M) * |w|``, so a synapse survives
             by being both used and strong) or ``"weight"`` (ours: ``|w|`` alone, magnitude ranking
             under DPAP's gradual survival rule; neurons still go by their spine value).
+        synops_cost_power: ``p`` of ``--pruner dpap-synops`` (``train/pruners.py``, docs/dpap.md sec.
+            6.10): synapses ranked by ``|w| / c_l ** p``, ``c_l`` their layer's synaptic operations per
+            synapse; 0 is magnitude ranking. 0.25 keeps the 2C2F within a test sample of magnitude
+            pruning (benchmarks/README.md, third round). Other pruners ignore it.
     """
 
     delta: float = 0.5
@@ -108,6 +112,7 @@ class DPAPConfig:
     staircase_origin: Optional[int] = None
     prune_first: bool = True
     synapse_score: str = "bcm"
+    synops_cost_power: float = 0.25
 
     def __post_init__(self):
         if self.normalise not in NORMALISE:
@@ -115,6 +120,8 @@ class DPAPConfig:
         if self.synapse_score not in SYNAPSE_SCORES:
             raise ValueError(f"DPAPConfig.synapse_score must be one of {', '.join(SYNAPSE_SCORES)}, "
                              f"got {self.synapse_score!r}")
+        if not 0.0 <= self.synops_cost_power <= 4.0:
+            raise ValueError(f"DPAPConfig.synops_cost_power must be in [0, 4], got {self.synops_cost_power}")
         lo, hi = self.percentiles
         if not 0.0 <= lo < hi <= 100.0:
             raise ValueError(f"DPAPConfig.percentiles must be (lo, hi) with 0 <= lo < hi <= 100, got {self.percentiles}")

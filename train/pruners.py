@@ -167,7 +167,8 @@ class DPAPSynopsPruner(DPAPMagnitudePruner):
         scores = None
         if self._events is not None:
             per_sample = [e / max(1.0, self._samples) for e in self._events]
-            scores = per_operation_scores(model, hidden, per_sample, skip_first=self._input_current)
+            scores = per_operation_scores(model, hidden, per_sample, self.dpap.synops_cost_power,
+                                          skip_first=self._input_current)
         magnitude_step(model, hidden, self.target_sparsity, epoch, self.dpap.e0, epochs,
                        dense_total=dense_count(model, hidden), scores=scores)
         self._events, self._samples = None, 0.0
@@ -181,15 +182,10 @@ def presynaptic_events(pre: torch.Tensor) -> torch.Tensor:
     return nz.sum(dim=dims).cpu()
 
 
-#: exponent ``p`` of the layer's cost in :func:`per_operation_scores` (``|w| / c_l ** p``): 0.25 keeps the
-#: 2C2F within a test sample of magnitude pruning, 0.5 loses about a point (benchmarks/README.md, third round)
-COST_POWER = 0.25
-
-
-def per_operation_scores(model, layers: List[int], events: List[torch.Tensor],
-                         skip_first: bool = False, power: Optional[float] = None) -> dict:
+def per_operation_scores(model, layers: List[int], events: List[torch.Tensor], power: float,
+                         skip_first: bool = False) -> dict:
     """Importance per synaptic operation of every weight of ``layers`` (:class:`DPAPSynopsPruner`):
-    ``|w| / c_l ** p`` with ``p`` = :data:`COST_POWER`, where ``c_l`` is layer ``l``'s synaptic
+    ``|w| / c_l ** p`` with ``p = power`` (``DPAPConfig.synops_cost_power``, ``--synops-cost-power``), where ``c_l`` is layer ``l``'s synaptic
     operations per surviving synapse per sample, ``sum_j n_j fo_j / K_l`` (``K_l`` its surviving synapses, ``n_j`` =
     ``events[l][j]``, presynaptic unit ``j``'s events per sample, ``(n_in,)`` or ``(C_in,)``; ``fo_j``
     its surviving fan-out, :func:`~dpap_deploy.train.synops.fan_out`, which divides a conv's by
@@ -206,7 +202,6 @@ def per_operation_scores(model, layers: List[int], events: List[torch.Tensor],
     """
     from dpap_deploy.train.synops import fan_out
 
-    power = COST_POWER if power is None else power
     fos = fan_out(model)
     cost = {}
     for l in layers:
