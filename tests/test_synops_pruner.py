@@ -132,3 +132,31 @@ def test_synops_cost_power_option_is_checked_and_reaches_the_pruner(tmp_path):
     ctx = run_pipeline(RunConfig(out=str(tmp_path / "c"), pruner="dpap-synops", synops_cost_power=0.5, **base),
                        stop_after="model")
     assert ctx.dpap_cfg.synops_cost_power == 0.5
+
+
+def test_a_checkpoint_carries_the_epochs_event_counts(tmp_path):
+    """Resumed mid-epoch, the pruner continues the epoch's presynaptic counts (saved with DPAP's
+    state through the checkpoint file), so the ranking at the epoch's end is the uninterrupted run's."""
+    from dpap_deploy.tensorfile import load_tree, save_tree
+    from dpap_deploy.train.pruners import make_pruner
+
+    torch.manual_seed(1)
+    model = SpikingMLP([6, 5, 3])
+    batches = [[((torch.rand(4, 2, 6) < 0.5).float(), (torch.rand(4, 2, 5) < 0.5).float()),
+                ((torch.rand(4, 2, 5) < 0.5).float(), torch.zeros(4, 2, 3))] for _ in range(3)]
+    whole = make_pruner("dpap-synops", DPAPConfig(e0=0), 0.5)
+    whole.start(model)
+    for r in batches:
+        whole.observe(r)
+    cut = make_pruner("dpap-synops", DPAPConfig(e0=0), 0.5)
+    cut.start(model)
+    cut.observe(batches[0])
+    path = str(tmp_path / "state.safetensors")
+    save_tree(path, cut.state_dict(), "test", 1)
+    again = make_pruner("dpap-synops", DPAPConfig(e0=0), 0.5)
+    again.start(model, load_tree(path, "test", 1))
+    for r in batches[1:]:
+        again.observe(r)
+    assert again._samples == whole._samples == 6.0
+    for a, b in zip(again._events, whole._events):
+        torch.testing.assert_close(a, b)

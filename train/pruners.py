@@ -136,21 +136,31 @@ class DPAPMagnitudePruner(DPAPPruner):
                   "root of their layer's synaptic operations per synapse, to --target-sparsity of the dense count")
 class DPAPSynopsPruner(DPAPMagnitudePruner):
     """:class:`DPAPMagnitudePruner` with a cost-aware synapse ranking (docs/dpap.md sec. 6.10):
-    each synapse of layer ``l`` is scored ``|w| / c_l ** 0.25``, ``c_l`` the synaptic operations one
+    each synapse of layer ``l`` is scored ``|w| / c_l ** p`` (``p``: ``--synops-cost-power``, default
+    0.25), ``c_l`` the synaptic operations one
     surviving synapse of the layer costs per sample (its presynaptic spikes over the epoch, weighted
     by fan-out: :func:`per_operation_scores`). Magnitude ranking spends the synapse budget where
     weights are large, mostly on the input layer, whose units spike most; this ranking moves it to
     the layers whose spikes are rarer. Within a layer it ranks by ``|w|``: a cost per *unit*
     (``|w_ij| / sqrt(n_j)``) kept the dim pixels' synapses and lost the bright ones' (87.5 %
-    against 98.3 % on the digits MLP, seed 0, docs/dpap.md sec. 6.10)."""
+    against 98.3 % on the digits MLP, seed 0, docs/dpap.md sec. 6.10). The epoch's counts so far are
+    saved with DPAP's state, so a run resumed mid-epoch ranks as the uninterrupted one."""
 
     name = "dpap-synops"
 
     def start(self, model, resume: Optional[dict] = None) -> None:
         super().start(model, resume)
-        self._events: Optional[List[torch.Tensor]] = None  # per layer: presynaptic events summed over the epoch
-        self._samples = 0.0
+        saved = (resume or {}).get("synops_events")
+        # per layer: presynaptic events summed over the epoch so far, and the samples they came from
+        self._events: Optional[List[torch.Tensor]] = [t.clone() for t in saved["events"]] if saved else None
+        self._samples = float(saved["samples"]) if saved else 0.0
         self._input_current = bool(getattr(model, "input_current", False))
+
+    def state_dict(self) -> Optional[dict]:
+        d = super().state_dict()
+        if self._events is not None:
+            d["synops_events"] = {"events": [t.clone() for t in self._events], "samples": self._samples}
+        return d
 
     def observe(self, records, reduce=None) -> None:
         super().observe(records, reduce)
@@ -185,9 +195,10 @@ def presynaptic_events(pre: torch.Tensor) -> torch.Tensor:
 def per_operation_scores(model, layers: List[int], events: List[torch.Tensor], power: float,
                          skip_first: bool = False) -> dict:
     """Importance per synaptic operation of every weight of ``layers`` (:class:`DPAPSynopsPruner`):
-    ``|w| / c_l ** p`` with ``p = power`` (``DPAPConfig.synops_cost_power``, ``--synops-cost-power``), where ``c_l`` is layer ``l``'s synaptic
-    operations per surviving synapse per sample, ``sum_j n_j fo_j / K_l`` (``K_l`` its surviving synapses, ``n_j`` =
-    ``events[l][j]``, presynaptic unit ``j``'s events per sample, ``(n_in,)`` or ``(C_in,)``; ``fo_j``
+    ``|w| / c_l ** p`` with ``p = power`` (``DPAPConfig.synops_cost_power``, ``--synops-cost-power``),
+    where ``c_l`` is layer ``l``'s synaptic operations per surviving synapse per sample,
+    ``sum_j n_j fo_j / K_l`` (``K_l`` its surviving synapses, ``n_j`` = ``events[l][j]``,
+    presynaptic unit ``j``'s events per sample, ``(n_in,)`` or ``(C_in,)``; ``fo_j``
     its surviving fan-out, :func:`~dpap_deploy.train.synops.fan_out`, which divides a conv's by
     ``stride**2``). The cost is the layer's, not the unit's: within a layer the ranking is by
     ``|w|``, as magnitude pruning's, and across layers a synapse of a layer whose inputs spike more
