@@ -129,7 +129,11 @@ class DPAPMagnitudePruner(DPAPPruner):
         super().end_epoch(epoch, model, optimizer, epochs)
         hidden = list(range(len(model.layers) - 1))
         magnitude_step(model, hidden, self.target_sparsity, epoch, self.dpap.e0, epochs,
-                       dense_total=dense_count(model, hidden))
+                       dense_total=dense_count(model, hidden), scores=self.synapse_scores(model, hidden))
+
+    def synapse_scores(self, model, hidden: List[int]) -> Optional[dict]:
+        """What ranks the synapses of ``hidden`` for :func:`magnitude_step`: None is ``|w|``."""
+        return None
 
 
 @PRUNERS.register("dpap-synops", help="ours: DPAP's neuron/channel rule with synapses ranked by |w| over the fourth "
@@ -172,16 +176,17 @@ class DPAPSynopsPruner(DPAPMagnitudePruner):
         self._samples += float(batch[0])
 
     def end_epoch(self, epoch: int, model, optimizer, epochs: int) -> None:
-        DPAPPruner.end_epoch(self, epoch, model, optimizer, epochs)
-        hidden = list(range(len(model.layers) - 1))
-        scores = None
-        if self._events is not None:
-            per_sample = [e / max(1.0, self._samples) for e in self._events]
-            scores = per_operation_scores(model, hidden, per_sample, self.dpap.synops_cost_power,
-                                          skip_first=self._input_current)
-        magnitude_step(model, hidden, self.target_sparsity, epoch, self.dpap.e0, epochs,
-                       dense_total=dense_count(model, hidden), scores=scores)
-        self._events, self._samples = None, 0.0
+        super().end_epoch(epoch, model, optimizer, epochs)
+        self._events, self._samples = None, 0.0  # the next epoch counts afresh
+
+    def synapse_scores(self, model, hidden: List[int]) -> Optional[dict]:
+        """:func:`per_operation_scores` from this epoch's presynaptic events per sample (None, i.e.
+        ``|w|``, when no batch was observed)."""
+        if self._events is None:
+            return None
+        per_sample = [e / max(1.0, self._samples) for e in self._events]
+        return per_operation_scores(model, hidden, per_sample, self.dpap.synops_cost_power,
+                                    skip_first=self._input_current)
 
 
 def presynaptic_events(pre: torch.Tensor) -> torch.Tensor:
