@@ -19,8 +19,10 @@ and ``dpap-w-all-rl`` (synapses ranked by ``unit(M) * |w|``, ``--dpap-synapse-sc
 same recovery tail); ``dpapmag@S`` (``--pruner dpap-magnitude``: DPAP's neuron rule of ``mnist-snn`` with
 the authors' normalisation and the run-length schedule, synapses by global magnitude to ``S`` of the
 dense count; ``dpapmag@S-pHI`` over ``[P0, P_HI]``); ``dpapsyn@S[-pHI]`` the same with
-``--pruner dpap-synops`` (synapses ranked by ``|w| / c_l ** 0.25``, ``c_l`` their layer's operations per synapse; ``-cP`` appended: ``--synops-cost-power P``, ``|w| / c_l ** P``); any variant with ``+spLAMBDA`` appended trains
-with ``--synops-penalty LAMBDA``, with ``+tsEPSILON_ETA`` appended with ``--timestep-pruning EPSILON,ETA``. A run-length variant with ``-pHI`` appended (``dpap-all-rl-p97``) scales
+``--pruner dpap-synops`` (synapses ranked by ``|w| / c_l ** 0.25``, ``c_l`` their layer's operations
+per synapse; ``-cP`` appended: ``--synops-cost-power P``, ``|w| / c_l ** P``); any variant with
+``+spLAMBDA`` appended trains with ``--synops-penalty LAMBDA``, with ``+tsEPSILON_ETA`` appended with
+``--timestep-pruning EPSILON,ETA``. A run-length variant with ``-pHI`` appended (``dpap-all-rl-p97``) scales
 ``unit()`` over ``[P0, P_HI]`` (``--dpap-percentiles 0,HI``) instead of the preset's ``[P0, P75]``.
 
 One JSON line per run is appended to ``benchmarks/pareto_results.jsonl``; ``--table`` prints the
@@ -113,13 +115,13 @@ def run_one(network: str, variant: str, seed: int, args) -> dict:
     out = os.path.join(args.out, f"{network}-{variant}-{seed}")
     t0 = time.perf_counter()
     rep = dpap_deploy.deploy(target="loihi-sim", profile="loihi2", out=out, force=True, seed=seed, **opts)
-    acc, res, model = rep["accuracy"], rep["resources"], rep["model"]
+    acc, res, model, energy = rep["accuracy"], rep["resources"], rep["model"], rep.get("energy") or {}
     return {"network": network, "variant": variant, "seed": seed, "epochs": opts["epochs"], "lr": opts.get("lr", RunConfig.lr),
             "norse": acc.get("norse"), "lava": acc.get("lava"), "spikes_equal": rep["agreement"].get("spikes"),
             "cores": res["cores_used"], "cores_lower_bound": res["cores_lower_bound"],
             "synapses": model["synapses"], "neurons": model["neurons"], "sparsity": model["sparsity"],
-            "synops_per_sample": (rep.get("energy") or {}).get("synops_per_sample", {}).get("norse"),
-            "rho_t": (rep.get("energy") or {}).get("rho_t"), "relative_energy": (rep.get("energy") or {}).get("relative_energy"),
+            "synops_per_sample": energy.get("synops_per_sample", {}).get("norse"),
+            "rho_t": energy.get("rho_t"), "relative_energy": energy.get("relative_energy"),
             **hidden_removed(model["layers"]), "curve": _curve(out), "seconds": round(time.perf_counter() - t0, 1)}
 
 

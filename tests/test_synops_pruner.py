@@ -44,7 +44,8 @@ def test_per_operation_scores_by_hand():
                                     lif_def()])
     with torch.no_grad():
         cnn.layers[0].weight.fill_(0.5)
-    sc = per_operation_scores(cnn, [0], [torch.tensor([16.0, 4.0], dtype=torch.float64)], shipped)[(cnn.layers[0], "weight")]
+    events_cnn = [torch.tensor([16.0, 4.0], dtype=torch.float64)]
+    sc = per_operation_scores(cnn, [0], events_cnn, shipped)[(cnn.layers[0], "weight")]
     torch.testing.assert_close(sc, torch.full_like(sc, 0.5 / 2.5 ** 0.25))
 
 
