@@ -40,12 +40,25 @@ from dpap_deploy.train.loop import TrainConfig, classify, encoder_for, populatio
 from dpap_deploy.train.models import SpikingCNN
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SETTINGS = {  # name -> (method, timestep rule epsilon, eta)
+SETTINGS = {  # name -> (pruner, timestep rule (epsilon, eta) or None[, target sparsity S, timestep target RHO_T])
     "dense": ("dense", None),
     "dpap-spatial": ("dpap", None),
     "dpap-st-a": ("dpap", (1.0, 13.0)),
     "dpap-st-b": ("dpap", (1.5, 10.0)),
 }
+
+
+def setting(name: str):
+    """``(pruner, rule, target_sparsity, timestep_target)`` of a setting (``magnitude``: the pruner
+    alone, its sparsity set from DPAP spatial's run)."""
+    method, rule, *rest = SETTINGS.get(name, ("magnitude", None))
+    target, tt = (rest + [0.0, None])[:2]
+    return method, rule, target, tt
+
+
+def is_temporal(name: str) -> bool:
+    _, rule, _, tt = setting(name)
+    return rule is not None or tt is not None
 
 
 def hidden_weights(model) -> int:
@@ -59,9 +72,10 @@ _DS = None  # the dataset, set in the parent before the worker processes fork
 DPAP = {"preset": "cifar-snn", "schedule": "fixed", "normalise": None, "percentiles": None}
 
 
-def dpap_config(epochs: int, rule=None):
+def dpap_config(epochs: int, rule=None, timestep_target=None):
     """The DPAP configuration of the run from :data:`DPAP` and the timestep rule ``(epsilon, eta)``
-    (as ``dpap-export``'s options build it: the run-length schedule scales the timestep rule too)."""
+    or the timestep target ``RHO_T`` (as ``dpap-export``'s options build it: the run-length schedule
+    scales the timestep rule too; a target needs it)."""
     cfg = PRESETS[DPAP["preset"]]
     if rule is not None:
         cfg = replace(cfg, timestep=RuleConstants(rule[0], 2.0, rule[1]))
@@ -71,6 +85,8 @@ def dpap_config(epochs: int, rule=None):
         cfg = replace(cfg, percentiles=tuple(DPAP["percentiles"]))
     if DPAP["schedule"] == "run-length":
         cfg = for_run_length(cfg, epochs, PRESET_EPOCHS[DPAP["preset"]])
+    if timestep_target is not None:
+        cfg = replace(cfg, timestep_target=timestep_target)
     return cfg
 
 
@@ -106,11 +122,12 @@ def _run_job(seed: int, name: str, epochs: int, T: int, lr: float, target: float
 
 def run(ds, seed: int, name: str, epochs: int, T: int, lr: float, target: float = 0.0, on_epoch=None) -> dict:
     """Train one setting from scratch and measure it (one row of the results file)."""
-    method, rule = SETTINGS.get(name, ("magnitude", None))
+    method, rule, s_target, tt = setting(name)
+    target = target or s_target
     torch.manual_seed(seed)
     model = SpikingCNN(ds.x_train.shape[2:], (15, 40), (300,), ds.n_classes)
     dense_w = hidden_weights(model)
-    dpap_cfg = dpap_config(epochs, rule)
+    dpap_cfg = dpap_config(epochs, rule, tt)
     cfg = TrainConfig(epochs=epochs, time_steps=T, seed=seed, lr=lr)
     res = train(ds, cfg, dpap_cfg, progress=False, model=model, method=method,
                 target_sparsity=target, on_epoch=on_epoch)
@@ -121,7 +138,8 @@ def run(ds, seed: int, name: str, epochs: int, T: int, lr: float, target: float 
     pops = population_spikes(m, x_test)
     e = energy_section(ir, rho_w, norse=[x_test[: ir.time_steps]] + pops[:-1])
     pred = classify(pops[-1].sum(0))
-    return {"setting": name, "timestep_rule": rule, "dpap": dict(DPAP), "seed": seed, "epochs": epochs, "T": T, "T_deployed": ir.time_steps,
+    return {"setting": name, "pruner": method, "target_sparsity": target, "timestep_rule": rule,
+            "timestep_target": tt, "dpap": dict(DPAP), "seed": seed, "epochs": epochs, "T": T, "T_deployed": ir.time_steps,
             "accuracy": float((pred == ds.y_test).mean()), "rho_w": rho_w, "rho_t": e["rho_t"],
             "relative_energy": e["relative_energy"], "synops_per_sample": e["synops_per_sample"]["norse"],
             "spikes_removed": spikes_actually_removed(m, x_test),
@@ -176,6 +194,9 @@ def main(argv=None):
                    help="comma-separated subset of: " + ", ".join([*SETTINGS, "magnitude"]))
     p.add_argument("--timestep-rule", action="append", default=[], metavar="NAME=EPSILON,ETA",
                    help="add a spatio-temporal DPAP setting (repeatable), e.g. dpap-st-c=2.0,10")
+    p.add_argument("--timestep-target", action="append", default=[], metavar="NAME=PRUNER[@S],RHO_T",
+                   help="add a setting with timestep pruning to a target (docs/dpap.md sec. 7.5; repeatable; needs "
+                        "--schedule run-length), e.g. dpapmag-tt60=dpap-magnitude@0.8,0.6")
     p.add_argument("--preset", default="cifar-snn", choices=sorted(PRESETS), help="DPAP constants (default cifar-snn)")
     p.add_argument("--schedule", default="fixed", choices=("fixed", "run-length"), help="as --dpap-schedule")
     p.add_argument("--normalise", default=None, choices=("alive", "all"), help="as --dpap-normalise")
@@ -194,10 +215,21 @@ def main(argv=None):
         except ValueError:
             p.error(f"--timestep-rule {spec!r}: expected NAME=EPSILON,ETA")
         SETTINGS[name] = ("dpap", (eps, eta))
+    for spec in args.timestep_target:
+        try:
+            name, rest = spec.split("=")
+            pruner, rho_t = rest.split(",")
+            pruner, _, s_target = pruner.partition("@")
+            SETTINGS[name] = (pruner, None, float(s_target or 0.0), float(rho_t))
+        except ValueError:
+            p.error(f"--timestep-target {spec!r}: expected NAME=PRUNER[@S],RHO_T")
+    if args.timestep_target and args.schedule != "run-length":
+        p.error("--timestep-target needs --schedule run-length (its schedule ends where the recovery tail starts)")
     DPAP.update(preset=args.preset, schedule=args.schedule, normalise=args.normalise,
                 percentiles=[float(v) for v in args.percentiles.split(",")] if args.percentiles else None)
     names = [n.strip() for n in args.settings.split(",") if n.strip()]
-    names += [spec.split("=")[0] for spec in args.timestep_rule if spec.split("=")[0] not in names]
+    names += [spec.split("=")[0] for spec in args.timestep_rule + args.timestep_target
+              if spec.split("=")[0] not in names]
     bad = [n for n in names if n not in SETTINGS and n != "magnitude"]
     if bad:
         p.error(f"--settings: unknown {', '.join(bad)}")
@@ -213,7 +245,7 @@ def main(argv=None):
     _DS = ds
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     # spatio-temporal runs first: they are the ones the table is about
-    order = [n for n in names if n in SETTINGS and SETTINGS[n][1] is not None] + \
+    order = [n for n in names if n in SETTINGS and is_temporal(n)] + \
         [n for n in ("dpap-spatial", "dense") if n in names]
     rows = []
     t0 = time.perf_counter()

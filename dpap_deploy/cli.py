@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--channels", default=None, help="conv channels per block (snn-cnn default 8,16; snn-2c2f 15,40)")
     a("--timestep-pruning", metavar="EPSILON,ETA", default=None, help="spatio-temporal DPAP (paper eq. 8): also "
       "prune (neuron, time step) pairs with decay value EPSILON and decay rate ETA (e.g. 1.5,13)")
+    a("--timestep-target", metavar="RHO_T", type=float, default=None, help="ours (docs/dpap.md sec. 7.5): silence "
+      "RHO_T (in (0, 1)) of each layer's (neuron, time step) pairs, the least important by paper eq. 8 first, on a "
+      "cubic schedule ending where the recovery tail starts; instead of --timestep-pruning; any DPAP pruner")
     a("--batch-size", type=int, default=32)
     a("--lr", type=float, default=5e-3, help="Adam learning rate at the start, cosine-annealed to 0 (default 5e-3: "
       "the digits MLP, dense and pruned, is 0.3-0.8 points more accurate than at 2e-3, benchmarks/README.md)")

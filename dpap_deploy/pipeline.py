@@ -70,6 +70,7 @@ class RunConfig:
     target_sparsity: float = 0.8
     dpap_preset: Optional[str] = None
     timestep_pruning: Optional[str] = None
+    timestep_target: Optional[float] = None
     dpap_schedule: Optional[str] = None
     dpap_normalise: Optional[str] = None
     dpap_percentiles: Optional[str] = None

@@ -350,6 +350,7 @@ def _dpap_config(ctx, spiking: bool):
     dpap = PRESETS[preset]
     if cfg.timestep_pruning:
         dpap = replace(dpap, timestep=_timestep_rule(cfg, spiking))
+    _check_timestep_target(cfg, spiking)
     for option, name in (("dpap_normalise", "normalise"), ("dpap_synapse_score", "synapse_score")):
         if getattr(cfg, option):
             try:
@@ -382,7 +383,33 @@ def _dpap_config(ctx, spiking: bool):
             raise DpapError(f"--dpap-schedule run-length: {exc}") from None
     elif schedule != "fixed":
         raise DpapError(f"--dpap-schedule must be fixed or run-length, got {cfg.dpap_schedule!r}")
+    if cfg.timestep_target is not None:
+        if dpap.stop_epoch is None:
+            raise DpapError(f"--timestep-target {cfg.timestep_target}: its schedule ends where the recovery tail "
+                            f"starts, which only the run-length schedule has; this run's is {schedule!r} "
+                            f"(add --dpap-schedule run-length)")
+        dpap = replace(dpap, timestep_target=cfg.timestep_target)
     return dpap
+
+
+def _check_timestep_target(cfg, spiking: bool) -> None:
+    """``--timestep-target``: in (0, 1), a spiking network, a DPAP pruner, not with ``--timestep-pruning``."""
+    if cfg.timestep_target is None:
+        return
+    t = cfg.timestep_target
+    if not 0.0 < t < 1.0:
+        raise DpapError(f"--timestep-target must be in (0, 1) (the fraction of (neuron, step) pairs silenced), got {t}")
+    if cfg.timestep_pruning:
+        raise DpapError(f"--timestep-target {t} and --timestep-pruning {cfg.timestep_pruning} both choose how time "
+                        "steps are pruned; give one")
+    if not spiking:
+        raise DpapError("--timestep-target prunes time steps of spiking networks; an ANN has none")
+    from dpap_deploy.train.pruners import PRUNERS, DPAPPruner
+
+    if not issubclass(PRUNERS.get(cfg.pruner), DPAPPruner):
+        dpap = [n for n in PRUNERS.names() if issubclass(PRUNERS.get(n), DPAPPruner)]
+        raise DpapError(f"--timestep-target needs a pruner that gathers paper eq. 8's timestep importance "
+                        f"({', '.join(dpap)}); this run's pruner is {cfg.pruner!r}")
 
 
 def _timestep_rule(cfg, spiking: bool):

@@ -88,6 +88,12 @@ class DPAPConfig:
             6.10): synapses ranked by ``|w| / c_l ** p``, ``c_l`` their layer's synaptic operations per
             synapse; 0 is magnitude ranking. 0.25 keeps the 2C2F within a test sample of magnitude
             pruning (benchmarks/README.md, third round). Other pruners ignore it.
+        timestep_target: ours, beyond the paper (docs/dpap.md sec. 7.5, ``--timestep-target``): the
+            fraction of each prunable layer's (unit, step) pairs (units alive) silenced at the end of
+            pruning, in (0, 1). The pairs are ranked by eq. 8's importance ``Time`` and the lowest
+            silenced on a cubic schedule from ``e0`` to ``stop_epoch`` (which it needs: the run-length
+            schedule sets it), instead of by the survival rule; no unit loses its last step. None
+            (default): the timestep rule ``timestep``, if any.
     """
 
     delta: float = 0.5
@@ -113,6 +119,7 @@ class DPAPConfig:
     prune_first: bool = True
     synapse_score: str = "bcm"
     synops_cost_power: float = 0.25
+    timestep_target: Optional[float] = None
 
     def __post_init__(self):
         if self.normalise not in NORMALISE:
@@ -122,12 +129,22 @@ class DPAPConfig:
                              f"got {self.synapse_score!r}")
         if not 0.0 <= self.synops_cost_power <= 4.0:
             raise ValueError(f"DPAPConfig.synops_cost_power must be in [0, 4], got {self.synops_cost_power}")
+        if self.timestep_target is not None and not 0.0 < self.timestep_target < 1.0:
+            raise ValueError(f"DPAPConfig.timestep_target must be in (0, 1), got {self.timestep_target}")
+        if self.timestep_target is not None and self.timestep is not None:
+            raise ValueError("DPAPConfig: timestep (the survival rule's constants) and timestep_target (a "
+                             "target fraction) both choose how time steps are pruned; set one")
         lo, hi = self.percentiles
         if not 0.0 <= lo < hi <= 100.0:
             raise ValueError(f"DPAPConfig.percentiles must be (lo, hi) with 0 <= lo < hi <= 100, got {self.percentiles}")
         if self.stop_epoch is not None and self.stop_epoch <= self.e0:
             raise ValueError(f"DPAPConfig.stop_epoch ({self.stop_epoch}) must be after e0 ({self.e0}): "
                              "the rule would never run")
+
+    @property
+    def timed(self) -> bool:
+        """Time steps are pruned (by the rule ``timestep`` or to ``timestep_target``)."""
+        return self.timestep is not None or self.timestep_target is not None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -351,6 +368,48 @@ def survival_update(
     return alive & (R >= 0)
 
 
+def cubic_fraction(target: float, epoch: int, e0: int, stop_epoch: int) -> float:
+    """Zhu & Gupta's gradual schedule ("To prune, or not to prune", arXiv 1710.01878, sec. 3):
+    the fraction pruned after epoch ``epoch`` (0-based), ``target * (1 - (1 - (e - e0 + 1) / span)^3)``
+    with ``span = stop_epoch - e0`` (at least 1), reaching ``target`` after epoch ``stop_epoch - 1``;
+    0 before ``e0``. The same schedule as ``train/pruners.py: magnitude_step``."""
+    if epoch < e0:
+        return 0.0
+    span = max(1, stop_epoch - e0)
+    return target * (1.0 - (1.0 - min(1.0, (epoch - e0 + 1) / span)) ** 3)
+
+
+def silence_lowest(score: torch.Tensor, alive: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Timestep pruning to a target (docs/dpap.md sec. 7.5): the new mask of (unit, step) pairs
+    ``(N, T)`` in which ``fraction`` of the pairs of the units with any step alive are silenced,
+    the pairs of lowest ``score`` (eq. 8's ``Time``) first, ties going to the earlier step and then
+    the lower unit. Pairs silenced before stay silenced; each unit keeps its best-scoring live step,
+    so this rule never removes a unit (that is the neuron rule's job, and a removed unit would take
+    its silenced pairs out of ``rho_t``). Never silences fewer than are silenced already.
+
+    Args:
+        score: ``(N, T)`` importance.
+        alive: ``(N, T)`` bool, the pairs alive now (a removed unit's row all False).
+        fraction: in [0, 1).
+    """
+    units = alive.any(dim=1)
+    total = int(units.sum()) * alive.shape[1]
+    need = int(round(fraction * total)) - (total - int(alive.sum()))
+    if need <= 0:
+        return alive
+    keep_best = torch.zeros_like(alive)
+    best = torch.argmax(torch.where(alive, score, torch.tensor(-torch.inf, dtype=score.dtype)), dim=1)
+    keep_best[torch.arange(alive.shape[0]), best] = units
+    candidate = alive & ~keep_best
+    # step-major order, so that a stable sort breaks ties by step, then by unit
+    s, c = score.T.reshape(-1), candidate.T.reshape(-1)
+    idx = torch.nonzero(c).squeeze(1)
+    order = idx[torch.argsort(s[idx], stable=True)][:need]
+    out = alive.T.reshape(-1).clone()
+    out[order] = False
+    return out.reshape(alive.shape[1], alive.shape[0]).T.contiguous()
+
+
 def _specs(layers) -> List[LayerSpec]:
     """Layer specs from a list of :class:`LayerSpec` or, for an MLP, its sizes ``(F, N_1, ..., N_L)``."""
     layers = list(layers)
@@ -388,6 +447,9 @@ class DPAPState:
     """
 
     def __init__(self, layers, cfg: DPAPConfig = DPAPConfig()):
+        if cfg.timestep_target is not None and cfg.stop_epoch is None:
+            raise ValueError("DPAPConfig.timestep_target needs stop_epoch, where its schedule ends (the run-length "
+                             "schedule, for_run_length(), sets it)")
         self.cfg = cfg
         self.specs = _specs(layers)
         n_layers = len(self.specs)
@@ -450,7 +512,7 @@ class DPAPState:
         """
         self.k += 1
         n = None
-        timed = self.cfg.timestep is not None
+        timed = self.cfg.timed
         stats: List[torch.Tensor] = []
         for l in self.layers:
             pre, post = records[l]
@@ -539,9 +601,13 @@ class DPAPState:
                     new_eff = survival_update(self.R_synapse[l], self._synapse_score(l, weights), eff, epoch,
                                               k_synapse, cfg)
                     self.synapse_alive[l] = self.synapse_alive[l] & (new_eff | ~eff)
-                if cfg.timestep is not None and l in self.Time:  # same rule, own constants (sec. 4b)
+                if l in self.Time:  # the survival rule with its own constants (sec. 7.2), or a target (7.5)
                     eff = self.time_alive[l] & self.neuron_alive[l][:, None]
-                    new_eff = survival_update(self.R_time[l], self.Time[l], eff, epoch, cfg.timestep, cfg)
+                    if cfg.timestep_target is not None:
+                        frac = cubic_fraction(cfg.timestep_target, epoch, cfg.e0, cfg.stop_epoch)
+                        new_eff = silence_lowest(self.Time[l], eff, frac)
+                    else:
+                        new_eff = survival_update(self.R_time[l], self.Time[l], eff, epoch, cfg.timestep, cfg)
                     self.time_alive[l] = self.time_alive[l] & (new_eff | ~eff)
             if cfg.reset_each_epoch:
                 for l in self.layers:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from dpap_deploy.registry import Registry
-from dpap_deploy.train.dpap import DPAPConfig, DPAPState
+from dpap_deploy.train.dpap import DPAPConfig, DPAPState, cubic_fraction
 
 
 class Pruner:
@@ -268,8 +268,7 @@ def magnitude_step(model, layers: List[int], target: float, epoch: int, e0: int,
 
     if epoch < e0:
         return
-    span = max(1, epochs - int(math.ceil(tail * epochs)) - e0)
-    frac = target * (1.0 - (1.0 - min(1.0, (epoch - e0 + 1) / span)) ** 3)
+    frac = cubic_fraction(target, epoch, e0, epochs - int(math.ceil(tail * epochs)))
     total = sum(model.masks[l].numel() for l in layers)
     amount = total - int(round((1.0 - frac) * (total if dense_total is None else dense_total)))
     if amount <= 0:
