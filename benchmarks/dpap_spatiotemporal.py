@@ -14,6 +14,10 @@ would not have spiked anyway), accuracy and its change against dense, epochs to 
     .venv/bin/python benchmarks/dpap_spatiotemporal.py --jobs 2         # 3 seeds, 30 epochs: about 1 h on 2 cores
     .venv/bin/python benchmarks/dpap_spatiotemporal.py --seeds 1 --epochs 2 --per-class 20   # smoke run
 
+``--timestep-target NAME=PRUNER[@S],RHO_T`` adds a setting that prunes time steps to a target
+(docs/dpap.md sec. 7.5) with any DPAP pruner, e.g. ``dpapmag-tt70=dpap-magnitude@0.8,0.7``
+(with ``--schedule run-length``).
+
 Results go to ``benchmarks/dpap_spatiotemporal_results.jsonl`` (one JSON line per run, appended,
 so an interrupted sweep keeps what it finished) and the table to stdout.
 """
