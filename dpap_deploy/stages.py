@@ -348,9 +348,9 @@ def _dpap_config(ctx, spiking: bool):
     if preset not in PRESETS:
         raise DpapError(f"unknown --dpap-preset {preset!r}; known: {', '.join(sorted(PRESETS))}")
     dpap = PRESETS[preset]
+    _check_timestep_options(cfg, spiking)
     if cfg.timestep_pruning:
-        dpap = replace(dpap, timestep=_timestep_rule(cfg, spiking))
-    _check_timestep_target(cfg, spiking)
+        dpap = replace(dpap, timestep=_timestep_rule(cfg))
     for option, name in (("dpap_normalise", "normalise"), ("dpap_synapse_score", "synapse_score")):
         if getattr(cfg, option):
             try:
@@ -392,27 +392,31 @@ def _dpap_config(ctx, spiking: bool):
     return dpap
 
 
-def _check_timestep_target(cfg, spiking: bool) -> None:
-    """``--timestep-target``: in (0, 1), a spiking network, a DPAP pruner, not with ``--timestep-pruning``."""
-    if cfg.timestep_target is None:
+def _check_timestep_options(cfg, spiking: bool) -> None:
+    """``--timestep-target`` in (0, 1) and not with ``--timestep-pruning``; either option needs a
+    spiking network and a pruner that gathers eq. 8's importance (a DPAP pruner: ``magnitude`` and
+    ``dense`` would ignore it)."""
+    option = ("--timestep-target" if cfg.timestep_target is not None else
+              "--timestep-pruning" if cfg.timestep_pruning else None)
+    if option is None:
         return
     t = cfg.timestep_target
-    if not 0.0 < t < 1.0:
+    if t is not None and not 0.0 < t < 1.0:
         raise DpapError(f"--timestep-target must be in (0, 1) (the fraction of (neuron, step) pairs silenced), got {t}")
-    if cfg.timestep_pruning:
+    if t is not None and cfg.timestep_pruning:
         raise DpapError(f"--timestep-target {t} and --timestep-pruning {cfg.timestep_pruning} both choose how time "
                         "steps are pruned; give one")
     if not spiking:
-        raise DpapError("--timestep-target prunes time steps of spiking networks; an ANN has none")
+        raise DpapError(f"{option} prunes time steps of spiking networks; an ANN has none")
     from dpap_deploy.train.pruners import PRUNERS, DPAPPruner
 
     if not issubclass(PRUNERS.get(cfg.pruner), DPAPPruner):
         dpap = [n for n in PRUNERS.names() if issubclass(PRUNERS.get(n), DPAPPruner)]
-        raise DpapError(f"--timestep-target needs a pruner that gathers paper eq. 8's timestep importance "
+        raise DpapError(f"{option} needs a pruner that gathers paper eq. 8's timestep importance "
                         f"({', '.join(dpap)}); this run's pruner is {cfg.pruner!r}")
 
 
-def _timestep_rule(cfg, spiking: bool):
+def _timestep_rule(cfg):
     """``--timestep-pruning EPSILON,ETA`` as the timestep rule's constants."""
     from dpap_deploy.train.dpap import RuleConstants
 
@@ -423,8 +427,6 @@ def _timestep_rule(cfg, spiking: bool):
     if not (0.0 < eps < 2.0) or eta <= 0:
         raise DpapError(f"--timestep-pruning EPSILON must be in (0, 2) (at 2 nothing is protected) and ETA > 0, "
                         f"got {cfg.timestep_pruning!r}")
-    if not spiking:
-        raise DpapError("--timestep-pruning prunes time steps of spiking networks; an ANN has none")
     # EPSILON, ETA (paper names) are the timestep rule's c and rho; b = 2, the fully connected protection
     return RuleConstants(eps, 2.0, eta)
 

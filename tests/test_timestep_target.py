@@ -83,7 +83,7 @@ def test_state_reaches_the_target_in_every_layer_by_the_last_pruning_epoch():
     assert 2 not in st.time_alive
 
 
-def test_the_option_is_checked_naming_what_is_wrong(tmp_path):
+def test_the_options_are_checked_naming_what_is_wrong(tmp_path):
     from dpap_deploy.pipeline import RunConfig, run_pipeline
 
     base = dict(target="loihi-sim", epochs=4, time_steps=4, max_test=4, force=True)
@@ -95,6 +95,11 @@ def test_the_option_is_checked_naming_what_is_wrong(tmp_path):
          "dpap-synops\\); this run's pruner is 'magnitude'"),
         (dict(timestep_target=0.5), "only the run-length schedule has; this run's is 'fixed'"),
         (dict(timestep_target=0.5, model="ann-mlp", target="onnx"), "an ANN has none"),
+        # the survival rule's option too: magnitude pruning would train without it, silently
+        (dict(timestep_pruning="1.5,10", pruner="magnitude"), "--timestep-pruning needs a pruner that gathers paper "
+         "eq. 8's timestep importance"),
+        (dict(timestep_pruning="1.5,10", model="ann-mlp", target="onnx"), "--timestep-pruning prunes time steps of "
+         "spiking networks; an ANN has none"),
     ]
     for i, (opts, msg) in enumerate(cases):
         with pytest.raises(DpapError, match=msg):
