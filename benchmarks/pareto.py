@@ -22,7 +22,8 @@ dense count; ``dpapmag@S-pHI`` over ``[P0, P_HI]``); ``dpapsyn@S[-pHI]`` the sam
 ``--pruner dpap-synops`` (synapses ranked by ``|w| / c_l ** 0.25``, ``c_l`` their layer's operations
 per synapse; ``-cP`` appended: ``--synops-cost-power P``, ``|w| / c_l ** P``); any variant with
 ``+spLAMBDA`` appended trains with ``--synops-penalty LAMBDA``, with ``+tsEPSILON_ETA`` appended with
-``--timestep-pruning EPSILON,ETA``, with ``+ttRHO_T`` with ``--timestep-target RHO_T``. A run-length variant with ``-pHI`` appended (``dpap-all-rl-p97``) scales
+``--timestep-pruning EPSILON,ETA``, with ``+ttRHO_T`` with ``--timestep-target RHO_T``, with ``+rgFRACTION``
+with ``--regrow FRACTION`` (outermost: ``dpapmag@0.9+tt0.5+rg0.3``). A run-length variant with ``-pHI`` appended (``dpap-all-rl-p97``) scales
 ``unit()`` over ``[P0, P_HI]`` (``--dpap-percentiles 0,HI``) instead of the preset's ``[P0, P75]``.
 
 One JSON line per run is appended to ``benchmarks/pareto_results.jsonl``; ``--table`` prints the
@@ -58,6 +59,9 @@ def variant_options(variant: str) -> dict:
     """``deploy()`` options of a pruner variant (module docstring). Every DPAP variant names its
     preset (``mnist-snn``, the authors' MNIST SNN constants), normalisation, schedule and
     percentiles explicitly, so a row means the same whatever the defaults are."""
+    if "+rg" in variant:  # VARIANT+rgFRACTION: the same with regrowth (--regrow FRACTION)
+        base_name, alpha = variant.rsplit("+rg", 1)
+        return {**variant_options(base_name), "regrow": float(alpha)}
     if "+tt" in variant:  # VARIANT+ttRHO_T: the same with timestep pruning to a target (--timestep-target RHO_T)
         base_name, rho_t = variant.rsplit("+tt", 1)
         return {**variant_options(base_name), "timestep_target": float(rho_t)}

@@ -123,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--synops-cost-power", type=float, default=None, metavar="P", help="--pruner dpap-synops: rank synapses by "
       "|w| / c ** P, c their layer's synaptic operations per synapse; 0 is magnitude ranking, larger P moves more "
       "of the synapse budget off the busiest layers (docs/dpap.md sec. 6.10; default 0.25)")
+    a("--regrow", type=float, default=0.0, metavar="FRACTION", help="--pruner magnitude, dpap-magnitude or "
+      "dpap-synops: after each pruning epoch, exchange this fraction of the live synapses (decaying on a cosine to 0 "
+      "at the recovery tail): the lowest-ranked dropped, as many regrown where the gradient's running mean is "
+      "largest (ours, after RigL and sparse momentum; docs/dpap.md sec. 6.11); default 0 (off)")
     a("--device", default="cpu", help="training and the torch emulator engine: cpu (default), cuda, cuda:N or auto")
     a("--max-test", type=int, default=None, help="simulate only the first N test samples")
     a("--require-fit", action="store_true", help="exit with 3 when the network does not fit the profile")

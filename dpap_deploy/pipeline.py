@@ -77,6 +77,7 @@ class RunConfig:
     dpap_synapse_score: Optional[str] = None
     synops_penalty: float = 0.0
     synops_cost_power: Optional[float] = None
+    regrow: float = 0.0
     device: str = "cpu"
     profile: str = "loihi2"
     chips: Optional[int] = None

@@ -365,6 +365,8 @@ def _dpap_config(ctx, spiking: bool):
             dpap = replace(dpap, synops_cost_power=cfg.synops_cost_power)
         except ValueError as exc:
             raise DpapError(f"--synops-cost-power: {exc}") from None
+    if cfg.regrow:
+        dpap = replace(dpap, regrow=_checked_regrow(cfg))
     if cfg.dpap_percentiles:
         try:
             lo, hi = (float(v) for v in cfg.dpap_percentiles.split(","))
@@ -414,6 +416,20 @@ def _check_timestep_options(cfg, spiking: bool) -> None:
         dpap = [n for n in PRUNERS.names() if issubclass(PRUNERS.get(n), DPAPPruner)]
         raise DpapError(f"{option} needs a pruner that gathers paper eq. 8's timestep importance "
                         f"({', '.join(dpap)}); this run's pruner is {cfg.pruner!r}")
+
+
+def _checked_regrow(cfg) -> float:
+    """``--regrow FRACTION``: in [0, 1), with a pruner that ranks synapses globally (``regrows``)."""
+    from dpap_deploy.train.pruners import PRUNERS
+
+    if not 0.0 <= cfg.regrow < 1.0:
+        raise DpapError(f"--regrow must be in [0, 1) (the fraction of live synapses exchanged per pruning epoch at "
+                        f"the start), got {cfg.regrow}")
+    if not PRUNERS.get(cfg.pruner).regrows:
+        able = [n for n in PRUNERS.names() if PRUNERS.get(n).regrows]
+        raise DpapError(f"--regrow {cfg.regrow}: regrowth exchanges synapses under a global ranking, which "
+                        f"{', '.join(able)} have; this run's pruner is {cfg.pruner!r}")
+    return float(cfg.regrow)
 
 
 def _timestep_rule(cfg):

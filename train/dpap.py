@@ -94,6 +94,12 @@ class DPAPConfig:
             silenced on a cubic schedule from ``e0`` to ``stop_epoch`` (which it needs: the run-length
             schedule sets it), instead of by the survival rule; no unit loses its last step. None
             (default): the timestep rule ``timestep``, if any.
+        regrow: ours, beyond the paper (docs/dpap.md sec. 6.11, ``--regrow``): ``alpha_0`` of the
+            pruners that rank synapses globally (``magnitude``, ``dpap-magnitude``, ``dpap-synops``):
+            after each pruning epoch that fraction (decaying on a cosine to 0 at ``stop_epoch``) of the
+            live synapses is exchanged, the lowest-ranked dropped and as many regrown where Adam's
+            first moment of the gradient is largest (RigL / sparse momentum). 0 (default): no
+            regrowth. Other pruners refuse it.
     """
 
     delta: float = 0.5
@@ -120,6 +126,7 @@ class DPAPConfig:
     synapse_score: str = "bcm"
     synops_cost_power: float = 0.25
     timestep_target: Optional[float] = None
+    regrow: float = 0.0
 
     def __post_init__(self):
         if self.normalise not in NORMALISE:
@@ -129,6 +136,8 @@ class DPAPConfig:
                              f"got {self.synapse_score!r}")
         if not 0.0 <= self.synops_cost_power <= 4.0:
             raise ValueError(f"DPAPConfig.synops_cost_power must be in [0, 4], got {self.synops_cost_power}")
+        if not 0.0 <= self.regrow < 1.0:
+            raise ValueError(f"DPAPConfig.regrow must be in [0, 1), got {self.regrow}")
         if self.timestep_target is not None and not 0.0 < self.timestep_target < 1.0:
             raise ValueError(f"DPAPConfig.timestep_target must be in (0, 1), got {self.timestep_target}")
         if self.timestep_target is not None and self.timestep is not None:

@@ -286,6 +286,7 @@ class _Training:
         y = torch.from_numpy(self.ds.y_train[idx])
         x, y, w = self.dist.shard(x, y, 1 if self.model.spiking else 0)  # this rank's slice, its loss weight
         x, y = x.to(cfg.device), y.to(cfg.device)
+        self.model.dense_gradient = self.pruner.dense_gradient  # (a compaction may have replaced the model)
         scores, records = self.net(x)
         logits = cfg.count_scale * scores if self.model.spiking else scores
         loss = torch.nn.functional.cross_entropy(logits, y) if len(y) else logits.sum()  # empty shard: 0

@@ -53,6 +53,24 @@ NEURON_KINDS = ("lif", "relu")
 SHAPE_KINDS = ("avgpool", "flatten")
 
 
+class MaskDenseGradient(torch.autograd.Function):
+    """``w * m`` forward; backward passes the whole gradient of the masked weight, ``dL/d(w * m)``,
+    to ``w``, pruned entries included (a straight-through mask). A live entry's gradient is the
+    same as through ``w * m``; a pruned entry's is the gradient the synapse would get if it were
+    there, which Adam's first moment then averages over steps: the regrowth score of sparse
+    momentum (Dettmers & Zettlemoyer 2019, arXiv 1907.04840, sec. 3) and RigL (Evci et al. 2020,
+    arXiv 1911.11134, sec. 3). The pruned weight itself stays 0: the training loop re-applies the
+    masks after every optimiser step."""
+
+    @staticmethod
+    def forward(ctx, w: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        return w * m
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None
+
+
 @dataclass(frozen=True)
 class LIFConfig:
     """Current-based LIF parameters of a population (Norse ``LIFParameters``).
@@ -417,6 +435,11 @@ class SequentialNet(nn.Module):
         return [getattr(self, f"mask{i}") for i in range(len(self.layers))]
 
     def masked_weights(self) -> List[torch.Tensor]:
+        """Each weight layer's weight times its mask. With ``dense_gradient`` set (a pruner that
+        regrows synapses asks for it, ``train/pruners.py``), the backward pass gives a pruned weight
+        the gradient its synapse would have, instead of 0 (:class:`MaskDenseGradient`)."""
+        if getattr(self, "dense_gradient", False):
+            return [MaskDenseGradient.apply(layer.weight, m) for layer, m in zip(self.layers, self.masks)]
         return [layer.weight * m for layer, m in zip(self.layers, self.masks)]
 
     @torch.no_grad()

@@ -41,6 +41,8 @@ class Pruner:
 
     name = "base"
     compacts = False
+    #: the method can regrow synapses (``DPAPConfig.regrow``): it ranks them globally by a score
+    regrows = False
     state: Optional[DPAPState] = None
 
     def __init__(self, dpap: DPAPConfig, target_sparsity: float = 0.0):
@@ -61,6 +63,12 @@ class Pruner:
 
     def state_dict(self) -> Optional[dict]:
         return None
+
+    @property
+    def dense_gradient(self) -> bool:
+        """Train with the gradients of pruned weights (:class:`~dpap_deploy.train.models.MaskDenseGradient`):
+        what regrowth ranks by; the training loop sets the model's flag from it."""
+        return self.regrows and self.dpap.regrow > 0
 
 
 #: every pruning method by name (the built-in ones are defined below)
@@ -99,11 +107,13 @@ class DPAPPruner(Pruner):
 class MagnitudePruner(Pruner):
     name = "magnitude"
     compacts = True
+    regrows = True
 
     def end_epoch(self, epoch: int, model, optimizer, epochs: int) -> None:
         hidden = list(range(len(model.layers) - 1))
         magnitude_step(model, hidden, self.target_sparsity, epoch, self.dpap.e0, epochs,
-                       dense_total=dense_count(model, hidden))
+                       dense_total=dense_count(model, hidden), regrow=self.dpap.regrow,
+                       grow_scores=momentum_scores(model, optimizer, hidden) if self.dense_gradient else None)
 
 
 @PRUNERS.register("dpap-magnitude", help="ours: DPAP's neuron/channel rule (activity) with gradual global magnitude "
@@ -118,6 +128,7 @@ class DPAPMagnitudePruner(DPAPPruner):
     the strong ones, and DPAP's neuron rule removes the quiet neurons magnitude pruning keeps."""
 
     name = "dpap-magnitude"
+    regrows = True
 
     def start(self, model, resume: Optional[dict] = None) -> None:
         from dataclasses import replace
@@ -126,14 +137,21 @@ class DPAPMagnitudePruner(DPAPPruner):
         super().start(model, resume)
 
     def end_epoch(self, epoch: int, model, optimizer, epochs: int) -> None:
-        super().end_epoch(epoch, model, optimizer, epochs)
         hidden = list(range(len(model.layers) - 1))
+        # read before DPAP's step zeroes the moments of pruned weights
+        momentum = momentum_scores(model, optimizer, hidden) if self.dense_gradient else None
+        super().end_epoch(epoch, model, optimizer, epochs)
         magnitude_step(model, hidden, self.target_sparsity, epoch, self.dpap.e0, epochs,
-                       dense_total=dense_count(model, hidden), scores=self.synapse_scores(model, hidden))
+                       dense_total=dense_count(model, hidden), scores=self.synapse_scores(model, hidden),
+                       regrow=self.dpap.regrow, grow_scores=self.grow_scores(model, hidden, momentum))
 
     def synapse_scores(self, model, hidden: List[int]) -> Optional[dict]:
         """What ranks the synapses of ``hidden`` for :func:`magnitude_step`: None is ``|w|``."""
         return None
+
+    def grow_scores(self, model, hidden: List[int], momentum: Optional[dict]) -> Optional[dict]:
+        """What ranks pruned synapses for regrowth: ``|m|`` (:func:`momentum_scores`) as it is."""
+        return momentum
 
 
 @PRUNERS.register("dpap-synops", help="ours: DPAP's neuron/channel rule with synapses ranked by |w| over the fourth "
@@ -188,6 +206,15 @@ class DPAPSynopsPruner(DPAPMagnitudePruner):
         return per_operation_scores(model, hidden, per_sample, self.dpap.synops_cost_power,
                                     skip_first=self._input_current)
 
+    def grow_scores(self, model, hidden: List[int], momentum: Optional[dict]) -> Optional[dict]:
+        """``|m|`` times the same per-layer cost factor as the synapse ranking (:func:`cost_factors`),
+        so regrowth does not hand back to the busiest layers what the ranking took from them."""
+        if momentum is None or self._events is None:
+            return momentum
+        per_sample = [e / max(1.0, self._samples) for e in self._events]
+        factors = cost_factors(model, hidden, per_sample, self.dpap.synops_cost_power, skip_first=self._input_current)
+        return {key: v * factors[l] for l, (key, v) in zip(hidden, momentum.items())}
+
 
 def presynaptic_events(pre: torch.Tensor) -> torch.Tensor:
     """Events (nonzero entries: spikes) per presynaptic unit of one batch, float64 on the CPU:
@@ -216,6 +243,20 @@ def per_operation_scores(model, layers: List[int], events: List[torch.Tensor], p
         ``{(module, "weight"): scores}`` for ``torch.nn.utils.prune.global_unstructured``'s
         ``importance_scores``, each the weight's shape.
     """
+    factors = cost_factors(model, layers, events, power, skip_first)
+    scores = {}
+    for l in layers:
+        w = model.layers[l].weight.detach()
+        # a tiny floor keeps a live weight above the pruned ones (0): never-spiking inputs go first
+        scores[(model.layers[l], "weight")] = (w.abs() * factors[l]).clamp_min(1e-30) * model.masks[l]
+    return scores
+
+
+def cost_factors(model, layers: List[int], events: List[torch.Tensor], power: float,
+                 skip_first: bool = False) -> dict:
+    """Per layer of ``layers``, the factor :func:`per_operation_scores` multiplies ``|w|`` by:
+    ``1 / c_l ** power`` where the presynaptic unit spiked, 0 where it never did, shaped to
+    broadcast over the weight (``(1, F)`` or ``(1, C_in, 1, 1)``). Arguments as there."""
     from dpap_deploy.train.synops import fan_out
 
     fos = fan_out(model)
@@ -226,15 +267,13 @@ def per_operation_scores(model, layers: List[int], events: List[torch.Tensor], p
     rest = [c for l, c in cost.items() if not (skip_first and l == 0)]
     if skip_first and 0 in cost:
         cost[0] = sum(rest) / len(rest) if rest else 1.0
-    scores = {}
+    factors = {}
     for l in layers:
-        w = model.layers[l].weight.detach()
+        w = model.layers[l].weight
         shape = (1, -1, 1, 1) if w.dim() == 4 else (1, -1)
         spiked = (events[l] > 0) | (skip_first and l == 0)
-        factor = spiked.to(w.dtype).to(w.device).view(shape) / max(cost[l], 1e-12) ** power
-        # a tiny floor keeps a live weight above the pruned ones (0): never-spiking inputs go first
-        scores[(model.layers[l], "weight")] = (w.abs() * factor).clamp_min(1e-30) * model.masks[l]
-    return scores
+        factors[l] = spiked.to(w.dtype).to(w.device).view(shape) / max(cost[l], 1e-12) ** power
+    return factors
 
 
 def dense_count(model, layers: List[int]) -> int:
@@ -252,7 +291,7 @@ MAGNITUDE_TAIL = 0.25
 
 def magnitude_step(model, layers: List[int], target: float, epoch: int, e0: int, epochs: int,
                    tail: float = MAGNITUDE_TAIL, dense_total: Optional[int] = None,
-                   scores: Optional[dict] = None) -> None:
+                   scores: Optional[dict] = None, regrow: float = 0.0, grow_scores: Optional[dict] = None) -> None:
     """Gradual global L1 magnitude pruning of ``layers`` toward ``target`` sparsity after epoch
     ``epoch`` (0-based) of ``epochs``: Zhu & Gupta's cubic schedule
     ``s(e) = target * (1 - (1 - (e - e0 + 1) / span)^3)`` reaching ``target`` after epoch
@@ -261,22 +300,38 @@ def magnitude_step(model, layers: List[int], target: float, epoch: int, e0: int,
     ``dense_total`` (the dense network's synapses, :func:`dense_count`: units removed by compaction or
     another rule count as pruned); None means the layers' present weights (a model never compacted).
     ``scores`` (``{(module, "weight"): tensor}``, :func:`per_operation_scores`) ranks the weights
-    instead of ``|w|``; pruned weights must score 0 and live ones above 0."""
-    import math
+    instead of ``|w|``; pruned weights must score 0 and live ones above 0.
 
-    import torch.nn.utils.prune as prune
+    With ``regrow`` (``alpha_0``, ``DPAPConfig.regrow``) and ``grow_scores`` (:func:`momentum_scores`),
+    each pruning epoch then exchanges :func:`regrow_fraction` of the live weights (:func:`exchange`):
+    the sparsity stays the schedule's, the structure moves to where the gradient asks for synapses."""
+    import math
 
     if epoch < e0:
         return
-    frac = cubic_fraction(target, epoch, e0, epochs - int(math.ceil(tail * epochs)))
+    stop = epochs - int(math.ceil(tail * epochs))
+    frac = cubic_fraction(target, epoch, e0, stop)
     total = sum(model.masks[l].numel() for l in layers)
     amount = total - int(round((1.0 - frac) * (total if dense_total is None else dense_total)))
-    if amount <= 0:
-        return
+    if amount > 0:
+        _prune_lowest(model, layers, amount, scores)
+    alpha = regrow_fraction(regrow, epoch, e0, stop)
+    if alpha > 0 and grow_scores is not None:
+        exchange(model, layers, alpha, grow_scores, scores)
+
+
+def _prune_lowest(model, layers: List[int], amount: int, scores: Optional[dict]) -> None:
+    """Remove the ``amount`` lowest-ranked live weights of ``layers`` (global over the layers;
+    ``scores`` as in :func:`magnitude_step`, None: ``|w|``) and write the masks."""
+    import torch.nn.utils.prune as prune
+
     params = [(model.layers[l], "weight") for l in layers]
     with torch.no_grad():
-        for l in layers:  # already-pruned weights are exactly zero, so L1 keeps them pruned
+        for l in layers:  # already-pruned weights are exactly zero
             model.layers[l].weight.mul_(model.masks[l])
+        if scores is None:  # |w|, with a floor that keeps a live weight at 0 (just regrown) above the pruned ones
+            scores = {(model.layers[l], "weight"): model.layers[l].weight.abs().clamp_min(1e-30) * model.masks[l]
+                      for l in layers}
     prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=amount, importance_scores=scores)
     with torch.no_grad():
         for l in layers:
@@ -284,6 +339,89 @@ def magnitude_step(model, layers: List[int], target: float, epoch: int, e0: int,
             model.masks[l].copy_(model.masks[l] & layer.weight_mask.bool())
             prune.remove(layer, "weight")
     model.apply_masks()
+
+
+def regrow_fraction(alpha: float, epoch: int, e0: int, stop: int) -> float:
+    """Fraction of the live weights exchanged after epoch ``epoch`` (0-based): RigL's cosine decay
+    (Evci et al. 2020, arXiv 1911.11134, sec. 3, ``alpha/2 * (1 + cos(pi t / T_end))``) over the
+    pruning epochs, ``alpha * (1 + cos(pi (epoch - e0) / (stop - e0))) / 2`` for ``e0 <= epoch < stop``,
+    0 before ``e0`` and in the recovery tail (``epoch >= stop``), so the last structure trains alone."""
+    import math
+
+    if alpha <= 0.0 or epoch < e0 or epoch >= stop:
+        return 0.0
+    return alpha * 0.5 * (1.0 + math.cos(math.pi * (epoch - e0) / max(1, stop - e0)))
+
+
+def momentum_scores(model, optimizer, layers: List[int]) -> Optional[dict]:
+    """Regrowth scores of ``layers``: ``|m|``, Adam's first moment (``exp_avg``) of each weight, an
+    average of its recent gradients, pruned weights included when the model trains with
+    ``dense_gradient`` (:class:`~dpap_deploy.train.models.MaskDenseGradient`): sparse momentum's
+    regrowth criterion (Dettmers & Zettlemoyer 2019, arXiv 1907.04840, sec. 3). None before the
+    first optimiser step. Read it before anything zeroes the moments of pruned weights
+    (:meth:`~dpap_deploy.train.dpap.DPAPState.apply` does)."""
+    out = {}
+    for l in layers:
+        st = optimizer.state.get(model.layers[l].weight) or {}
+        m = st.get("exp_avg", st.get("momentum_buffer"))
+        if m is None:
+            return None
+        out[(model.layers[l], "weight")] = m.detach().abs().clone()
+    return out
+
+
+def _live_units(model, layers: List[int]) -> dict:
+    """Per layer of ``layers``, bool of the weight's shape: both ends of the synapse are units still
+    in the network (the postsynaptic unit has a live input synapse; the presynaptic one is an input
+    or has one). A synapse between such units may regrow; one onto a removed unit may not."""
+    has_in = [model.unit_connectivity(l).any(axis=1) for l in range(len(model.layers))]
+    specs = model.specs()
+    out = {}
+    for l in layers:
+        m = model.masks[l]
+        post = torch.as_tensor(has_in[l], device=m.device)
+        pre_units = np.ones(specs[l].n_in, dtype=bool) if l == 0 else has_in[l - 1]
+        pre = torch.as_tensor(np.repeat(pre_units, specs[l].in_block), device=m.device)
+        if m.dim() == 4:  # conv: (C_out, C_in, kH, kW)
+            out[l] = (post[:, None] & pre[None, :])[:, :, None, None].expand_as(m)
+        else:
+            out[l] = post[:, None] & pre[None, :]
+    return out
+
+
+@torch.no_grad()
+def exchange(model, layers: List[int], fraction: float, grow_scores: dict, drop_scores: Optional[dict] = None) -> int:
+    """Drop the ``k = round(fraction * live)`` lowest-ranked live weights of ``layers`` (``drop_scores``
+    as :func:`magnitude_step`'s ``scores``; None: ``|w|``) and regrow the ``k`` pruned ones between
+    units still in the network (:func:`_live_units`) that ``grow_scores`` ranks highest (global over
+    the layers): RigL's drop-and-grow step (Evci et al. 2020, sec. 3), with sparse momentum's score.
+    A regrown weight starts at 0, as in RigL, and the ones just dropped cannot regrow in the same step.
+    Fewer are exchanged when fewer candidates score above 0 (none: nothing changes).
+
+    Returns:
+        the number of synapses exchanged.
+    """
+    live = [model.masks[l] for l in layers]
+    n_live = int(sum(int(m.sum()) for m in live))
+    units = _live_units(model, layers)
+    grow = torch.cat([(grow_scores[(model.layers[l], "weight")].to(model.masks[l].device).float()
+                       * (units[l] & ~model.masks[l])).reshape(-1) for l in layers])
+    k = min(int(round(fraction * n_live)), int((grow > 0).sum()))
+    if k <= 0:
+        return 0
+    chosen = torch.topk(grow, k).indices
+    if drop_scores is not None:  # scores computed before this epoch's pruning: pruned weights must score 0
+        drop_scores = {(model.layers[l], "weight"): drop_scores[(model.layers[l], "weight")] * model.masks[l]
+                       for l in layers}
+    total = sum(model.masks[l].numel() for l in layers)
+    _prune_lowest(model, layers, total - n_live + k, drop_scores)
+    offsets = np.cumsum([0] + [model.masks[l].numel() for l in layers])
+    for i, l in enumerate(layers):
+        idx = chosen[(chosen >= int(offsets[i])) & (chosen < int(offsets[i + 1]))] - int(offsets[i])
+        mask, weight = model.masks[l].view(-1), model.layers[l].weight.view(-1)
+        mask[idx] = True
+        weight[idx] = 0.0
+    return k
 
 
 def make_pruner(name: str, dpap: DPAPConfig, target_sparsity: float = 0.0) -> Pruner:
