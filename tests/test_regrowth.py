@@ -180,3 +180,42 @@ def test_a_run_with_regrowth_reaches_its_sparsity_and_lava_equals_the_emulator(t
     assert hidden <= round(0.2 * dense_hidden)
     assert rep["accuracy"]["lava"] == rep["accuracy"]["emulator"]
     assert rep["accuracy"]["norse"] > 0.3  # 3x chance after 8 epochs of a 32-16 MLP (the test is the mechanism)
+
+
+def test_a_regrowing_run_interrupted_and_resumed_equals_the_uninterrupted_one(digits, tmp_path):
+    """Regrowth ranks by Adam's moments, which the checkpoint's optimiser state carries: a run of
+    ``dpap-magnitude`` with regrowth, interrupted after its first exchange and resumed, ends with the
+    same masks and weights as the run that was not interrupted, and regrowth did exchange synapses
+    (the same run without it ends with other masks)."""
+    import os
+    import signal
+    from dataclasses import replace
+
+    from dpap_deploy.errors import TrainingInterrupted
+    from dpap_deploy.train.checkpoint import load_checkpoint
+    from dpap_deploy.train.dpap import RuleConstants
+    from dpap_deploy.train.loop import TrainConfig, train
+
+    cfg = TrainConfig(epochs=5, time_steps=6, hidden=(24, 16), lr=1e-2, seed=3, batch_size=64, fixed_point_eval=False)
+    dpap = DPAPConfig(e0=1, r_init=2.0, fc_neuron=RuleConstants(0.6, 2.0, 13.0), regrow=0.4)
+
+    def run(dp, **kw):
+        return train(digits, cfg, dp, progress=False, method="dpap-magnitude", target_sparsity=0.7, **kw)
+
+    whole = run(dpap)
+    plain = run(replace(dpap, regrow=0.0))
+    path = str(tmp_path / "cut.safetensors")
+
+    def hook(e, b):
+        if (e, b) == (2, 5):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted):
+        run(dpap, checkpoint=path, on_batch=hook)
+    resumed = run(dpap, checkpoint=path, resume=load_checkpoint(path))
+    for a, b in zip(whole.model.masks, resumed.model.masks):
+        assert torch.equal(a, b)
+    for (ka, va), (kb, vb) in zip(whole.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb), ka
+    assert [m.shape for m in plain.model.masks] != [m.shape for m in whole.model.masks] or any(
+        not torch.equal(a, b) for a, b in zip(plain.model.masks, whole.model.masks))
