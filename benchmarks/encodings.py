@@ -37,7 +37,8 @@ def run_one(data: str, variant: str, seed: int, args) -> dict:
     t0 = time.perf_counter()
     rep = dpap_deploy.deploy(model=model, data=data, target=target, out=out, force=True, encoding=encoding,
                              epochs=args.epochs, hidden=args.hidden, lr=args.lr, seed=seed,
-                             time_steps=args.time_steps, batch_size=args.batch_size)
+                             time_steps=args.time_steps, batch_size=args.batch_size,
+                             pruner="dpap")  # the pruner these figures were measured with (the default then)
     acc = rep["accuracy"]
     return {"data": data, "variant": variant, "seed": seed, "epochs": args.epochs, "hidden": args.hidden,
             "T": rep["dataset"]["time_steps"], "float": acc.get("norse", acc.get("torch")),

@@ -10,8 +10,8 @@ simulator, the emulator's check, mapping onto ``loihi2``, the energy section) gi
   (every spike times the surviving synapses it reaches, ``dpap_deploy/energy.py``);
 * epochs to the dense run's best accuracy (same seed), from ``train_log.jsonl``.
 
-Variants (``--variants``): ``dense``; ``default`` (``dpap-export``'s defaults: preset
-``deploy-snn``, run-length schedule); ``dpap`` (preset ``mnist-snn`` as this project first ran it:
+Variants (``--variants``): ``dense``; ``default`` (``dpap-export``'s defaults: the family's
+default pruning, ``train/families.py``); ``dpap`` (preset ``mnist-snn`` as this project first ran it:
 ``--dpap-schedule fixed``, ``unit()`` over the survivors); ``dpap-all`` (``unit()`` over all elements, the authors'
 normalisation); ``dpap-rl`` (``--dpap-schedule run-length``); ``dpap-all-rl`` (both); ``dpap-w``
 and ``dpap-w-all-rl`` (synapses ranked by ``unit(M) * |w|``, ``--dpap-synapse-score bcm-weight``);
@@ -79,10 +79,10 @@ def variant_options(variant: str) -> dict:
     if variant.startswith(("dpapmag@", "dpapsyn@")):  # DPAP's neuron rule + global synapse ranking to S of dense
         spec, _, hi = variant.split("@", 1)[1].partition("-p")  # dpapmag@S-pHI: unit() over [P0, P_HI]
         pruner = "dpap-magnitude" if variant.startswith("dpapmag@") else "dpap-synops"
-        return {"pruner": pruner, "target_sparsity": float(spec),
+        return {"pruner": pruner, "target_sparsity": float(spec), "regrow": 0.0,
                 "dpap_preset": "mnist-snn", "dpap_percentiles": f"0,{hi or 75}", "dpap_normalise": "all",
                 "dpap_schedule": "run-length"}
-    if variant == "default":  # whatever dpap-export does with no pruning option
+    if variant == "default":  # whatever dpap-export does with no pruning option (the family's default pruning)
         return {}
     base = {"pruner": "dpap", "dpap_preset": "mnist-snn", "dpap_percentiles": "0,75", "dpap_synapse_score": "bcm"}
     known = {"dense": {"pruner": "dense"},

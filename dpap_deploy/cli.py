@@ -96,14 +96,17 @@ def build_parser() -> argparse.ArgumentParser:
     a("--batch-size", type=int, default=32)
     a("--lr", type=float, default=5e-3, help="Adam learning rate at the start, cosine-annealed to 0 (default 5e-3: "
       "the digits MLP, dense and pruned, is 0.3-0.8 points more accurate than at 2e-3, benchmarks/README.md)")
-    a("--pruner", default="dpap", choices=PRUNERS.names(), help="dpap (default), dpap-magnitude (DPAP's neuron rule, "
+    defaults = "; ".join(f"{name}: {FAMILIES.get(name).default_pruning.describe()}" for name in FAMILIES.names())
+    a("--pruner", default=None, choices=PRUNERS.names(), help="dpap (the paper's rule), dpap-magnitude (DPAP's neuron rule, "
       "synapses by global magnitude to --target-sparsity of the dense count; docs/dpap.md sec. 6.9), dpap-synops (the "
       "same, synapses ranked by |w| over the fourth root of their layer's synaptic operations per synapse; sec. "
       "6.10), magnitude "
-      "(gradual global L1 to --target-sparsity) or dense")
+      "(gradual global L1 to --target-sparsity) or dense. Default: the model family's (" + defaults + "; your own "
+      "networks: dpap; docs/dpap.md sec. 6.12), and dpap with --fit or --budget-cores")
     a("--no-prune", action="store_true", help="train dense (baseline): --pruner dense")
-    a("--target-sparsity", type=float, default=0.8, help="final sparsity of the hidden synapses, a fraction of the "
-      "dense count, for --pruner magnitude, dpap-magnitude and dpap-synops (default 0.8)")
+    a("--target-sparsity", type=float, default=None, help="final sparsity of the hidden synapses, a fraction of the "
+      "dense count, for --pruner magnitude, dpap-magnitude and dpap-synops (default: the model family's, 0.92 for "
+      "snn-mlp, else 0.8)")
     a("--dpap-preset", default=None, help="DPAP constants: mnist-snn (default for SNNs: the authors' MNIST SNN "
       "script's), deploy-snn (ours: mnist-snn with unit() over [P0, P97]), mnist-ann (ANNs), cifar-snn (the "
       "BrainCog CIFAR-10 constants), nmnist-snn or dvs-snn (the authors' event-data scripts)")
@@ -123,10 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--synops-cost-power", type=float, default=None, metavar="P", help="--pruner dpap-synops: rank synapses by "
       "|w| / c ** P, c their layer's synaptic operations per synapse; 0 is magnitude ranking, larger P moves more "
       "of the synapse budget off the busiest layers (docs/dpap.md sec. 6.10; default 0.25)")
-    a("--regrow", type=float, default=0.0, metavar="FRACTION", help="--pruner magnitude, dpap-magnitude or "
+    a("--regrow", type=float, default=None, metavar="FRACTION", help="--pruner magnitude, dpap-magnitude or "
       "dpap-synops: after each pruning epoch, exchange this fraction of the live synapses (decaying on a cosine to 0 "
       "at the recovery tail): the lowest-ranked dropped, as many regrown where the gradient's running mean is "
-      "largest (ours, after RigL and sparse momentum; docs/dpap.md sec. 6.11); default 0 (off)")
+      "largest (ours, after RigL and sparse momentum; docs/dpap.md sec. 6.11); default: the model family's with its "
+      "default pruner (0.3 for snn-mlp), else 0 (off)")
     a("--device", default="cpu", help="training and the torch emulator engine: cpu (default), cuda, cuda:N or auto")
     a("--max-test", type=int, default=None, help="simulate only the first N test samples")
     a("--require-fit", action="store_true", help="exit with 3 when the network does not fit the profile")

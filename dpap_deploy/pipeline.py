@@ -41,7 +41,11 @@ class RunConfig:
         model: model family or ``PATH.py:FUNCTION``.
         encoding: ``rate`` or ``current`` (static data into a spiking network).
         time_steps: ``T`` (None: the data's own, or 32 for encoded static data).
-        pruner: ``dpap``, ``magnitude`` or ``dense`` (``no_prune`` means ``dense``).
+        pruner: a registered pruner (``dpap``, ``dpap-magnitude``, ``dpap-synops``, ``magnitude``,
+            ``dense``; ``no_prune`` means ``dense``); None: the model family's default
+            (``ModelFamily.default_pruning``), ``dpap`` under a hardware budget.
+        target_sparsity: None: the family's default (0.92 for ``snn-mlp``, else 0.8).
+        regrow: None: the family's default with its default pruner (0.3 for ``snn-mlp``), else 0.
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (training and the torch emulator engine).
         from_dir: export the network of an earlier run (its folder) or of a network file
             (``.net``, ``.nir``, ``.npz``: :mod:`dpap_deploy.foreign`) instead of training.
@@ -65,9 +69,9 @@ class RunConfig:
     time_steps: Optional[int] = None
     batch_size: int = 32
     lr: float = 5e-3
-    pruner: str = "dpap"
+    pruner: Optional[str] = None
     no_prune: bool = False
-    target_sparsity: float = 0.8
+    target_sparsity: Optional[float] = None
     dpap_preset: Optional[str] = None
     timestep_pruning: Optional[str] = None
     timestep_target: Optional[float] = None
@@ -77,7 +81,7 @@ class RunConfig:
     dpap_synapse_score: Optional[str] = None
     synops_penalty: float = 0.0
     synops_cost_power: Optional[float] = None
-    regrow: float = 0.0
+    regrow: Optional[float] = None
     device: str = "cpu"
     profile: str = "loihi2"
     chips: Optional[int] = None
