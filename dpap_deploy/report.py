@@ -127,6 +127,15 @@ def _validate_tiles(report: dict) -> None:
                 raise ValueError(f"report: resources.per_layer[{i}].tile.{k} = {v!r}; expected a positive integer")
 
 
+def _pruning_text(tr: dict, cfg: dict) -> str:
+    """``pruner dpap-magnitude (target sparsity 0.92, regrowth 0.3)``, ``pruner dpap`` or ``dense``."""
+    if not cfg.get("prune"):
+        return "dense"
+    opts = [f"{what} {tr[k]:g}" for k, what in (("target_sparsity", "target sparsity"), ("regrow", "regrowth"))
+            if tr.get(k) is not None]
+    return f"pruner {tr.get('pruner') or 'dpap'}" + (f" ({', '.join(opts)})" if opts else "")
+
+
 def summary_text(report: dict) -> str:
     """A short human summary for the terminal."""
     m, a, r = report["model"], report["accuracy"], report["resources"]
@@ -219,7 +228,7 @@ def markdown_report(report: dict, images: Sequence[str] = ()) -> str:
                f"{d.get('n_features', '?')} features, {d.get('n_classes', '?')} classes, T = {d['time_steps']} time steps, "
                f"seed {d.get('seed', '?')}.")
     if cfg:
-        out.append(f"- **Training** {tr.get('epochs')} epochs, {'DPAP' if cfg.get('prune') else 'dense'}, "
+        out.append(f"- **Training** {tr.get('epochs')} epochs, {_pruning_text(tr, cfg)}, "
                    f"lr {cfg.get('lr')}, batch {cfg.get('batch_size')}.")
     elif tr.get("from"):
         out.append(f"- **Network** exported from the run in `{tr['from']}` (no training).")

@@ -147,9 +147,11 @@ def _resolve_pruning(cfg, family_default) -> None:
     if cfg.from_dir:
         return
     if cfg.pruner is None:
-        budget = cfg.budget_cores is not None or cfg.fit
-        cfg.pruner = "dpap" if budget or cfg.epochs < RUN_LENGTH_MIN_EPOCHS else family_default.pruner
-        log.info("pruner %s (default: the family's %s)", cfg.pruner, family_default.describe())
+        why = ("a hardware budget" if cfg.budget_cores is not None or cfg.fit else
+               f"a run under {RUN_LENGTH_MIN_EPOCHS} epochs" if cfg.epochs < RUN_LENGTH_MIN_EPOCHS else None)
+        cfg.pruner = "dpap" if why else family_default.pruner
+        log.info("pruner %s (%s)", cfg.pruner, f"the default for {why}" if why else
+                 f"the model family's default: {family_default.describe()}")
     if cfg.target_sparsity is None:
         cfg.target_sparsity = family_default.target_sparsity
     if cfg.regrow is None:
@@ -808,10 +810,20 @@ def _report_dict(ctx, report_started: float) -> dict:
         "timing_s": _timing(ctx, report_started),
         "fixed_point": res.extra.get("fixed_point"),
         "target_notes": [res.extra["message"]] if res.extra.get("message") else [],
-        "training": {"config": tcfg, "pruner": cfg.pruner if ctx.file_network is None else None, "epochs": len(ctx.history), "from": cfg.from_dir,
-                     "device": ctx.device, "family": family},
+        "training": {"config": tcfg, "pruner": cfg.pruner if ctx.file_network is None else None, **_pruning_options(cfg),
+                     "epochs": len(ctx.history), "from": cfg.from_dir, "device": ctx.device, "family": family},
         "files": files,
     }
+
+
+def _pruning_options(cfg) -> dict:
+    """``target_sparsity`` and ``regrow`` of the report's training section: the values the run's
+    pruner used (the family's defaults or the options), None where the pruner takes no such value."""
+    from dpap_deploy.train.pruners import PRUNERS
+
+    cls = PRUNERS.get(cfg.pruner) if cfg.pruner and not cfg.from_dir else None
+    return {"target_sparsity": cfg.target_sparsity if cls is not None and cls.takes_target else None,
+            "regrow": cfg.regrow if cls is not None and cls.regrows else None}
 
 
 def _model_file() -> str:

@@ -41,6 +41,8 @@ class Pruner:
 
     name = "base"
     compacts = False
+    #: the method prunes the hidden synapses to ``target_sparsity`` of the dense count
+    takes_target = False
     #: the method can regrow synapses (``DPAPConfig.regrow``): it ranks them globally by a score
     regrows = False
     state: Optional[DPAPState] = None
@@ -107,6 +109,7 @@ class DPAPPruner(Pruner):
 class MagnitudePruner(Pruner):
     name = "magnitude"
     compacts = True
+    takes_target = True
     regrows = True
 
     def end_epoch(self, epoch: int, model, optimizer, epochs: int) -> None:
@@ -128,6 +131,7 @@ class DPAPMagnitudePruner(DPAPPruner):
     the strong ones, and DPAP's neuron rule removes the quiet neurons magnitude pruning keeps."""
 
     name = "dpap-magnitude"
+    takes_target = True
     regrows = True
 
     def start(self, model, resume: Optional[dict] = None) -> None:
