@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
       "same, synapses ranked by |w| over the fourth root of their layer's synaptic operations per synapse; sec. "
       "6.10), magnitude "
       "(gradual global L1 to --target-sparsity) or dense. Default: the model family's (" + defaults + "; your own "
-      "networks: dpap; docs/dpap.md sec. 6.12), and dpap with --fit or --budget-cores")
+      "networks: dpap; docs/dpap.md sec. 6.12), and dpap with --fit or --budget-cores or under 20 epochs")
     a("--no-prune", action="store_true", help="train dense (baseline): --pruner dense")
     a("--target-sparsity", type=float, default=None, help="final sparsity of the hidden synapses, a fraction of the "
       "dense count, for --pruner magnitude, dpap-magnitude and dpap-synops (default: the model family's, 0.92 for "

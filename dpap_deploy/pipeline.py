@@ -43,7 +43,7 @@ class RunConfig:
         time_steps: ``T`` (None: the data's own, or 32 for encoded static data).
         pruner: a registered pruner (``dpap``, ``dpap-magnitude``, ``dpap-synops``, ``magnitude``,
             ``dense``; ``no_prune`` means ``dense``); None: the model family's default
-            (``ModelFamily.default_pruning``), ``dpap`` under a hardware budget.
+            (``ModelFamily.default_pruning``), ``dpap`` under a hardware budget or below 20 epochs.
         target_sparsity: None: the family's default (0.92 for ``snn-mlp``, else 0.8).
         regrow: None: the family's default with its default pruner (0.3 for ``snn-mlp``), else 0.
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (training and the torch emulator engine).
